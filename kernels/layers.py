@@ -1,0 +1,112 @@
+"""One dense layer's elementwise work: bias, activation, activation derivative.
+
+The matmuls around these (`z = x @ W`, `dW = x.T @ dz`, `dx = dz @ W.T`) stay on BLAS;
+these loops are serial on purpose: with BLAS threads owning the cores, a parallel
+elementwise region only adds launch cost and contention (see docs/design.md).
+"""
+
+import numpy as np
+from numba import njit
+
+from .codes import IDENTITY, LEAKY_RELU, LEAKY_RELU_SLOPE, RELU, SIGMOID, SOFTMAX, TANH
+
+
+@njit(nogil=True, cache=True, inline="always")
+def sigmoid(z):
+    # Two branches so exp never overflows.
+    if z >= 0:
+        return 1.0 / (1.0 + np.exp(-z))
+    e = np.exp(z)
+    return e / (1.0 + e)
+
+
+@njit(nogil=True, cache=True)
+def add_bias(z, biases):
+    n_samples, n_out = z.shape
+    for i in range(n_samples):
+        for j in range(n_out):
+            z[i, j] += biases[j]
+
+
+@njit(nogil=True, cache=True)
+def activate(z, activation, out):
+    """out = f(z), row by row; `out` may be `z` itself."""
+    n_samples, n_out = z.shape
+    if activation == IDENTITY:
+        out[:, :] = z
+    elif activation == SIGMOID:
+        for i in range(n_samples):
+            for j in range(n_out):
+                out[i, j] = sigmoid(z[i, j])
+    elif activation == TANH:
+        for i in range(n_samples):
+            for j in range(n_out):
+                out[i, j] = np.tanh(z[i, j])
+    elif activation == RELU:
+        for i in range(n_samples):
+            for j in range(n_out):
+                out[i, j] = max(z[i, j], 0.0)
+    elif activation == LEAKY_RELU:
+        for i in range(n_samples):
+            for j in range(n_out):
+                v = z[i, j]
+                out[i, j] = v if v > 0 else LEAKY_RELU_SLOPE * v
+    elif activation == SOFTMAX:
+        for i in range(n_samples):
+            # Subtracting the row maximum keeps exp in range (stable softmax).
+            peak = z[i, 0]
+            for j in range(1, n_out):
+                peak = max(peak, z[i, j])
+            total = 0.0
+            for j in range(n_out):
+                e = np.exp(z[i, j] - peak)
+                out[i, j] = e
+                total += e
+            for j in range(n_out):
+                out[i, j] /= total
+
+
+@njit(nogil=True, cache=True)
+def bias_activate_inplace(z, biases, activation):
+    """z <- f(z + b), fused for the hidden layers whose pre-activation is not kept."""
+    add_bias(z, biases)
+    activate(z, activation, z)
+
+
+@njit(nogil=True, cache=True)
+def times_derivative(grad, a, activation):
+    """grad <- grad * f'(z), with f' written in terms of the output a = f(z).
+
+    Every hidden activation's derivative is a function of its output, so the
+    pre-activations need not be kept: relu and leaky_relu have a > 0 exactly when z > 0
+    (derivative 0 at z = 0, as PyTorch).
+    """
+    n_samples, n_out = grad.shape
+    if activation == SIGMOID:
+        for i in range(n_samples):
+            for j in range(n_out):
+                grad[i, j] *= a[i, j] * (1.0 - a[i, j])
+    elif activation == TANH:
+        for i in range(n_samples):
+            for j in range(n_out):
+                grad[i, j] *= 1.0 - a[i, j] * a[i, j]
+    elif activation == RELU:
+        for i in range(n_samples):
+            for j in range(n_out):
+                if a[i, j] <= 0:
+                    grad[i, j] = 0.0
+    elif activation == LEAKY_RELU:
+        for i in range(n_samples):
+            for j in range(n_out):
+                if a[i, j] <= 0:
+                    grad[i, j] *= LEAKY_RELU_SLOPE
+
+
+@njit(nogil=True, cache=True)
+def column_sums(dz, out):
+    """out[j] = sum_i dz[i, j]: the bias gradient."""
+    n_samples, n_out = dz.shape
+    out[:] = 0.0
+    for i in range(n_samples):
+        for j in range(n_out):
+            out[j] += dz[i, j]

@@ -1,0 +1,318 @@
+"""The in-process model: a feed-forward network with its optimizer, composed of kernels.
+
+Concurrency: `train_step`, `set_weights` and `set_state` are serialized by a lock;
+`predict`, `evaluate`, `get_weights` and `get_state` may run from any number of threads
+at once, also while training. Parameters are double-buffered: a step reads the current
+buffer and writes the other, then publishes it, so a reader sees the weights of exactly
+one version, never a half-applied update. Before a step reuses a buffer it waits for the
+readers still on it (at most one predict long).
+"""
+
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import network_kernels as nk
+from .codes import ACTIVATIONS, LOSSES, OPTIMIZERS, SLOTS
+from .init import initial_parameters
+from .validation import check_inputs, check_spec, check_targets
+
+# Workspaces are kept for this many distinct batch sizes (most recently used first).
+_MAX_WORKSPACES = 4
+
+
+class Network:
+    """A multi-layer perceptron trained with mini-batch gradient descent.
+
+    layers: [n_in, h1, ..., n_out]; activations: one name per layer after the input;
+    loss: "mse", "binary_cross_entropy" (sigmoid output) or "cross_entropy" (softmax
+    output). The optimizer keywords follow torch.optim.SGD and torch.optim.Adam.
+    """
+
+    def __init__(self, layers, activations, loss, *, optimizer="sgd", learning_rate=0.01,
+                 momentum=0.0, nesterov=False, weight_decay=0.0, betas=(0.9, 0.999),
+                 eps=1e-8, init="he", seed=0, dtype="float32"):
+        spec = check_spec(layers, activations, loss, optimizer=optimizer,
+                          learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
+                          weight_decay=weight_decay, betas=betas, eps=eps, init=init,
+                          seed=seed, dtype=dtype)
+        self._spec = spec
+        self._dtype = np.dtype(spec["dtype"])
+        self._layer_sizes = np.array(spec["layers"], dtype=np.int64)
+        self._activation_codes = np.array([ACTIVATIONS.index(a) for a in spec["activations"]],
+                                          dtype=np.int64)
+        self._loss_code = LOSSES.index(spec["loss"])
+        self._optimizer_code = OPTIMIZERS.index(spec["optimizer"])
+        hyper = np.zeros(nk.N_HYPER)
+        hyper[nk.LEARNING_RATE] = spec["learning_rate"]
+        hyper[nk.MOMENTUM] = spec["momentum"]
+        hyper[nk.NESTEROV] = float(spec["nesterov"])
+        hyper[nk.WEIGHT_DECAY] = spec["weight_decay"]
+        hyper[nk.BETA1], hyper[nk.BETA2] = spec["betas"]
+        hyper[nk.EPS] = spec["eps"]
+        self._hyper = hyper
+
+        params = initial_parameters(spec["layers"], spec["init"], spec["seed"], self._dtype)
+        self._buffers = [params, np.empty_like(params)]
+        self._current = 0
+        self._reader_counts = [0, 0]
+        self._readers_changed = threading.Condition()
+        self._train_lock = threading.Lock()
+
+        self._slot_names = self._active_slots(spec)
+        self._slots = {name: np.zeros_like(params) for name in self._slot_names}
+        # The kernel takes two slot arrays always; unused ones are empty.
+        slot_arrays = [self._slots[name] for name in self._slot_names]
+        self._slot_args = tuple(slot_arrays + [np.empty(0, dtype=self._dtype)] * (2 - len(slot_arrays)))
+        self._workspaces = {}
+        self._step = 0
+        self._version = 0
+
+    @staticmethod
+    def _active_slots(spec):
+        if spec["optimizer"] == "sgd" and spec["momentum"] == 0.0:
+            return ()
+        return SLOTS[spec["optimizer"]]
+
+    # -- properties --------------------------------------------------------------------
+
+    @property
+    def spec(self):
+        """A plain dict from which Network(**spec) rebuilds this network's initial state."""
+        return {key: list(value) if isinstance(value, list) else value
+                for key, value in self._spec.items()}
+
+    @property
+    def num_parameters(self):
+        return int(self._buffers[0].size)
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def step(self):
+        """Number of train steps applied (restored by set_state)."""
+        return self._step
+
+    @property
+    def version(self):
+        """Counts every change of the weights: train steps, set_weights, set_state."""
+        return self._version
+
+    @property
+    def n_inputs(self):
+        return self._spec["layers"][0]
+
+    @property
+    def n_outputs(self):
+        return self._spec["layers"][-1]
+
+    # -- reading -----------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self):
+        """Yield (parameters, version) of one published version, kept stable meanwhile."""
+        with self._readers_changed:
+            index = self._current
+            self._reader_counts[index] += 1
+            version = self._version
+        try:
+            yield self._buffers[index], version
+        finally:
+            with self._readers_changed:
+                self._reader_counts[index] -= 1
+                if self._reader_counts[index] == 0:
+                    self._readers_changed.notify_all()
+
+    def predict(self, x):
+        """Return the output activations for x (n_samples, n_in), shape (n_samples, n_out)."""
+        return self.predict_versioned(x)[0]
+
+    def predict_versioned(self, x):
+        """Return (outputs, version): the predictions and the weights version they used."""
+        x = check_inputs(x, self.n_inputs, self._dtype)
+        with self._reading() as (params, version):
+            outputs = nk.predict(params, self._layer_sizes, self._activation_codes, x)
+        return outputs, version
+
+    def evaluate(self, x, y):
+        """Return {"loss": ...} plus "accuracy" for classification losses; no update."""
+        return self.evaluate_versioned(x, y)[0]
+
+    def evaluate_versioned(self, x, y):
+        x = check_inputs(x, self.n_inputs, self._dtype)
+        targets, class_ids = check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0],
+                                           self._dtype)
+        with self._reading() as (params, version):
+            loss, outputs = nk.evaluate(params, self._layer_sizes, self._activation_codes,
+                                        self._loss_code, x, targets, class_ids)
+        metrics = {"loss": float(loss)}
+        if self._spec["loss"] == "cross_entropy":
+            truth = class_ids if class_ids.size else targets.argmax(axis=1)
+            metrics["accuracy"] = float(np.mean(outputs.argmax(axis=1) == truth))
+        elif self._spec["loss"] == "binary_cross_entropy":
+            metrics["accuracy"] = float(np.mean((outputs >= 0.5) == (targets >= 0.5)))
+        return metrics, version
+
+    def gradients(self, x, y):
+        """Return (loss, [(dW, db), ...]): the batch loss and its gradient; no update."""
+        x = check_inputs(x, self.n_inputs, self._dtype)
+        targets, class_ids = check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0],
+                                           self._dtype)
+        outputs, logits, deltas = self._new_workspace(x.shape[0])
+        with self._reading() as (params, _):
+            grads = np.empty_like(params)
+            loss = nk.forward_backward(params, self._layer_sizes, self._activation_codes,
+                                       self._loss_code, x, targets, class_ids, outputs,
+                                       logits, deltas, grads)
+        return float(loss), self._split(grads)
+
+    def get_weights(self):
+        """Return a copy of the weights as [(W (n_in, n_out), b (n_out,)), ...]."""
+        with self._reading() as (params, _):
+            return self._split(params)
+
+    def get_state(self):
+        """Return everything needed to resume training bit-exactly elsewhere.
+
+        {"spec": dict, "step": int, "weights": [(W, b), ...],
+         "slots": {"momentum_buffer" | "exp_avg" | "exp_avg_sq": [(W, b), ...]}}
+        """
+        with self._train_lock, self._reading() as (params, _):
+            return {
+                "spec": self.spec,
+                "step": self._step,
+                "weights": self._split(params),
+                "slots": {name: self._split(slot) for name, slot in self._slots.items()},
+            }
+
+    # -- writing -----------------------------------------------------------------------
+
+    def train_step(self, x, y):
+        """Apply one optimizer step on the batch; return the batch loss before the update."""
+        return self.train_step_versioned(x, y)[0]
+
+    def train_step_versioned(self, x, y):
+        """Return (loss, step, version) of one optimizer step on the batch."""
+        x = check_inputs(x, self.n_inputs, self._dtype)
+        targets, class_ids = check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0],
+                                           self._dtype)
+        with self._train_lock:
+            outputs, logits, deltas, grads = self._workspace(x.shape[0])
+            params, spare = self._current_and_spare()
+            loss = nk.train_step(params, self._layer_sizes, self._activation_codes,
+                                 self._loss_code, x, targets, class_ids, outputs, logits,
+                                 deltas, grads, self._optimizer_code, self._hyper, *self._slot_args,
+                                 self._step + 1, spare)
+            self._step += 1
+            version = self._publish()
+            return float(loss), self._step, version
+
+    def set_weights(self, weights):
+        """Replace the weights; optimizer state and step count are kept."""
+        flat = self._join("weights", weights)
+        with self._train_lock:
+            _, spare = self._current_and_spare()
+            spare[:] = flat
+            self._publish()
+
+    def set_state(self, state):
+        """Restore weights, optimizer state and step count from get_state()'s result."""
+        if not isinstance(state, dict) or not {"spec", "step", "weights", "slots"} <= state.keys():
+            raise ValueError("state: expected a dict with keys spec, step, weights, slots "
+                             "(as returned by get_state)")
+        mine = self._spec
+        theirs = state["spec"] or {}
+        for key in ("layers", "activations", "loss", "optimizer", "dtype"):
+            if list(np.atleast_1d(theirs.get(key))) != list(np.atleast_1d(mine[key])):
+                raise ValueError(f"state: got {key}={theirs.get(key)!r}, expected {mine[key]!r} "
+                                 "(this network's spec); build Network(**state['spec']) instead")
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"state: got step={step!r}, expected an integer >= 0")
+        flat = self._join("weights", state["weights"])
+        slots = state["slots"] if isinstance(state["slots"], dict) else None
+        if slots is None or set(slots) != set(self._slot_names):
+            got = sorted(slots) if slots is not None else state["slots"]
+            raise ValueError(f"state: got optimizer slots {got}, expected {sorted(self._slot_names)} "
+                             f"for {mine['optimizer']} with momentum={mine['momentum']}")
+        flat_slots = {name: self._join(f"slots[{name!r}]", slots[name]) for name in self._slot_names}
+        with self._train_lock:
+            _, spare = self._current_and_spare()
+            spare[:] = flat
+            for name, values in flat_slots.items():
+                self._slots[name][:] = values
+            self._step = int(step)
+            self._publish()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _current_and_spare(self):
+        """Return (current, spare) buffers once no reader is left on the spare one."""
+        with self._readers_changed:
+            spare_index = 1 - self._current
+            self._readers_changed.wait_for(lambda: self._reader_counts[spare_index] == 0)
+        return self._buffers[self._current], self._buffers[spare_index]
+
+    def _publish(self):
+        with self._readers_changed:
+            self._current = 1 - self._current
+            self._version += 1
+            return self._version
+
+    def _new_workspace(self, n_samples):
+        width = int(self._layer_sizes[1:].sum())
+        return (np.empty(n_samples * width, dtype=self._dtype),
+                np.empty((n_samples, self.n_outputs), dtype=self._dtype),
+                np.empty(n_samples * width, dtype=self._dtype))
+
+    def _workspace(self, n_samples):
+        """Buffers for one batch size, allocated once and reused (called under the lock)."""
+        workspace = self._workspaces.pop(n_samples, None)
+        if workspace is None:
+            workspace = self._new_workspace(n_samples) + (np.empty_like(self._buffers[0]),)
+            while len(self._workspaces) >= _MAX_WORKSPACES:
+                self._workspaces.pop(next(iter(self._workspaces)))
+        self._workspaces[n_samples] = workspace
+        return workspace
+
+    def _split(self, flat):
+        layers, pieces, offset = self._spec["layers"], [], 0
+        for n_in, n_out in zip(layers[:-1], layers[1:]):
+            weights = flat[offset:offset + n_in * n_out].reshape(n_in, n_out).copy()
+            offset += n_in * n_out
+            pieces.append((weights, flat[offset:offset + n_out].copy()))
+            offset += n_out
+        return pieces
+
+    def _join(self, name, pairs):
+        """Validate [(W, b), ...] against the layer sizes and return it flattened."""
+        layers = self._spec["layers"]
+        n_layers = len(layers) - 1
+        if isinstance(pairs, (str, bytes, dict)) or not hasattr(pairs, "__len__") or len(pairs) != n_layers:
+            raise ValueError(f"{name}: expected a list of {n_layers} (W, b) pairs, one per layer")
+        pieces = []
+        for i, pair in enumerate(pairs):
+            if not hasattr(pair, "__len__") or len(pair) != 2:
+                raise ValueError(f"{name}[{i}]: expected a pair (W, b)")
+            n_in, n_out = layers[i], layers[i + 1]
+            for part, array, shape in (("W", pair[0], (n_in, n_out)), ("b", pair[1], (n_out,))):
+                label = f"{name}[{i}].{part}"
+                if not isinstance(array, np.ndarray):
+                    raise ValueError(f"{label}: got {type(array).__name__}, expected a numpy array")
+                if array.shape != shape:
+                    raise ValueError(f"{label}: got shape {array.shape}, expected {shape}")
+                if not np.can_cast(array.dtype, self._dtype, "safe"):
+                    raise ValueError(f"{label}: got dtype {array.dtype}, expected {self._dtype.name}")
+                if not np.isfinite(array).all():
+                    raise ValueError(f"{label}: got non-finite values, expected only finite numbers")
+                pieces.append(array.astype(self._dtype, copy=False).ravel())
+        return np.concatenate(pieces)
+
+    def __repr__(self):
+        spec = self._spec
+        return (f"Network(layers={spec['layers']}, activations={spec['activations']}, "
+                f"loss={spec['loss']!r}, optimizer={spec['optimizer']!r}, dtype={spec['dtype']!r}, "
+                f"step={self._step})")
