@@ -1,0 +1,296 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DATA_TYPE_UNSPECIFIED: _ClassVar[DataType]
+    DATA_TYPE_FLOAT32: _ClassVar[DataType]
+    DATA_TYPE_FLOAT64: _ClassVar[DataType]
+    DATA_TYPE_INT32: _ClassVar[DataType]
+    DATA_TYPE_INT64: _ClassVar[DataType]
+
+class Activation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTIVATION_UNSPECIFIED: _ClassVar[Activation]
+    ACTIVATION_IDENTITY: _ClassVar[Activation]
+    ACTIVATION_SIGMOID: _ClassVar[Activation]
+    ACTIVATION_TANH: _ClassVar[Activation]
+    ACTIVATION_RELU: _ClassVar[Activation]
+    ACTIVATION_LEAKY_RELU: _ClassVar[Activation]
+    ACTIVATION_SOFTMAX: _ClassVar[Activation]
+
+class Loss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOSS_UNSPECIFIED: _ClassVar[Loss]
+    LOSS_MSE: _ClassVar[Loss]
+    LOSS_BINARY_CROSS_ENTROPY: _ClassVar[Loss]
+    LOSS_CROSS_ENTROPY: _ClassVar[Loss]
+
+class Optimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPTIMIZER_UNSPECIFIED: _ClassVar[Optimizer]
+    OPTIMIZER_SGD: _ClassVar[Optimizer]
+    OPTIMIZER_ADAM: _ClassVar[Optimizer]
+
+class Init(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INIT_UNSPECIFIED: _ClassVar[Init]
+    INIT_HE: _ClassVar[Init]
+    INIT_XAVIER: _ClassVar[Init]
+DATA_TYPE_UNSPECIFIED: DataType
+DATA_TYPE_FLOAT32: DataType
+DATA_TYPE_FLOAT64: DataType
+DATA_TYPE_INT32: DataType
+DATA_TYPE_INT64: DataType
+ACTIVATION_UNSPECIFIED: Activation
+ACTIVATION_IDENTITY: Activation
+ACTIVATION_SIGMOID: Activation
+ACTIVATION_TANH: Activation
+ACTIVATION_RELU: Activation
+ACTIVATION_LEAKY_RELU: Activation
+ACTIVATION_SOFTMAX: Activation
+LOSS_UNSPECIFIED: Loss
+LOSS_MSE: Loss
+LOSS_BINARY_CROSS_ENTROPY: Loss
+LOSS_CROSS_ENTROPY: Loss
+OPTIMIZER_UNSPECIFIED: Optimizer
+OPTIMIZER_SGD: Optimizer
+OPTIMIZER_ADAM: Optimizer
+INIT_UNSPECIFIED: Init
+INIT_HE: Init
+INIT_XAVIER: Init
+
+class Tensor(_message.Message):
+    __slots__ = ("dtype", "shape", "content")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    dtype: DataType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    content: bytes
+    def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., content: _Optional[bytes] = ...) -> None: ...
+
+class ModelSpec(_message.Message):
+    __slots__ = ("layers", "activations", "loss", "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "betas", "eps", "init", "seed", "dtype")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    NESTEROV_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    BETAS_FIELD_NUMBER: _ClassVar[int]
+    EPS_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedScalarFieldContainer[int]
+    activations: _containers.RepeatedScalarFieldContainer[Activation]
+    loss: Loss
+    optimizer: Optimizer
+    learning_rate: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    betas: _containers.RepeatedScalarFieldContainer[float]
+    eps: float
+    init: Init
+    seed: int
+    dtype: DataType
+    def __init__(self, layers: _Optional[_Iterable[int]] = ..., activations: _Optional[_Iterable[_Union[Activation, str]]] = ..., loss: _Optional[_Union[Loss, str]] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., weight_decay: _Optional[float] = ..., betas: _Optional[_Iterable[float]] = ..., eps: _Optional[float] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., dtype: _Optional[_Union[DataType, str]] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("id", "name", "spec", "num_parameters", "step", "version", "create_time", "update_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    spec: ModelSpec
+    num_parameters: int
+    step: int
+    version: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., num_parameters: _Optional[int] = ..., step: _Optional[int] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class LayerParameters(_message.Message):
+    __slots__ = ("weights", "biases")
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    BIASES_FIELD_NUMBER: _ClassVar[int]
+    weights: Tensor
+    biases: Tensor
+    def __init__(self, weights: _Optional[_Union[Tensor, _Mapping]] = ..., biases: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class OptimizerSlot(_message.Message):
+    __slots__ = ("name", "layers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    layers: _containers.RepeatedCompositeFieldContainer[LayerParameters]
+    def __init__(self, name: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerParameters, _Mapping]]] = ...) -> None: ...
+
+class ModelState(_message.Message):
+    __slots__ = ("spec", "step", "weights", "slots")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    spec: ModelSpec
+    step: int
+    weights: _containers.RepeatedCompositeFieldContainer[LayerParameters]
+    slots: _containers.RepeatedCompositeFieldContainer[OptimizerSlot]
+    def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., step: _Optional[int] = ..., weights: _Optional[_Iterable[_Union[LayerParameters, _Mapping]]] = ..., slots: _Optional[_Iterable[_Union[OptimizerSlot, _Mapping]]] = ...) -> None: ...
+
+class CreateModelRequest(_message.Message):
+    __slots__ = ("spec", "name")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    spec: ModelSpec
+    name: str
+    def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class CreateModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class GetModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "next_page_token")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    next_page_token: str
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class DeleteModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+
+class TrainStepRequest(_message.Message):
+    __slots__ = ("model", "x", "y")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    x: Tensor
+    y: Tensor
+    def __init__(self, model: _Optional[str] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., y: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class TrainStepResponse(_message.Message):
+    __slots__ = ("loss", "step", "version")
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    loss: float
+    step: int
+    version: int
+    def __init__(self, loss: _Optional[float] = ..., step: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("model", "x")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    x: Tensor
+    def __init__(self, model: _Optional[str] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("outputs", "version")
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    outputs: Tensor
+    version: int
+    def __init__(self, outputs: _Optional[_Union[Tensor, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("model", "x", "y")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    x: Tensor
+    y: Tensor
+    def __init__(self, model: _Optional[str] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., y: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class EvaluateResponse(_message.Message):
+    __slots__ = ("loss", "accuracy", "version")
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    loss: float
+    accuracy: float
+    version: int
+    def __init__(self, loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., version: _Optional[int] = ...) -> None: ...
+
+class GetStateRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class GetStateResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: ModelState
+    def __init__(self, state: _Optional[_Union[ModelState, _Mapping]] = ...) -> None: ...
+
+class SetStateRequest(_message.Message):
+    __slots__ = ("model", "state")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    state: ModelState
+    def __init__(self, model: _Optional[str] = ..., state: _Optional[_Union[ModelState, _Mapping]] = ...) -> None: ...
+
+class SetStateResponse(_message.Message):
+    __slots__ = ("step", "version")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    version: int
+    def __init__(self, step: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
