@@ -14,6 +14,12 @@ def _bench_kernels(args):
     return run(args)
 
 
+def _serve(args):
+    from nnserve.service.serve import serve_command
+
+    return serve_command(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="nnserve", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -26,6 +32,16 @@ def build_parser():
     kernels.add_argument("--repeats", type=int, default=200,
                          help="timed calls per case (median reported; default 200)")
     kernels.set_defaults(handler=_bench_kernels)
+
+    from nnserve.service.settings import add_arguments
+
+    serve = commands.add_parser(
+        "serve", help="run the gRPC server (port 50051 unless told otherwise)",
+        description="Train and serve models over gRPC until SIGTERM or SIGINT, then shut down "
+                    "gracefully and exit 0. Each option also reads an NNSERVE_* environment "
+                    "variable; a flag beats the variable, which beats the default.")
+    add_arguments(serve)
+    serve.set_defaults(handler=_serve)
     return parser
 
 

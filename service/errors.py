@@ -1,0 +1,111 @@
+"""Domain errors, and the one place that turns them into gRPC status codes.
+
+Code raises the exception that names the problem where it finds it; `ErrorInterceptor`
+maps it to a status code with the exception's text as the details ("got X, expected Y").
+Any other exception is a bug: INTERNAL, logged once with its traceback, and the server
+keeps serving.
+"""
+
+import logging
+
+import grpc
+
+from nnserve.v1.tensors import InvalidMessage, InvalidTensor
+
+__all__ = ["AlreadyExists", "ErrorInterceptor", "FailedPrecondition", "InvalidArgument",
+           "InvalidMessage", "InvalidTensor", "LimitExceeded", "ModelNotFound", "ServiceError",
+           "status_code"]
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base of the service's domain errors."""
+
+
+class InvalidArgument(ServiceError):
+    """A request the server refuses whatever its state: bad spec, bad arrays, bad name."""
+
+
+class ModelNotFound(ServiceError):
+    """No model has the requested id or name."""
+
+
+class AlreadyExists(ServiceError):
+    """The requested model name is taken."""
+
+
+class LimitExceeded(ServiceError):
+    """A configured server limit would be exceeded; the message names the limit."""
+
+
+class FailedPrecondition(ServiceError):
+    """The request is well-formed but does not fit the model's current state."""
+
+
+# The mapping. Looked up along the exception's MRO, so subclasses inherit their code.
+STATUS_CODES = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidMessage: grpc.StatusCode.INVALID_ARGUMENT,  # includes InvalidTensor (the codecs)
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+}
+_DOMAIN_ERRORS = tuple(STATUS_CODES)
+
+
+def status_code(error):
+    """Return the status code for a domain error, INTERNAL for anything else."""
+    for cls in type(error).__mro__:
+        code = STATUS_CODES.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Wrap every unary-unary method under `prefix` with the domain-error mapping.
+
+    Wrapped handlers are built once per method and reused, so a call pays one dict lookup
+    and one try block.
+    """
+
+    def __init__(self, prefix):
+        self._prefix = prefix
+        self._wrapped = {}  # method -> (handler from the continuation, wrapped handler)
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            _guarded(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+def _guarded(method, behavior):
+    def guarded(request, context):
+        try:
+            return behavior(request, context)
+        except _DOMAIN_ERRORS as error:
+            context.abort(status_code(error), str(error))
+        except Exception as error:
+            code = context.code()
+            if code is not None and code != grpc.StatusCode.OK:
+                raise  # the handler aborted the call itself; its status stands
+            logger.exception("internal error in %s", method,
+                             extra={"event": "internal_error", "method": method})
+            context.abort(grpc.StatusCode.INTERNAL,
+                          f"internal error ({type(error).__name__}); the server logged the "
+                          "traceback and keeps serving")
+
+    return guarded

@@ -1,0 +1,225 @@
+"""The model table: ids, unique names, limits, and the calls into each model's Network.
+
+Concurrency: the table has one lock, held only to look up, insert or remove an entry, so
+one model's work never waits for another's. Each `Network` serializes its own train
+steps and lets predictions run concurrently on double-buffered weights, so no lock of
+ours is held around a kernel call.
+
+Network raises ValueError ("got X, expected Y") for a bad spec or bad arrays and has then
+changed nothing; `_checked` turns that into InvalidArgument at this boundary.
+"""
+
+import itertools
+import logging
+import re
+import threading
+import time
+import uuid
+
+from nnserve.kernels import Network
+
+from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, ModelNotFound
+
+__all__ = ["ModelEntry", "Registry"]
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
+_ID_FORM = re.compile(r"[0-9a-fA-F]{32}")  # uuid4().hex; names may not take this form
+_ITEMSIZE = {"float32": 4, "float64": 8}
+# The spec keys that fix a network's structure: a state moves only between equal ones.
+_STRUCTURE = ("layers", "activations", "loss", "optimizer", "dtype")
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+class ModelEntry:
+    """One model in the table: its identity, its Network and its timestamps (ns)."""
+
+    __slots__ = ("id", "name", "network", "sequence", "parameter_bytes", "create_time_ns",
+                 "update_time_ns")
+
+    def __init__(self, model_id, name, network, sequence):
+        self.id = model_id
+        self.name = name
+        self.network = network
+        self.sequence = sequence  # creation order, for stable pagination
+        self.parameter_bytes = network.num_parameters * network.dtype.itemsize
+        self.create_time_ns = self.update_time_ns = time.time_ns()
+
+
+def _checked(method, *args, **kwargs):
+    """Call a Network method; its ValueError (nothing changed) becomes InvalidArgument."""
+    try:
+        return method(*args, **kwargs)
+    except ValueError as error:
+        raise InvalidArgument(str(error)) from None
+
+
+def _count_parameters(layers):
+    """Parameters of a [n_in, ..., n_out] spec, or None when Network will reject it anyway."""
+    if (not isinstance(layers, list) or len(layers) < 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers)):
+        return None
+    return sum(n_in * n_out + n_out for n_in, n_out in zip(layers[:-1], layers[1:]))
+
+
+def _limit_message(limit, got, expected):
+    flag = "--" + limit.replace("_", "-")
+    return (f"limit {limit} reached: got {got}, expected at most {expected} "
+            f"(server option {flag} / NNSERVE_{limit.upper()})")
+
+
+class Registry:
+    """The models of one server, addressed by id or name, within the settings' limits."""
+
+    def __init__(self, settings):
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._models = {}  # id -> ModelEntry, in creation order
+        self._names = {}  # name -> ModelEntry
+        self._sequence = itertools.count(1)
+        self._parameter_bytes = 0
+
+    def __len__(self):
+        return len(self._models)
+
+    @property
+    def parameter_bytes(self):
+        """Sum over the models of parameters x element size."""
+        return self._parameter_bytes
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def create(self, spec, name=""):
+        """Build a Network from `spec` (Network's keywords) and add it; return its entry.
+
+        Limits are checked before the weights are allocated and again when inserting.
+        """
+        if name and (not _NAME.fullmatch(name) or _ID_FORM.fullmatch(name)):
+            raise InvalidArgument(
+                f"name: got {name!r}, expected 1 to 63 characters from [A-Za-z0-9._-] starting "
+                "with a letter, not 32 hexadecimal digits (the form of ids)")
+        n_parameters = _count_parameters(spec.get("layers"))
+        if n_parameters is not None:
+            limit = self._settings.max_parameters_per_model
+            if n_parameters > limit:
+                raise LimitExceeded(_limit_message("max_parameters_per_model",
+                                                   f"a spec with {n_parameters} parameters", limit))
+            itemsize = _ITEMSIZE.get(spec.get("dtype"))
+            if itemsize is not None:
+                with self._lock:
+                    self._check_room(name, n_parameters * itemsize)
+        network = _checked(Network, **spec)
+        with self._lock:
+            entry = ModelEntry(uuid.uuid4().hex, name, network, next(self._sequence))
+            self._check_room(name, entry.parameter_bytes)
+            self._models[entry.id] = entry
+            if name:
+                self._names[name] = entry
+            self._parameter_bytes += entry.parameter_bytes
+        logger.info("model created", extra={"event": "model_created", "model_id": entry.id,
+                                             "model_name": name,
+                                             "num_parameters": network.num_parameters})
+        return entry
+
+    def _check_room(self, name, parameter_bytes):
+        """Raise unless a model of this size and name fits (called under the lock)."""
+        if name in self._names:
+            raise AlreadyExists(f"name: got {name!r}, expected a name not in use "
+                                f"(model {self._names[name].id} has it)")
+        if len(self._models) >= self._settings.max_models:
+            raise LimitExceeded(_limit_message("max_models", f"model {len(self._models) + 1}",
+                                               f"{self._settings.max_models} models"))
+        total = self._parameter_bytes + parameter_bytes
+        if total > self._settings.max_total_parameter_bytes:
+            raise LimitExceeded(_limit_message(
+                "max_total_parameter_bytes",
+                f"{total} bytes with this model's {parameter_bytes}",
+                f"{self._settings.max_total_parameter_bytes} bytes"))
+
+    def get(self, model):
+        """Return the entry whose id or name is `model`."""
+        if not model:
+            raise InvalidArgument("model: got '', expected a model id or name")
+        with self._lock:
+            entry = self._models.get(model) or self._names.get(model)
+        if entry is None:
+            raise ModelNotFound(f"model: got {model!r}, expected the id or name of an existing model")
+        return entry
+
+    def list(self, page_size=0, page_token=""):
+        """Return (entries, next_page_token): one page in creation order."""
+        if page_size < 0:
+            raise InvalidArgument(f"page_size: got {page_size}, expected a number >= 0 (0: {DEFAULT_PAGE_SIZE})")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        if page_token and not (page_token.isascii() and page_token.isdigit()):
+            raise InvalidArgument(f"page_token: got {page_token!r}, expected empty or the "
+                                  "next_page_token of a previous ListModelsResponse")
+        after = int(page_token or 0)
+        with self._lock:
+            # Creation order is sequence order; stop one past the page to know if more follow.
+            later = itertools.islice((e for e in self._models.values() if e.sequence > after), size + 1)
+            entries = list(later)
+        if len(entries) > size:
+            return entries[:size], str(entries[size - 1].sequence)
+        return entries, ""
+
+    def delete(self, model):
+        """Remove a model; calls already running on it finish. Return its entry."""
+        entry = self.get(model)
+        with self._lock:
+            if self._models.pop(entry.id, None) is None:
+                raise ModelNotFound(f"model: got {model!r}, expected the id or name of an existing model")
+            if entry.name:
+                del self._names[entry.name]
+            self._parameter_bytes -= entry.parameter_bytes
+        logger.info("model deleted", extra={"event": "model_deleted", "model_id": entry.id,
+                                            "model_name": entry.name})
+        return entry
+
+    # -- data plane --------------------------------------------------------------------
+
+    def _check_rows(self, x):
+        limit = self._settings.max_rows_per_request
+        if x.ndim and x.shape[0] > limit:
+            raise LimitExceeded(_limit_message("max_rows_per_request", f"{x.shape[0]} rows",
+                                               f"{limit} rows"))
+
+    def train_step(self, model, x, y):
+        """Return (loss, step, version) of one optimizer step."""
+        entry = self.get(model)
+        self._check_rows(x)
+        result = _checked(entry.network.train_step_versioned, x, y)
+        entry.update_time_ns = time.time_ns()
+        return result
+
+    def predict(self, model, x):
+        """Return (outputs, version)."""
+        entry = self.get(model)
+        self._check_rows(x)
+        return _checked(entry.network.predict_versioned, x)
+
+    def evaluate(self, model, x, y):
+        """Return ({"loss", ["accuracy"]}, version)."""
+        entry = self.get(model)
+        self._check_rows(x)
+        return _checked(entry.network.evaluate_versioned, x, y)
+
+    def get_state(self, model):
+        """Return Network.get_state()'s dict."""
+        return self.get(model).network.get_state()
+
+    def set_state(self, model, state):
+        """Load a state dict (as from get_state); return (step, version) right after."""
+        entry = self.get(model)
+        mine = entry.network.spec
+        theirs = state["spec"]
+        for key in _STRUCTURE:
+            if theirs.get(key) != mine[key]:
+                raise FailedPrecondition(
+                    f"state.spec.{key}: got {theirs.get(key)!r}, expected {mine[key]!r} (the "
+                    "model's); create a model with state.spec to load this state")
+        _checked(entry.network.set_state, state)
+        entry.update_time_ns = time.time_ns()
+        return state["step"], entry.network.version

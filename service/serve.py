@@ -1,0 +1,91 @@
+"""`nnserve serve`: run the server until SIGTERM or SIGINT, then shut down gracefully.
+
+Order of events: logging configured, thread counts applied, port bound, RPCs accepted
+with health NOT_SERVING, kernels warmed up, health SERVING and one "serving" line naming
+the address; on a signal, health NOT_SERVING, in-flight RPCs finish within the grace
+period, exit status 0.
+"""
+
+import logging
+import signal
+import sys
+import threading
+import time
+
+from .logs import configure_logging
+from .settings import settings_from_args
+
+__all__ = ["limit_threads", "run", "serve_command"]
+
+logger = logging.getLogger("nnserve.service")
+
+
+def limit_threads(threads):
+    """Cap BLAS (threadpoolctl) and numba at `threads` threads; ValueError if numba can't."""
+    import numba
+    import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS numba's np.dot calls
+    from threadpoolctl import threadpool_limits
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"threads: got {threads}, expected at most {numba.config.NUMBA_NUM_THREADS} "
+                         "(numba's NUMBA_NUM_THREADS, the CPU count unless set)")
+    threadpool_limits(limits=threads, user_api="blas")
+    numba.set_num_threads(threads)
+
+
+def run(settings):
+    """Serve until SIGTERM/SIGINT; return the exit status (0 after a graceful shutdown)."""
+    configure_logging(settings.log_format, settings.log_level)
+    from nnserve.kernels import warmup
+
+    from .server import create_server
+
+    try:
+        if settings.threads:
+            limit_threads(settings.threads)
+        server, port = create_server(settings)
+    except (OSError, ValueError) as error:
+        logger.error("cannot start: %s", error, extra={"event": "start_failed"})
+        return 1
+
+    stopping = threading.Event()
+
+    def on_signal(number, frame):
+        name = signal.Signals(number).name
+        if stopping.is_set():
+            logger.info("%s ignored: already shutting down", name, extra={"event": "signal"})
+            return
+        logger.info("%s received", name, extra={"event": "signal", "signal": name})
+        stopping.set()
+
+    previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start(serving=False)
+        seconds = warmup()
+        logger.info("kernels ready", extra={"event": "warmed_up", "seconds": round(seconds, 3)})
+        server.set_serving()
+        logger.info("serving on %s:%d", settings.host, port,
+                    extra={"event": "serving", "host": settings.host, "port": port,
+                           "workers": settings.workers})
+        stopping.wait()
+        started = time.perf_counter()
+        logger.info("shutting down", extra={"event": "shutting_down",
+                                            "grace_period": settings.grace_period,
+                                            "drain_period": settings.drain_period})
+        server.stop().wait()
+        logger.info("stopped", extra={"event": "stopped",
+                                      "seconds": round(time.perf_counter() - started, 3)})
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return 0
+
+
+def serve_command(args):
+    """The `nnserve serve` handler: settings from flags and environment, then run()."""
+    try:
+        settings = settings_from_args(args)
+    except ValueError as error:
+        print(f"nnserve serve: error: {error}", file=sys.stderr)
+        return 2
+    return run(settings)

@@ -1,0 +1,107 @@
+"""Assemble the gRPC server: ModelService, the error interceptor, health and reflection.
+
+`create_server(settings)` binds the port (0 picks a free one) and returns the server
+unstarted with the port it got. Health reports NOT_SERVING until `start()` (or
+`set_serving()`), and again from the moment `stop()` begins.
+"""
+
+import logging
+import time
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
+
+from .errors import ErrorInterceptor
+from .registry import Registry
+from .servicer import SERVICE_NAME, ModelServicer
+from .settings import Settings
+
+__all__ = ["Server", "create_server"]
+
+logger = logging.getLogger(__name__)
+
+
+class Server:
+    """A bound nnserve gRPC server; `registry` holds its models.
+
+    start() -> serving; stop(grace) -> health NOT_SERVING, drain period, then in-flight
+    RPCs get `grace` seconds while new ones are refused.
+    """
+
+    def __init__(self, grpc_server, registry, health_servicer, settings):
+        self.grpc_server = grpc_server
+        self.registry = registry
+        self.health = health_servicer
+        self.settings = settings
+
+    def start(self, *, serving=True):
+        """Start answering RPCs; health turns SERVING unless serving=False."""
+        self.grpc_server.start()
+        if serving:
+            self.set_serving()
+
+    def set_serving(self):
+        """Report SERVING for the server as a whole and for ModelService."""
+        for service in (health.OVERALL_HEALTH, SERVICE_NAME):
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace=None):
+        """Shut down gracefully; return a threading.Event set once every RPC has ended.
+
+        Health turns NOT_SERVING for good; RPCs are still accepted for the drain period,
+        then refused, and those in flight get `grace` seconds (default: the settings').
+        """
+        grace = self.settings.grace_period if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        if self.settings.drain_period:
+            time.sleep(self.settings.drain_period)
+        return self.grpc_server.stop(grace)
+
+    def wait_for_termination(self, timeout=None):
+        """Block until the server has stopped (or timeout seconds); True if it stopped."""
+        return self.grpc_server.wait_for_termination(timeout)
+
+
+def _address(host, port):
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def create_server(settings=None):
+    """Return (Server, port): a server bound to settings.host:settings.port, not started.
+
+    Raises OSError when the address cannot be bound (in use, or not an address of this
+    machine).
+    """
+    settings = settings or Settings()
+    registry = Registry(settings)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="nnserve-rpc"),
+        interceptors=[ErrorInterceptor(f"/{SERVICE_NAME}/")],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            # Fail on a port in use instead of silently sharing it with another process.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
+
+    health_servicer = health.HealthServicer()
+    for service in (health.OVERALL_HEALTH, SERVICE_NAME):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                                        server)
+
+    address = _address(settings.host, settings.port)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise OSError(f"cannot listen on {address}: {error}") from None
+    if port == 0:  # older grpcio reports a failed bind this way
+        raise OSError(f"cannot listen on {address}: got port 0 from gRPC, expected a bound port")
+    return Server(server, registry, health_servicer, settings), port

@@ -1,0 +1,88 @@
+"""ModelService over gRPC, kept thin: decode, call the registry, encode.
+
+Methods raise domain errors (service.errors, the codecs' InvalidMessage); the
+ErrorInterceptor maps them to status codes. Tensors are decoded before anything else, so
+a byte-length mismatch is reported whatever else is wrong with the request. to_array
+copies the bytes into writable arrays: numba types read-only buffers separately, and
+would compile (or load) other kernel variants than the ones warmup() prepared.
+"""
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from nnserve.v1 import nnserve_pb2 as pb
+from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
+from nnserve.v1.models import spec_from_proto, spec_to_proto, state_from_proto, state_to_proto
+from nnserve.v1.tensors import to_array, to_tensor
+
+from .errors import InvalidArgument
+
+__all__ = ["SERVICE_NAME", "ModelServicer"]
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModelService"].full_name  # "nnserve.v1.ModelService"
+
+
+def _timestamp(time_ns):
+    stamp = Timestamp()
+    stamp.FromNanoseconds(time_ns)
+    return stamp
+
+
+def _required(request, field):
+    """Return request.<field>, a message that must be set."""
+    if not request.HasField(field):
+        raise InvalidArgument(f"{field}: got nothing, expected a {getattr(request, field).DESCRIPTOR.name}")
+    return getattr(request, field)
+
+
+def describe(entry):
+    """Return the Model message of a registry entry."""
+    network = entry.network
+    return pb.Model(id=entry.id, name=entry.name, spec=spec_to_proto(network.spec),
+                    num_parameters=network.num_parameters, step=network.step,
+                    version=network.version, create_time=_timestamp(entry.create_time_ns),
+                    update_time=_timestamp(entry.update_time_ns))
+
+
+class ModelServicer(pb_grpc.ModelServiceServicer):
+    """The RPCs of nnserve.v1.ModelService on one Registry."""
+
+    def __init__(self, registry):
+        self._registry = registry
+
+    def CreateModel(self, request, context):
+        entry = self._registry.create(spec_from_proto(_required(request, "spec")), request.name)
+        return pb.CreateModelResponse(model=describe(entry))
+
+    def GetModel(self, request, context):
+        return pb.GetModelResponse(model=describe(self._registry.get(request.model)))
+
+    def ListModels(self, request, context):
+        entries, token = self._registry.list(request.page_size, request.page_token)
+        return pb.ListModelsResponse(models=[describe(e) for e in entries], next_page_token=token)
+
+    def DeleteModel(self, request, context):
+        return pb.DeleteModelResponse(model=describe(self._registry.delete(request.model)))
+
+    def TrainStep(self, request, context):
+        x, y = to_array(request.x, "x"), to_array(request.y, "y")
+        loss, step, version = self._registry.train_step(request.model, x, y)
+        return pb.TrainStepResponse(loss=loss, step=step, version=version)
+
+    def Predict(self, request, context):
+        x = to_array(request.x, "x")
+        outputs, version = self._registry.predict(request.model, x)
+        return pb.PredictResponse(outputs=to_tensor(outputs, "outputs"), version=version)
+
+    def Evaluate(self, request, context):
+        x, y = to_array(request.x, "x"), to_array(request.y, "y")
+        metrics, version = self._registry.evaluate(request.model, x, y)
+        return pb.EvaluateResponse(loss=metrics["loss"], accuracy=metrics.get("accuracy"),
+                                   version=version)
+
+    def GetState(self, request, context):
+        return pb.GetStateResponse(state=state_to_proto(self._registry.get_state(request.model)))
+
+    def SetState(self, request, context):
+        state = state_from_proto(_required(request, "state"))
+        step, version = self._registry.set_state(request.model, state)
+        return pb.SetStateResponse(step=step, version=version)

@@ -1,0 +1,111 @@
+"""The server's settings: one frozen object, read once at the edge from flags and NNSERVE_*.
+
+Each field is one option: `--some-option` on `nnserve serve`, `NNSERVE_SOME_OPTION` in the
+environment; a flag beats the environment, which beats the default. Adding a field adds
+the flag, the variable and their help. Nothing below the edge reads the environment.
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["ENV_PREFIX", "Settings", "add_arguments", "env_name", "settings_from_args"]
+
+ENV_PREFIX = "NNSERVE_"
+_LOG_FORMATS = ("text", "json")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _option(default, help, *, low=None, high=None, choices=None):
+    return field(default=default, metadata={"help": help, "low": low, "high": high,
+                                            "choices": choices})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option of the server, with its default."""
+
+    host: str = _option("0.0.0.0", "address to listen on (0.0.0.0: all IPv4 interfaces, [::]: all)")
+    port: int = _option(50051, "gRPC port; 0 picks a free port (the log line says which)",
+                        low=0, high=65535)
+    workers: int = _option(16, "threads handling RPCs; more queue", low=1)
+    grace_period: float = _option(10.0, "seconds in-flight RPCs get to finish on shutdown", low=0.0)
+    drain_period: float = _option(0.0, "seconds health reports NOT_SERVING before shutdown "
+                                  "starts refusing RPCs (time for load balancers to notice)", low=0.0)
+    max_models: int = _option(1000, "models held at once", low=1)
+    max_parameters_per_model: int = _option(10_000_000, "weights and biases of one model", low=1)
+    max_total_parameter_bytes: int = _option(
+        1 << 30, "bytes of all models' parameters together (parameters x 4 or 8; optimizer "
+        "state and buffers take about 2-4 times more)", low=1)
+    max_rows_per_request: int = _option(16384, "samples (rows of x) in one request", low=1)
+    max_message_bytes: int = _option(64 << 20, "size of one gRPC message, either direction "
+                                     "(1024 x 784 float64 rows take 6.3 MiB)", low=1024,
+                                     high=(1 << 31) - 1)
+    threads: int = _option(0, "BLAS and numba threads; 0 leaves their defaults", low=0)
+    log_format: str = _option("text", "log lines as plain text or one JSON object each",
+                              choices=_LOG_FORMATS)
+    log_level: str = _option("info", "least severe level logged", choices=_LOG_LEVELS)
+
+    def __post_init__(self):
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            accepted = (int, float) if spec.type is float else spec.type
+            meta = spec.metadata
+            if (isinstance(value, bool) or not isinstance(value, accepted)
+                    or (meta["low"] is not None and value < meta["low"])
+                    or (meta["high"] is not None and value > meta["high"])
+                    or (meta["choices"] is not None and value not in meta["choices"])):
+                raise ValueError(f"{spec.name}: got {value!r}, expected {_describe(spec)}")
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides):
+        """Return Settings from NNSERVE_* variables (default os.environ), then overrides."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for spec in dataclasses.fields(cls):
+            text = environ.get(env_name(spec.name))
+            if text is not None:
+                values[spec.name] = _parse(spec, text, env_name(spec.name))
+        values.update(overrides)
+        return cls(**values)
+
+
+def env_name(name):
+    """The environment variable of a settings field: port -> NNSERVE_PORT."""
+    return ENV_PREFIX + name.upper()
+
+
+def _describe(spec):
+    meta = spec.metadata
+    if meta["choices"]:
+        return "one of " + ", ".join(meta["choices"])
+    kind = {int: "an integer", float: "a number", str: "a string"}[spec.type]
+    if meta["low"] is not None and meta["high"] is not None:
+        return f"{kind} in [{meta['low']}, {meta['high']}]"
+    if meta["low"] is not None:
+        return f"{kind} >= {meta['low']}"
+    return kind
+
+
+def _parse(spec, text, source):
+    try:
+        return spec.type(text.strip()) if spec.type is not str else text
+    except ValueError:
+        raise ValueError(f"{source}: got {text!r}, expected {_describe(spec)}") from None
+
+
+def add_arguments(parser):
+    """Add one flag per field to an argparse parser, its help naming variable and default."""
+    for spec in dataclasses.fields(Settings):
+        flag = "--" + spec.name.replace("_", "-")
+        parser.add_argument(
+            flag, default=None, metavar=spec.name.upper() if not spec.metadata["choices"] else None,
+            choices=spec.metadata["choices"], type=lambda text, spec=spec, flag=flag: _parse(spec, text, flag),
+            help=f"{spec.metadata['help']} [env {env_name(spec.name)}; default {spec.default}]")
+
+
+def settings_from_args(args, environ=None):
+    """Return Settings from parsed flags (add_arguments), falling back to the environment."""
+    overrides = {spec.name: getattr(args, spec.name) for spec in dataclasses.fields(Settings)
+                 if getattr(args, spec.name, None) is not None}
+    return Settings.from_env(environ, **overrides)
