@@ -1,7 +1,13 @@
 """nnserve's numeric core: Numba kernels for feed-forward networks, and `Network`."""
 
-from .codes import ACTIVATIONS, INITS, LOSSES, OPTIMIZERS
-from .network import Network
-from .runtime import runtime_info, warmup
+from . import compile_cache
 
-__all__ = ["ACTIVATIONS", "INITS", "LOSSES", "OPTIMIZERS", "Network", "runtime_info", "warmup"]
+# Before the kernel modules below are imported: their @njit(cache=True) reads it.
+CACHE_DIR = compile_cache.configure()
+
+from .codes import ACTIVATIONS, INITS, LOSSES, OPTIMIZERS  # noqa: E402
+from .network import Network  # noqa: E402
+from .runtime import runtime_info, warmup  # noqa: E402
+
+__all__ = ["ACTIVATIONS", "CACHE_DIR", "INITS", "LOSSES", "OPTIMIZERS", "Network",
+           "runtime_info", "warmup"]

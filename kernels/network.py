@@ -1,19 +1,18 @@
 """The in-process model: a feed-forward network with its optimizer, composed of kernels.
 
-Concurrency: `train_step`, `set_weights` and `set_state` are serialized by a lock;
-`predict`, `evaluate`, `get_weights` and `get_state` may run from any number of threads
-at once, also while training. Parameters are double-buffered: a step reads the current
-buffer and writes the other, then publishes it, so a reader sees the weights of exactly
-one version, never a half-applied update. Before a step reuses a buffer it waits for the
-readers still on it (at most one predict long).
+Concurrency: one reader-writer lock per network. `predict`, `evaluate`, `gradients`,
+`get_weights` and `get_state` share it and run concurrently with each other; `train_step`,
+`set_weights` and `set_state` hold it alone, in arrival order. So a reader sees the weights
+of exactly one version, never a half-applied update. Updates are in place: a second copy
+of the parameters would double the memory streamed per step, which is what bounds a
+small-batch step's speed.
 """
 
-import threading
-from contextlib import contextmanager
-
+import fasteners
 import numpy as np
 
 from . import network_kernels as nk
+from . import optimizers
 from .codes import ACTIVATIONS, LOSSES, OPTIMIZERS, SLOTS
 from .init import initial_parameters
 from .validation import check_inputs, check_spec, check_targets
@@ -44,21 +43,18 @@ class Network:
                                           dtype=np.int64)
         self._loss_code = LOSSES.index(spec["loss"])
         self._optimizer_code = OPTIMIZERS.index(spec["optimizer"])
-        hyper = np.zeros(nk.N_HYPER)
-        hyper[nk.LEARNING_RATE] = spec["learning_rate"]
-        hyper[nk.MOMENTUM] = spec["momentum"]
-        hyper[nk.NESTEROV] = float(spec["nesterov"])
-        hyper[nk.WEIGHT_DECAY] = spec["weight_decay"]
-        hyper[nk.BETA1], hyper[nk.BETA2] = spec["betas"]
-        hyper[nk.EPS] = spec["eps"]
+        hyper = np.zeros(optimizers.N_HYPER)
+        hyper[optimizers.LEARNING_RATE] = spec["learning_rate"]
+        hyper[optimizers.MOMENTUM] = spec["momentum"]
+        hyper[optimizers.NESTEROV] = float(spec["nesterov"])
+        hyper[optimizers.WEIGHT_DECAY] = spec["weight_decay"]
+        hyper[optimizers.BETA1], hyper[optimizers.BETA2] = spec["betas"]
+        hyper[optimizers.EPS] = spec["eps"]
         self._hyper = hyper
 
         params = initial_parameters(spec["layers"], spec["init"], spec["seed"], self._dtype)
-        self._buffers = [params, np.empty_like(params)]
-        self._current = 0
-        self._reader_counts = [0, 0]
-        self._readers_changed = threading.Condition()
-        self._train_lock = threading.Lock()
+        self._params = params
+        self._lock = fasteners.ReaderWriterLock()
 
         self._slot_names = self._active_slots(spec)
         self._slots = {name: np.zeros_like(params) for name in self._slot_names}
@@ -85,7 +81,7 @@ class Network:
 
     @property
     def num_parameters(self):
-        return int(self._buffers[0].size)
+        return int(self._params.size)
 
     @property
     def dtype(self):
@@ -111,21 +107,6 @@ class Network:
 
     # -- reading -----------------------------------------------------------------------
 
-    @contextmanager
-    def _reading(self):
-        """Yield (parameters, version) of one published version, kept stable meanwhile."""
-        with self._readers_changed:
-            index = self._current
-            self._reader_counts[index] += 1
-            version = self._version
-        try:
-            yield self._buffers[index], version
-        finally:
-            with self._readers_changed:
-                self._reader_counts[index] -= 1
-                if self._reader_counts[index] == 0:
-                    self._readers_changed.notify_all()
-
     def predict(self, x):
         """Return the output activations for x (n_samples, n_in), shape (n_samples, n_out)."""
         return self.predict_versioned(x)[0]
@@ -133,9 +114,9 @@ class Network:
     def predict_versioned(self, x):
         """Return (outputs, version): the predictions and the weights version they used."""
         x = check_inputs(x, self.n_inputs, self._dtype)
-        with self._reading() as (params, version):
-            outputs = nk.predict(params, self._layer_sizes, self._activation_codes, x)
-        return outputs, version
+        with self._lock.read_lock():
+            outputs = nk.predict(self._params, self._layer_sizes, self._activation_codes, x)
+            return outputs, self._version
 
     def evaluate(self, x, y):
         """Return {"loss": ...} plus "accuracy" for classification losses; no update."""
@@ -145,9 +126,10 @@ class Network:
         x = check_inputs(x, self.n_inputs, self._dtype)
         targets, class_ids = check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0],
                                            self._dtype)
-        with self._reading() as (params, version):
-            loss, outputs = nk.evaluate(params, self._layer_sizes, self._activation_codes,
+        with self._lock.read_lock():
+            loss, outputs = nk.evaluate(self._params, self._layer_sizes, self._activation_codes,
                                         self._loss_code, x, targets, class_ids)
+            version = self._version
         metrics = {"loss": float(loss)}
         if self._spec["loss"] == "cross_entropy":
             truth = class_ids if class_ids.size else targets.argmax(axis=1)
@@ -162,17 +144,18 @@ class Network:
         targets, class_ids = check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0],
                                            self._dtype)
         outputs, logits, deltas = self._new_workspace(x.shape[0])
-        with self._reading() as (params, _):
-            grads = np.empty_like(params)
-            loss = nk.forward_backward(params, self._layer_sizes, self._activation_codes,
-                                       self._loss_code, x, targets, class_ids, outputs,
-                                       logits, deltas, grads)
+        grads = np.empty_like(self._params)
+        with self._lock.read_lock():
+            loss = nk.train_step(self._params, self._layer_sizes, self._activation_codes,
+                                 self._loss_code, x, targets, class_ids, outputs, logits,
+                                 deltas, grads, nk.GRADIENTS_ONLY, self._hyper,
+                                 *self._slot_args, self._step + 1)
         return float(loss), self._split(grads)
 
     def get_weights(self):
         """Return a copy of the weights as [(W (n_in, n_out), b (n_out,)), ...]."""
-        with self._reading() as (params, _):
-            return self._split(params)
+        with self._lock.read_lock():
+            return self._split(self._params)
 
     def get_state(self):
         """Return everything needed to resume training bit-exactly elsewhere.
@@ -180,11 +163,11 @@ class Network:
         {"spec": dict, "step": int, "weights": [(W, b), ...],
          "slots": {"momentum_buffer" | "exp_avg" | "exp_avg_sq": [(W, b), ...]}}
         """
-        with self._train_lock, self._reading() as (params, _):
+        with self._lock.read_lock():
             return {
                 "spec": self.spec,
                 "step": self._step,
-                "weights": self._split(params),
+                "weights": self._split(self._params),
                 "slots": {name: self._split(slot) for name, slot in self._slots.items()},
             }
 
@@ -199,24 +182,22 @@ class Network:
         x = check_inputs(x, self.n_inputs, self._dtype)
         targets, class_ids = check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0],
                                            self._dtype)
-        with self._train_lock:
+        with self._lock.write_lock():
             outputs, logits, deltas, grads = self._workspace(x.shape[0])
-            params, spare = self._current_and_spare()
-            loss = nk.train_step(params, self._layer_sizes, self._activation_codes,
+            loss = nk.train_step(self._params, self._layer_sizes, self._activation_codes,
                                  self._loss_code, x, targets, class_ids, outputs, logits,
                                  deltas, grads, self._optimizer_code, self._hyper, *self._slot_args,
-                                 self._step + 1, spare)
+                                 self._step + 1)
             self._step += 1
-            version = self._publish()
-            return float(loss), self._step, version
+            self._version += 1
+            return float(loss), self._step, self._version
 
     def set_weights(self, weights):
         """Replace the weights; optimizer state and step count are kept."""
         flat = self._join("weights", weights)
-        with self._train_lock:
-            _, spare = self._current_and_spare()
-            spare[:] = flat
-            self._publish()
+        with self._lock.write_lock():
+            self._params[:] = flat
+            self._version += 1
 
     def set_state(self, state):
         """Restore weights, optimizer state and step count from get_state()'s result."""
@@ -239,28 +220,14 @@ class Network:
             raise ValueError(f"state: got optimizer slots {got}, expected {sorted(self._slot_names)} "
                              f"for {mine['optimizer']} with momentum={mine['momentum']}")
         flat_slots = {name: self._join(f"slots[{name!r}]", slots[name]) for name in self._slot_names}
-        with self._train_lock:
-            _, spare = self._current_and_spare()
-            spare[:] = flat
+        with self._lock.write_lock():
+            self._params[:] = flat
             for name, values in flat_slots.items():
                 self._slots[name][:] = values
             self._step = int(step)
-            self._publish()
+            self._version += 1
 
     # -- internals ---------------------------------------------------------------------
-
-    def _current_and_spare(self):
-        """Return (current, spare) buffers once no reader is left on the spare one."""
-        with self._readers_changed:
-            spare_index = 1 - self._current
-            self._readers_changed.wait_for(lambda: self._reader_counts[spare_index] == 0)
-        return self._buffers[self._current], self._buffers[spare_index]
-
-    def _publish(self):
-        with self._readers_changed:
-            self._current = 1 - self._current
-            self._version += 1
-            return self._version
 
     def _new_workspace(self, n_samples):
         width = int(self._layer_sizes[1:].sum())
@@ -272,7 +239,7 @@ class Network:
         """Buffers for one batch size, allocated once and reused (called under the lock)."""
         workspace = self._workspaces.pop(n_samples, None)
         if workspace is None:
-            workspace = self._new_workspace(n_samples) + (np.empty_like(self._buffers[0]),)
+            workspace = self._new_workspace(n_samples) + (np.empty_like(self._params),)
             while len(self._workspaces) >= _MAX_WORKSPACES:
                 self._workspaces.pop(next(iter(self._workspaces)))
         self._workspaces[n_samples] = workspace

@@ -2,33 +2,39 @@
 
 Parameters live in one flat vector, layer after layer: W (n_in x n_out, row-major) then
 b (n_out). Per-sample buffers hold every layer's output for a batch, layer after layer,
-each (n_samples x n_out) row-major. The layer views are reshaped slices, so no Python
-loop over layers runs on the hot path.
+each (n_samples x n_out) row-major. Layer views are reshaped slices, so no Python loop
+over layers runs on the hot path.
 
 The lecture's formulas, for layer l with input a_prev:
-    z = a_prev @ W + b,  a = f(z)                    (forward)
+    z = a_prev @ W + b,  a = f(z)                                          (forward)
     dW = a_prev.T @ dz,  db = sum_i dz,  da_prev = dz @ W.T,  dz_prev = da_prev * f'(z_prev)
-with each layer's dz computed once and reused for dW, db and da_prev.
+Each layer's dz is computed once and reused for dW, db and da_prev; the layer's update is
+applied in place as soon as its gradient is known, while it is still in cache.
 """
 
 import numpy as np
 from numba import njit
 
-from .codes import ADAM, SGD
 from .layers import activate, add_bias, bias_activate_inplace, column_sums, times_derivative
 from .losses import loss_and_output_grad
-from .optimizers import adam_update, sgd_update
+from .codes import SGD
+from .optimizers import MOMENTUM, NESTEROV, coefficients, sgd_outer_update, update
 
-# Positions in the float64 `hyper` vector passed to train_step.
-LEARNING_RATE, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS = range(7)
-N_HYPER = 7
+# The `optimizer` code that asks backward() for gradients only, with no update.
+GRADIENTS_ONLY = -1
+
+
+@njit(nogil=True, cache=True)
+def _param_offset(layer_sizes, layer):
+    offset = 0
+    for l in range(layer):
+        offset += layer_sizes[l] * layer_sizes[l + 1] + layer_sizes[l + 1]
+    return offset
 
 
 @njit(nogil=True, cache=True)
 def _weights(params, layer_sizes, layer):
-    offset = 0
-    for l in range(layer):
-        offset += layer_sizes[l] * layer_sizes[l + 1] + layer_sizes[l + 1]
+    offset = _param_offset(layer_sizes, layer)
     n_in = layer_sizes[layer]
     n_out = layer_sizes[layer + 1]
     weights = params[offset:offset + n_in * n_out].reshape((n_in, n_out))
@@ -65,59 +71,76 @@ def forward(params, layer_sizes, activations, x, outputs, logits):
 
 
 @njit(nogil=True, cache=True)
-def forward_backward(params, layer_sizes, activations, loss, x, targets, class_ids,
-                     outputs, logits, deltas, grads):
-    """Return the batch loss and write its gradient, laid out like `params`, into `grads`."""
+def backward(params, layer_sizes, activations, x, outputs, deltas, grads, optimizer, hyper,
+             coeffs, slot1, slot2):
+    """Back-propagate the output layer's dz (already in `deltas`) through every layer.
+
+    With optimizer == GRADIENTS_ONLY, writes the whole gradient into `grads` and changes
+    nothing else. Otherwise each layer is updated in place right after its dz_prev is
+    computed (which needs its old W). A single-sample plain-SGD step never materialises dW:
+    the parameters are streamed once and stay in cache for the next step.
+    """
     n_samples = x.shape[0]
-    n_layers = layer_sizes.shape[0] - 1
-    forward(params, layer_sizes, activations, x, outputs, logits)
-    last = n_layers - 1
-    batch_loss = loss_and_output_grad(
-        logits, _layer_rows(outputs, layer_sizes, last, n_samples), targets, class_ids,
-        loss, activations[last], _layer_rows(deltas, layer_sizes, last, n_samples))
-    for layer in range(last, -1, -1):
+    nesterov = hyper[NESTEROV] != 0.0
+    fuse_outer = optimizer == SGD and hyper[MOMENTUM] == 0.0 and n_samples == 1
+    for layer in range(layer_sizes.shape[0] - 2, -1, -1):
+        n_in = layer_sizes[layer]
+        n_out = layer_sizes[layer + 1]
+        start = _param_offset(layer_sizes, layer)
+        bias_start = start + n_in * n_out
+        end = bias_start + n_out
         dz = _layer_rows(deltas, layer_sizes, layer, n_samples)
         weights, _ = _weights(params, layer_sizes, layer)
-        grad_weights, grad_biases = _weights(grads, layer_sizes, layer)
         layer_input = x
         if layer > 0:
             layer_input = _layer_rows(outputs, layer_sizes, layer - 1, n_samples)
-        np.dot(layer_input.T, dz, grad_weights)
-        column_sums(dz, grad_biases)
-        if layer > 0:
             dz_prev = _layer_rows(deltas, layer_sizes, layer - 1, n_samples)
             np.dot(dz, weights.T, dz_prev)
             times_derivative(dz_prev, layer_input, activations[layer - 1])
-    return batch_loss
+        column_sums(dz, grads[bias_start:end])
+        if fuse_outer:
+            sgd_outer_update(params, start, layer_input[0], dz[0], coeffs)
+            update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[bias_start:end],
+                   bias_start)
+            continue
+        np.dot(layer_input.T, dz, grads[start:bias_start].reshape((n_in, n_out)))
+        if optimizer != GRADIENTS_ONLY:
+            update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[start:end], start)
 
 
 @njit(nogil=True, cache=True)
 def train_step(params, layer_sizes, activations, loss, x, targets, class_ids, outputs,
-               logits, deltas, grads, optimizer, hyper, slot1, slot2, step, new_params):
-    """One optimizer step: gradients at `params`, updated parameters into `new_params`.
+               logits, deltas, grads, optimizer, hyper, slot1, slot2, step):
+    """One optimizer step on `params`, in place; return the batch loss before it.
 
-    `new_params` may be `params` (in place). `step` is the 1-based number of this update.
-    Returns the batch loss before the update.
+    With optimizer == GRADIENTS_ONLY it only fills `grads`. `step` is the 1-based number
+    of this update (Adam's bias corrections).
     """
-    batch_loss = forward_backward(params, layer_sizes, activations, loss, x, targets,
-                                  class_ids, outputs, logits, deltas, grads)
-    if optimizer == SGD:
-        sgd_update(params, grads, slot1, hyper[LEARNING_RATE], hyper[MOMENTUM],
-                   hyper[NESTEROV] != 0.0, hyper[WEIGHT_DECAY], new_params)
-    elif optimizer == ADAM:
-        adam_update(params, grads, slot1, slot2, hyper[LEARNING_RATE], hyper[BETA1],
-                    hyper[BETA2], hyper[EPS], hyper[WEIGHT_DECAY], step, new_params)
+    n_samples = x.shape[0]
+    last = layer_sizes.shape[0] - 2
+    forward(params, layer_sizes, activations, x, outputs, logits)
+    batch_loss = loss_and_output_grad(
+        logits, _layer_rows(outputs, layer_sizes, last, n_samples), targets, class_ids,
+        loss, activations[last], _layer_rows(deltas, layer_sizes, last, n_samples))
+    coeffs = coefficients(optimizer, hyper, step, params)
+    backward(params, layer_sizes, activations, x, outputs, deltas, grads, optimizer, hyper,
+             coeffs, slot1, slot2)
     return batch_loss
+
+
+@njit(nogil=True, cache=True)
+def _total_width(layer_sizes):
+    total = 0
+    for l in range(1, layer_sizes.shape[0]):
+        total += layer_sizes[l]
+    return total
 
 
 @njit(nogil=True, cache=True)
 def predict(params, layer_sizes, activations, x):
     """Return the output layer's activations; allocates its own buffers (reentrant)."""
     n_samples = x.shape[0]
-    total_width = 0
-    for l in range(1, layer_sizes.shape[0]):
-        total_width += layer_sizes[l]
-    outputs = np.empty(n_samples * total_width, dtype=params.dtype)
+    outputs = np.empty(n_samples * _total_width(layer_sizes), dtype=params.dtype)
     logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
     forward(params, layer_sizes, activations, x, outputs, logits)
     return _layer_rows(outputs, layer_sizes, layer_sizes.shape[0] - 2, n_samples).copy()
@@ -127,10 +150,7 @@ def predict(params, layer_sizes, activations, x):
 def evaluate(params, layer_sizes, activations, loss, x, targets, class_ids):
     """Return (batch loss, output activations) without touching `params`."""
     n_samples = x.shape[0]
-    total_width = 0
-    for l in range(1, layer_sizes.shape[0]):
-        total_width += layer_sizes[l]
-    outputs = np.empty(n_samples * total_width, dtype=params.dtype)
+    outputs = np.empty(n_samples * _total_width(layer_sizes), dtype=params.dtype)
     logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
     forward(params, layer_sizes, activations, x, outputs, logits)
     last = layer_sizes.shape[0] - 2
