@@ -90,5 +90,5 @@ def to_tensor(array, name="array"):
     if value is None:
         raise InvalidTensor(f"{name}: got dtype {array.dtype}, expected float32, float64, int32 "
                             f"or int64 (convert with .astype())")
-    wire = np.ascontiguousarray(array, dtype=DTYPES[value])
+    wire = np.asarray(array, dtype=DTYPES[value], order="C")  # keeps 0-d (ascontiguousarray would not)
     return Tensor(dtype=value, shape=wire.shape, content=wire.tobytes())
