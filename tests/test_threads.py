@@ -1,0 +1,173 @@
+"""Concurrency: Network methods called from 8 threads give exactly the single-threaded results.
+
+Threads start together on a barrier so their calls overlap (the kernels release the GIL).
+Every comparison is bit-exact: the same weights and inputs always go through the same
+compiled code, so any difference is a race, not rounding.
+"""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from nnserve.kernels import Network
+
+N_THREADS = 8
+
+SPECS = [
+    dict(layers=[16, 48, 48, 4], activations=["relu", "tanh", "softmax"], loss="cross_entropy",
+         optimizer="adam", learning_rate=1e-3),
+    dict(layers=[16, 32, 3], activations=["leaky_relu", "sigmoid"], loss="binary_cross_entropy",
+         momentum=0.9, nesterov=True, dtype="float64"),
+    dict(layers=[16, 64, 2], activations=["tanh", "identity"], loss="mse", learning_rate=0.01),
+    dict(layers=[16, 40, 40, 5], activations=["sigmoid", "relu", "softmax"], loss="cross_entropy",
+         optimizer="adam", weight_decay=1e-3, dtype="float64"),
+]
+
+
+def make_batches(spec, n_steps, seed, batch_size=32):
+    rng = np.random.default_rng(seed)
+    dtype = spec.get("dtype", "float32")
+    n_in, n_out = spec["layers"][0], spec["layers"][-1]
+    result = []
+    for _ in range(n_steps):
+        x = rng.normal(size=(batch_size, n_in)).astype(dtype)
+        if spec["loss"] == "cross_entropy":
+            y = rng.integers(0, n_out, size=batch_size)
+        elif spec["loss"] == "binary_cross_entropy":
+            y = rng.uniform(size=(batch_size, n_out)).astype(dtype)
+        else:
+            y = rng.normal(size=(batch_size, n_out)).astype(dtype)
+        result.append((x, y))
+    return result
+
+
+def assert_bit_identical(got, expected):
+    for (W, b), (W_expected, b_expected) in zip(got, expected, strict=True):
+        assert np.array_equal(W, W_expected) and np.array_equal(b, b_expected)
+
+
+def run_together(tasks):
+    """Run the callables on N_THREADS threads, released together by a barrier; return their results."""
+    assert len(tasks) == N_THREADS
+    barrier = threading.Barrier(N_THREADS)
+
+    def start(task):
+        barrier.wait(timeout=30)
+        return task()
+
+    with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
+        return [future.result(timeout=120) for future in [pool.submit(start, task) for task in tasks]]
+
+
+def test_training_several_networks_and_predicting_concurrently_matches_single_threaded_runs():
+    """4 threads training 4 networks on fixed batch sequences and 4 threads predicting give the single-threaded losses, weights and predictions."""
+    sequences = [make_batches(spec, 150, seed=index) for index, spec in enumerate(SPECS)]
+    expected = []
+    for spec, batches in zip(SPECS, sequences):
+        network = Network(**spec, seed=1)
+        losses = [network.train_step(x, y) for x, y in batches]
+        expected.append((losses, network.get_weights()))
+
+    fixed = Network(**SPECS[0], seed=5)
+    probes = [np.random.default_rng(100 + i).normal(size=(n, 16)).astype(np.float32)
+              for i, n in enumerate([1, 7, 64, 200])]
+    expected_predictions = [fixed.predict(x) for x in probes]
+
+    networks = [Network(**spec, seed=1) for spec in SPECS]
+
+    def trainer(network, batches):
+        return lambda: ([network.train_step(x, y) for x, y in batches], network.get_weights())
+
+    def predictor(x):
+        return lambda: [fixed.predict(x) for _ in range(150)]
+
+    results = run_together([trainer(n, b) for n, b in zip(networks, sequences)]
+                           + [predictor(x) for x in probes])
+
+    for (losses, weights), (expected_losses, expected_weights) in zip(results[:4], expected):
+        assert losses == expected_losses
+        assert_bit_identical(weights, expected_weights)
+    for predictions, expected_prediction in zip(results[4:], expected_predictions):
+        assert all(np.array_equal(p, expected_prediction) for p in predictions)
+
+
+def test_train_steps_from_eight_threads_on_one_network_lose_no_update():
+    """8 threads each applying 25 steps of the same batch to one network equal 200 sequential steps bit for bit (no lost or torn update)."""
+    spec = SPECS[3]
+    x, y = make_batches(spec, 1, seed=3)[0]
+    sequential = Network(**spec, seed=2)
+    for _ in range(200):
+        sequential.train_step(x, y)
+
+    shared = Network(**spec, seed=2)
+    results = run_together([lambda: [shared.train_step_versioned(x, y) for _ in range(25)]] * N_THREADS)
+
+    assert shared.step == 200 and shared.version == 200
+    assert_bit_identical(shared.get_weights(), sequential.get_weights())
+    # Every step got its own step number and version, each exactly once.
+    steps = sorted(step for thread in results for _, step, _ in thread)
+    assert steps == list(range(1, 201))
+    assert sorted(version for thread in results for _, _, version in thread) == list(range(1, 201))
+
+
+def test_predict_during_training_always_sees_one_published_version():
+    """While one thread trains, 7 threads' predictions, weights and states each equal exactly those of the version they report (never a half-applied step)."""
+    spec = SPECS[0]
+    batches = make_batches(spec, 100, seed=9, batch_size=64)
+    probe = np.random.default_rng(10).normal(size=(16, 16)).astype(np.float32)
+
+    # Single-threaded record: predictions and weights of every version 0..100.
+    replica = Network(**spec, seed=3)
+    expected_predictions = [replica.predict(probe)]
+    expected_weights = [replica.get_weights()]
+    for x, y in batches:
+        replica.train_step(x, y)
+        expected_predictions.append(replica.predict(probe))
+        expected_weights.append(replica.get_weights())
+    known_predictions = {p.tobytes(): version for version, p in enumerate(expected_predictions)}
+
+    network = Network(**spec, seed=3)
+    training_done = threading.Event()
+
+    def trainer():
+        try:
+            for x, y in batches:
+                network.train_step(x, y)
+        finally:
+            training_done.set()
+        return []
+
+    def versioned_reader():
+        seen = []
+        while not training_done.is_set():
+            outputs, version = network.predict_versioned(probe)
+            assert np.array_equal(outputs, expected_predictions[version]), f"version {version}"
+            seen.append(version)
+        return seen
+
+    def plain_reader():
+        seen = []
+        while not training_done.is_set():
+            outputs = network.predict(probe)
+            assert outputs.tobytes() in known_predictions, "predict returned no published version's outputs"
+            seen.append(known_predictions[outputs.tobytes()])
+        return seen
+
+    def weights_reader():
+        seen = []
+        while not training_done.is_set():
+            state = network.get_state()
+            assert_bit_identical(state["weights"], expected_weights[state["step"]])
+            seen.append(state["step"])
+        return seen
+
+    results = run_together([trainer] + [versioned_reader] * 4 + [plain_reader] * 2 + [weights_reader])
+
+    assert network.step == len(batches)
+    for seen in results[1:]:
+        # A reader never goes back in time.
+        assert seen == sorted(seen)
+    distinct = set().union(*map(set, results[1:]))
+    assert len(distinct) >= 2, f"readers saw only versions {distinct}: no overlap with training happened"
+    assert np.array_equal(network.predict(probe), expected_predictions[-1])
