@@ -153,7 +153,7 @@ class Registry:
         if page_size < 0:
             raise InvalidArgument(f"page_size: got {page_size}, expected a number >= 0 (0: {DEFAULT_PAGE_SIZE})")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        if page_token and not (page_token.isascii() and page_token.isdigit()):
+        if page_token and not (len(page_token) <= 18 and page_token.isascii() and page_token.isdigit()):
             raise InvalidArgument(f"page_token: got {page_token!r}, expected empty or the "
                                   "next_page_token of a previous ListModelsResponse")
         after = int(page_token or 0)

@@ -112,6 +112,8 @@ def test_tensor_view_without_copy_is_read_only_and_shares_the_bytes():
      "t: got shape [-1, -4], expected dimensions >= 0"),
     (pb.Tensor(shape=[1], content=b"\0" * 4), "t: got dtype DATA_TYPE_UNSPECIFIED, expected one of"),
     (pb.Tensor(dtype=17, shape=[1], content=b"\0" * 4), "t: got dtype 17, expected one of"),
+    (pb.Tensor(dtype=pb.DATA_TYPE_FLOAT32, shape=[1] * 33, content=b"\0" * 4),
+     "t: got 33 dimensions, expected at most 32"),
     (pb.Tensor(dtype=pb.DATA_TYPE_FLOAT64, shape=[1 << 40, 1 << 40], content=b""),
      "got 0 bytes, expected 9671406556917033397649408"),
 ])

@@ -70,6 +70,7 @@ BAD_BATCHES = {
     "byte-length-short": (_tensor(X, content=X.tobytes()[:-4]), to_tensor(Y), "got 92 bytes, expected 96"),
     "byte-length-long": (to_tensor(X), _tensor(Y, content=Y.tobytes() + b"\0"), "got 49 bytes, expected 48"),
     "negative-dimension": (_tensor(X, shape=[-6, -4]), to_tensor(Y), "expected dimensions >= 0"),
+    "too-many-dimensions": (_tensor(X, shape=[6, 4] + [1] * 100), to_tensor(Y), "got 102 dimensions"),
     "dtype-unspecified": (_tensor(X, dtype=pb.DATA_TYPE_UNSPECIFIED), to_tensor(Y), "DATA_TYPE_UNSPECIFIED"),
     "dtype-unknown": (_tensor(X, dtype=99), to_tensor(Y), "got dtype 99"),
     "x-missing": (pb.Tensor(), to_tensor(Y), "x: got dtype DATA_TYPE_UNSPECIFIED"),
@@ -94,7 +95,7 @@ def test_bad_train_batch_is_invalid_argument(live, victim, unchanged, name):
     assert message in details and "expected" in details
 
 
-BAD_INPUTS = ["byte-length-short", "negative-dimension", "dtype-unspecified", "dtype-unknown",
+BAD_INPUTS = ["byte-length-short", "negative-dimension", "too-many-dimensions", "dtype-unspecified", "dtype-unknown",
               "x-missing", "wrong-shape", "one-dimensional-x", "float64-to-float32-model", "nan-in-x",
               "empty-batch"]
 
@@ -267,6 +268,8 @@ def test_list_models_rejects_bad_paging(live):
     assert "page_size: got -1" in call_error(live.stub.ListModels, pb.ListModelsRequest(page_size=-1), INVALID)
     assert "page_token: got 'abc'" in call_error(live.stub.ListModels,
                                                  pb.ListModelsRequest(page_token="abc"), INVALID)
+    assert "page_token: got '9999" in call_error(live.stub.ListModels,
+                                                 pb.ListModelsRequest(page_token="9" * 5000), INVALID)
 
 
 # -- limits --------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 
 from .nnserve_pb2 import DataType, Tensor
 
-__all__ = ["DTYPES", "InvalidMessage", "InvalidTensor", "dtype_name", "to_array", "to_tensor"]
+__all__ = ["DTYPES", "MAX_DIMENSIONS", "InvalidMessage", "InvalidTensor", "dtype_name", "to_array", "to_tensor"]
 
 # DataType value -> numpy dtype of its little-endian wire form.
 DTYPES = {
@@ -23,6 +23,7 @@ DTYPES = {
 }
 _DATA_TYPES = {dtype.name: value for value, dtype in DTYPES.items()}  # "float32" -> value
 _EXPECTED = ", ".join(DataType.Name(value) for value in DTYPES)
+MAX_DIMENSIONS = 32  # numpy's own limit is 64 (32 before numpy 2)
 
 
 class InvalidMessage(ValueError):
@@ -56,13 +57,15 @@ def to_array(tensor, name="tensor", *, copy=True):
     Raises
     ------
     InvalidTensor
-        Unknown or unspecified dtype, a negative dimension, or a byte length other than
-        product(shape) x element size.
+        Unknown or unspecified dtype, more than MAX_DIMENSIONS dimensions, a negative
+        dimension, or a byte length other than product(shape) x element size.
     """
     dtype = DTYPES.get(tensor.dtype)
     if dtype is None:
         raise InvalidTensor(f"{name}: got dtype {dtype_name(tensor.dtype)}, expected one of {_EXPECTED}")
     shape = tuple(tensor.shape)
+    if len(shape) > MAX_DIMENSIONS:
+        raise InvalidTensor(f"{name}: got {len(shape)} dimensions, expected at most {MAX_DIMENSIONS}")
     if any(size < 0 for size in shape):
         raise InvalidTensor(f"{name}: got shape {list(shape)}, expected dimensions >= 0")
     content = tensor.content
