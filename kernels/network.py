@@ -201,11 +201,19 @@ class Network:
 
     def set_state(self, state):
         """Restore weights, optimizer state and step count from get_state()'s result."""
-        if not isinstance(state, dict) or not {"spec", "step", "weights", "slots"} <= state.keys():
-            raise ValueError("state: expected a dict with keys spec, step, weights, slots "
+        keys = ("spec", "step", "weights", "slots")
+        if not isinstance(state, dict):
+            raise ValueError(f"state: got {type(state).__name__}, expected a dict with keys "
+                             f"{', '.join(keys)} (as returned by get_state)")
+        missing = [key for key in keys if key not in state]
+        if missing:
+            raise ValueError(f"state: got keys {sorted(state)}, expected also {missing} "
                              "(as returned by get_state)")
         mine = self._spec
-        theirs = state["spec"] or {}
+        theirs = state["spec"]
+        if not isinstance(theirs, dict):
+            raise ValueError(f"state: got spec {theirs!r} of type {type(theirs).__name__}, expected a dict "
+                             "like Network.spec")
         for key in ("layers", "activations", "loss", "optimizer", "dtype"):
             if list(np.atleast_1d(theirs.get(key))) != list(np.atleast_1d(mine[key])):
                 raise ValueError(f"state: got {key}={theirs.get(key)!r}, expected {mine[key]!r} "
@@ -258,12 +266,18 @@ class Network:
         """Validate [(W, b), ...] against the layer sizes and return it flattened."""
         layers = self._spec["layers"]
         n_layers = len(layers) - 1
-        if isinstance(pairs, (str, bytes, dict)) or not hasattr(pairs, "__len__") or len(pairs) != n_layers:
-            raise ValueError(f"{name}: expected a list of {n_layers} (W, b) pairs, one per layer")
+        if isinstance(pairs, (str, bytes, dict)) or not hasattr(pairs, "__len__"):
+            raise ValueError(f"{name}: got {type(pairs).__name__}, expected a list of {n_layers} "
+                             "(W, b) pairs, one per layer")
+        if len(pairs) != n_layers:
+            raise ValueError(f"{name}: got {len(pairs)} pairs, expected a list of {n_layers} (W, b) pairs, "
+                             "one per layer")
         pieces = []
         for i, pair in enumerate(pairs):
             if not hasattr(pair, "__len__") or len(pair) != 2:
-                raise ValueError(f"{name}[{i}]: expected a pair (W, b)")
+                got = f"length {len(pair)}" if hasattr(pair, "__len__") else "no length"
+                raise ValueError(f"{name}[{i}]: got {type(pair).__name__} of {got}, "
+                                 "expected a pair (W, b)")
             n_in, n_out = layers[i], layers[i + 1]
             for part, array, shape in (("W", pair[0], (n_in, n_out)), ("b", pair[1], (n_out,))):
                 label = f"{name}[{i}].{part}"

@@ -84,7 +84,9 @@ def check_spec(layers, activations, loss, *, optimizer, learning_rate, momentum,
                          "expected them unset; adam's moments are set with betas")
     init = _choice("init", init, INITS)
     seed = _integer("seed", seed, low=0)
-    dtype = _choice("dtype", np.dtype(dtype).name if _is_dtype(dtype) else dtype, DTYPES)
+    # np.dtype(None) is float64: None must not slip through as a silent default.
+    dtype = _choice("dtype", np.dtype(dtype).name if dtype is not None and _is_dtype(dtype)
+                    else dtype, DTYPES)
     return {
         "layers": layers, "activations": activations, "loss": loss, "optimizer": optimizer,
         "learning_rate": learning_rate, "momentum": momentum, "nesterov": nesterov,
@@ -156,6 +158,9 @@ def check_targets(y, loss, n_out, n_samples, dtype):
             raise ValueError(f"y: got class id {bad}, expected ids in [0, {n_out})")
         return np.empty((0, n_out), dtype=dtype), np.ascontiguousarray(y_array, dtype=np.int64)
 
+    if loss == "cross_entropy" and y_array.dtype.kind in "iu" and y_array.ndim == 2 and y_array.shape[1] == 1:
+        raise ValueError(f"y: got class ids of shape {y_array.shape}, expected shape ({n_samples},) "
+                         "(flatten them with y.ravel())")
     targets = _as_array("y", y, dtype, allow_integers=loss == "binary_cross_entropy")
     if targets.ndim == 1 and n_out == 1:
         targets = targets.reshape(-1, 1)
