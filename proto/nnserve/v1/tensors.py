@@ -74,9 +74,9 @@ def to_array(tensor, name="tensor", *, copy=True):
         raise InvalidTensor(f"{name}: got {len(content)} bytes, expected {expected} "
                             f"(shape {list(shape)} x {dtype.itemsize} bytes of {dtype.name})")
     array = np.frombuffer(content, dtype=dtype).reshape(shape)
-    if copy or not dtype.isnative:
-        return array.astype(dtype.newbyteorder("="))
-    return array
+    if not dtype.isnative:  # big-endian machine: convert, which copies
+        return array.astype(dtype.name)
+    return array.copy() if copy else array
 
 
 def to_tensor(array, name="array"):
