@@ -61,7 +61,12 @@ def run(settings):
     previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start(serving=False)
-        seconds = warmup()
+        try:
+            seconds = warmup()
+        except Exception:
+            logger.exception("kernel warm-up failed", extra={"event": "start_failed"})
+            server.stop(0).wait()
+            return 1
         logger.info("kernels ready", extra={"event": "warmed_up", "seconds": round(seconds, 3)})
         server.set_serving()
         logger.info("serving on %s:%d", settings.host, port,
