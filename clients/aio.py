@@ -1,0 +1,172 @@
+"""The asyncio client: `AsyncClient` and `AsyncRemoteModel`, on grpc.aio.
+
+The same surface as Client and RemoteModel, every call awaitable; the requests and replies
+are built and read by the same code (messages.py), so both clients send and return exactly
+the same things. Create an AsyncClient inside the event loop that uses it.
+"""
+
+import grpc
+import grpc.aio
+
+from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
+
+from . import training
+from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
+                      model_ref)
+from .errors import NNServeError, encoding
+from .messages import ModelInfo, ModelMessages, create_request, delete_request, get_request, list_request
+
+__all__ = ["AsyncClient", "AsyncRemoteModel"]
+
+
+class AsyncClient:
+    """An asyncio connection to an nnserve server; an async context manager.
+
+    Takes the arguments of Client (target, timeout, token, tls, max_message_bytes) and has
+    its methods as coroutines. Concurrent calls share one HTTP/2 connection.
+
+    Examples
+    --------
+    >>> async with AsyncClient("localhost:50051") as client:           # doctest: +SKIP
+    ...     model = await client.get_model("digits")
+    ...     outputs = await asyncio.gather(*(model.predict(x) for x in batches))
+    """
+
+    def __init__(self, target=DEFAULT_TARGET, *, timeout=DEFAULT_TIMEOUT, token=None, tls=None,
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+        self._connection = connection(target, timeout=timeout, token=token, tls=tls,
+                                      max_message_bytes=max_message_bytes)
+        c = self._connection
+        if c.credentials is None:
+            self._channel = grpc.aio.insecure_channel(c.target, options=c.options)
+        else:
+            self._channel = grpc.aio.secure_channel(c.target, c.credentials, options=c.options)
+        self._stub = pb_grpc.ModelServiceStub(self._channel)
+
+    @property
+    def target(self):
+        return self._connection.target
+
+    @property
+    def timeout(self):
+        return self._connection.timeout
+
+    async def _call(self, method, request, timeout=None):
+        try:
+            return await getattr(self._stub, method)(
+                request, timeout=timeout or self._connection.timeout,
+                metadata=self._connection.metadata)
+        except grpc.RpcError as error:
+            raise NNServeError.from_rpc(error, method) from None
+
+    async def create_model(self, layers, activations, loss, *, name=None, optimizer="sgd",
+                           learning_rate=None, momentum=None, nesterov=None, weight_decay=None,
+                           betas=None, eps=None, init="he", seed=None, dtype="float32"):
+        """Create a model on the server; see Client.create_model."""
+        request = create_request(layers, activations, loss, name=name, optimizer=optimizer,
+                                 learning_rate=learning_rate, momentum=momentum,
+                                 nesterov=nesterov, weight_decay=weight_decay, betas=betas,
+                                 eps=eps, init=init, seed=seed, dtype=dtype)
+        reply = await self._call("CreateModel", request)
+        return AsyncRemoteModel(self, ModelInfo.from_proto(reply.model))
+
+    async def get_model(self, model):
+        """Return the AsyncRemoteModel with this id or name (NNServeError NOT_FOUND if none)."""
+        with encoding("GetModel"):
+            request = get_request(model_ref(model))
+        reply = await self._call("GetModel", request)
+        return AsyncRemoteModel(self, ModelInfo.from_proto(reply.model))
+
+    async def iter_models(self, *, page_size=0):
+        """Yield an AsyncRemoteModel per model, oldest first, one page at a time."""
+        token = ""
+        while True:
+            reply = await self._call("ListModels", list_request(page_size, token))
+            for message in reply.models:
+                yield AsyncRemoteModel(self, ModelInfo.from_proto(message))
+            token = reply.next_page_token
+            if not token:
+                return
+
+    async def list_models(self, *, page_size=0):
+        """Return every model on the server, oldest first, following all pages."""
+        return [model async for model in self.iter_models(page_size=page_size)]
+
+    async def delete_model(self, model):
+        """Delete a model by id, name or handle; return its ModelInfo when deleted."""
+        with encoding("DeleteModel"):
+            request = delete_request(model_ref(model))
+        return ModelInfo.from_proto((await self._call("DeleteModel", request)).model)
+
+    async def close(self):
+        """Close the channel; calls in flight are cancelled."""
+        await self._channel.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
+
+    def __repr__(self):
+        return f"AsyncClient({self.target!r})"
+
+
+class AsyncRemoteModel(ModelMessages):
+    """RemoteModel for AsyncClient: the same methods, as coroutines (see RemoteModel)."""
+
+    def __init__(self, client, info):
+        super().__init__(info)
+        self._client = client
+
+    @property
+    def client(self):
+        return self._client
+
+    async def refresh(self):
+        """Read the model's description from the server; return self."""
+        return self._on_get(await self._client._call("GetModel", self._get_request()))
+
+    async def delete(self):
+        """Delete the model on the server; return its ModelInfo when deleted."""
+        return self._on_delete(await self._client._call("DeleteModel", self._delete_request()))
+
+    async def train_step(self, x, y):
+        """Apply one optimizer step; return the batch loss before the update."""
+        request = self._train_step_request(x, y)
+        return self._on_train_step(await self._client._call("TrainStep", request))
+
+    async def predict(self, x):
+        """Return the output activations for x: (n_samples, n_out) of the model's dtype."""
+        request = self._predict_request(x)
+        return self._on_predict(await self._client._call("Predict", request))
+
+    async def evaluate(self, x, y):
+        """Return {"loss": float} plus "accuracy" for classification losses; no update."""
+        request = self._evaluate_request(x, y)
+        return self._on_evaluate(await self._client._call("Evaluate", request))
+
+    async def get_state(self):
+        """Return {"spec", "step", "weights", "slots"} as Network.get_state() does."""
+        return self._on_get_state(await self._client._call("GetState", self._get_state_request()))
+
+    async def set_state(self, state):
+        """Load a state from get_state(); see RemoteModel.set_state."""
+        request = self._set_state_request(state)
+        self._on_set_state(await self._client._call("SetState", request))
+
+    async def get_weights(self):
+        """Return a copy of the weights as [(W, b), ...]."""
+        return (await self.get_state())["weights"]
+
+    async def set_weights(self, weights):
+        """Replace the weights through GetState + SetState; see RemoteModel.set_weights."""
+        request = self._set_weights_request(await self.get_state(), weights)
+        self._on_set_state(await self._client._call("SetState", request))
+
+    async def fit(self, x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
+                  progress=None):
+        """Train in mini-batches, one awaited TrainStep at a time; see RemoteModel.fit."""
+        plan = training.fit_plan(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                                 seed=seed, validation_data=validation_data, progress=progress)
+        return await training.run_async(plan, self)

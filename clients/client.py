@@ -1,0 +1,263 @@
+"""The synchronous client: `Client` and the `RemoteModel` handles it returns.
+
+Every method is: build the request (messages.py) -> call with the client's deadline and
+metadata -> read the reply (messages.py); a grpc.RpcError becomes NNServeError.
+"""
+
+import grpc
+
+from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
+
+from . import training
+from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
+                      model_ref)
+from .errors import NNServeError, encoding
+from .messages import ModelInfo, ModelMessages, create_request, delete_request, get_request, list_request
+
+__all__ = ["Client", "RemoteModel"]
+
+
+class Client:
+    """A connection to an nnserve server; a context manager.
+
+    Parameters
+    ----------
+    target : str
+        "host:port" of the server (default "localhost:50051").
+    timeout : float
+        Deadline of every call in seconds, retries included (default 30).
+    token : str, optional
+        Bearer token, sent on every call as ``authorization: Bearer <token>`` metadata.
+    tls : None, bool, TLS or grpc.ChannelCredentials
+        None/False: plaintext. True: TLS with the system's root certificates. A
+        `nnserve.clients.TLS` for other roots, mutual TLS or a server name override.
+    max_message_bytes : int
+        Largest message sent or received (default 64 MiB, the server's default).
+
+    Raises
+    ------
+    NNServeError
+        From every method, when the call fails; ``code`` is its grpc.StatusCode and
+        ``message`` the server's explanation.
+
+    Examples
+    --------
+    >>> with Client("localhost:50051") as client:                      # doctest: +SKIP
+    ...     model = client.create_model([2, 4, 1], ["tanh", "sigmoid"], "binary_cross_entropy")
+    ...     model.predict(np.zeros((1, 2), np.float32))
+    """
+
+    def __init__(self, target=DEFAULT_TARGET, *, timeout=DEFAULT_TIMEOUT, token=None, tls=None,
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+        self._connection = connection(target, timeout=timeout, token=token, tls=tls,
+                                      max_message_bytes=max_message_bytes)
+        c = self._connection
+        if c.credentials is None:
+            self._channel = grpc.insecure_channel(c.target, options=c.options)
+        else:
+            self._channel = grpc.secure_channel(c.target, c.credentials, options=c.options)
+        self._stub = pb_grpc.ModelServiceStub(self._channel)
+
+    @property
+    def target(self):
+        return self._connection.target
+
+    @property
+    def timeout(self):
+        """Deadline of each call, in seconds."""
+        return self._connection.timeout
+
+    def _call(self, method, request, timeout=None):
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout or self._connection.timeout,
+                                               metadata=self._connection.metadata)
+        except grpc.RpcError as error:
+            raise NNServeError.from_rpc(error, method) from None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def create_model(self, layers, activations, loss, *, name=None, optimizer="sgd",
+                     learning_rate=None, momentum=None, nesterov=None, weight_decay=None,
+                     betas=None, eps=None, init="he", seed=None, dtype="float32"):
+        """Create a model on the server and return its handle.
+
+        The arguments are Network's (see nnserve.kernels.Network and ModelSpec in
+        nnserve.proto); those left None take the server's defaults, which are Network's.
+
+        Parameters
+        ----------
+        layers : sequence of int
+            [n_in, h1, ..., n_out].
+        activations : sequence of str
+            One per layer after the input: identity, sigmoid, tanh, relu, leaky_relu,
+            softmax (output layer only).
+        loss : str
+            "mse", "binary_cross_entropy" (sigmoid output) or "cross_entropy" (softmax).
+        name : str, optional
+            A unique name usable instead of the id.
+
+        Returns
+        -------
+        RemoteModel
+            step 0, version 0.
+
+        Raises
+        ------
+        NNServeError
+            INVALID_ARGUMENT (bad spec or name), ALREADY_EXISTS (name taken),
+            RESOURCE_EXHAUSTED (a server limit).
+        """
+        request = create_request(layers, activations, loss, name=name, optimizer=optimizer,
+                                 learning_rate=learning_rate, momentum=momentum,
+                                 nesterov=nesterov, weight_decay=weight_decay, betas=betas,
+                                 eps=eps, init=init, seed=seed, dtype=dtype)
+        return RemoteModel(self, ModelInfo.from_proto(self._call("CreateModel", request).model))
+
+    def get_model(self, model):
+        """Return the RemoteModel with this id or name (NNServeError NOT_FOUND if none)."""
+        with encoding("GetModel"):
+            request = get_request(model_ref(model))
+        return RemoteModel(self, ModelInfo.from_proto(self._call("GetModel", request).model))
+
+    def iter_models(self, *, page_size=0):
+        """Yield a RemoteModel per model, oldest first, fetching page_size at a time (0: 100)."""
+        token = ""
+        while True:
+            reply = self._call("ListModels", list_request(page_size, token))
+            for message in reply.models:
+                yield RemoteModel(self, ModelInfo.from_proto(message))
+            token = reply.next_page_token
+            if not token:
+                return
+
+    def list_models(self, *, page_size=0):
+        """Return every model on the server, oldest first, following all pages."""
+        return list(self.iter_models(page_size=page_size))
+
+    def delete_model(self, model):
+        """Delete a model by id, name or handle; return its ModelInfo as it was when deleted.
+
+        Raises NNServeError NOT_FOUND when no such model exists.
+        """
+        with encoding("DeleteModel"):
+            request = delete_request(model_ref(model))
+        return ModelInfo.from_proto(self._call("DeleteModel", request).model)
+
+    # -- connection ---------------------------------------------------------------------
+
+    def close(self):
+        """Close the channel; calls in flight are cancelled. Idempotent."""
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return f"Client({self.target!r})"
+
+
+class RemoteModel(ModelMessages):
+    """A model that lives on an nnserve server, with the methods of nnserve.kernels.Network.
+
+    Obtained from Client.create_model, get_model or list_models. Arrays go out as raw
+    bytes and results come back as numpy arrays of the model's dtype. Every method may
+    raise NNServeError: NOT_FOUND once the model is deleted, INVALID_ARGUMENT for
+    malformed arrays ("got X, expected Y"), RESOURCE_EXHAUSTED above the server's limits.
+    """
+
+    def __init__(self, client, info):
+        super().__init__(info)
+        self._client = client
+
+    @property
+    def client(self):
+        return self._client
+
+    def refresh(self):
+        """Read the model's description from the server (step, version, ...); return self."""
+        return self._on_get(self._client._call("GetModel", self._get_request()))
+
+    def delete(self):
+        """Delete the model on the server; return its ModelInfo as it was when deleted."""
+        return self._on_delete(self._client._call("DeleteModel", self._delete_request()))
+
+    def train_step(self, x, y):
+        """Apply one optimizer step on a batch; return the batch loss before the update.
+
+        Parameters
+        ----------
+        x : array (n_samples, n_in)
+        y : array
+            (n_samples, n_out), or (n_samples,) when n_out is 1; class ids (n_samples,) or
+            probability rows (n_samples, n_out) for cross_entropy.
+
+        Returns
+        -------
+        float
+        """
+        return self._on_train_step(self._client._call("TrainStep", self._train_step_request(x, y)))
+
+    def predict(self, x):
+        """Return the output activations for x (n_samples, n_in): (n_samples, n_out) of dtype."""
+        return self._on_predict(self._client._call("Predict", self._predict_request(x)))
+
+    def evaluate(self, x, y):
+        """Return {"loss": float} plus "accuracy" for classification losses; no update."""
+        return self._on_evaluate(self._client._call("Evaluate", self._evaluate_request(x, y)))
+
+    def get_state(self):
+        """Return {"spec", "step", "weights", "slots"} as Network.get_state() does."""
+        return self._on_get_state(self._client._call("GetState", self._get_state_request()))
+
+    def set_state(self, state):
+        """Load a state from get_state() (of this model, another or a Network).
+
+        Raises NNServeError FAILED_PRECONDITION when the state's layers, activations,
+        loss, optimizer or dtype differ from the model's.
+        """
+        self._on_set_state(self._client._call("SetState", self._set_state_request(state)))
+
+    def get_weights(self):
+        """Return a copy of the weights as [(W (n_in, n_out), b (n_out,)), ...]."""
+        return self.get_state()["weights"]
+
+    def set_weights(self, weights):
+        """Replace the weights, keeping the optimizer state and the step count.
+
+        The contract has no SetWeights RPC: this reads the state (GetState) and writes it
+        back with the new weights (SetState). A train step that lands between the two is
+        undone; do not call it while other clients train the model.
+        """
+        state = self.get_state()
+        self._on_set_state(self._client._call("SetState", self._set_weights_request(state, weights)))
+
+    def fit(self, x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
+            progress=None):
+        """Train for `epochs` passes over (x, y) in mini-batches of batch_size rows.
+
+        One TrainStep per batch; with validation_data, one Evaluate per epoch. The batches
+        are those Network would get from nnserve.clients.training.fit_plan with the same
+        seed, so a fit here equals the same fit in-process bit for bit.
+
+        Parameters
+        ----------
+        x : array (n_samples, n_in);  y : targets with n_samples rows (see train_step)
+        epochs : int;  batch_size : int
+        shuffle : bool
+            A new order each epoch from numpy.random.default_rng(seed).
+        validation_data : (x_val, y_val), optional
+        progress : bool, optional
+            A progress bar on stderr; default: only when stderr is a terminal.
+
+        Returns
+        -------
+        dict
+            "loss" per epoch (batch losses averaged by size), and with validation_data
+            "val_loss" and, for classification losses, "val_accuracy".
+        """
+        plan = training.fit_plan(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                                 seed=seed, validation_data=validation_data, progress=progress)
+        return training.run(plan, self)

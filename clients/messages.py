@@ -1,0 +1,252 @@
+"""What the sync and async clients share: requests built from numpy, results read from replies.
+
+Nothing here does I/O. Each RPC is three steps: build the request (here), call it (the
+sync or the grpc.aio client), read the reply (here). So `Client` and `AsyncClient` differ
+only in how they wait, and cannot drift apart in what they send or return.
+
+Arrays are encoded by the contract's codec (`nnserve.v1.tensors`): one `tobytes()` per
+array, no Python loop over elements. Casts follow `nnserve.kernels.Network`: lists become
+arrays of the model's dtype, arrays of a dtype the wire has are sent as they are (the
+server refuses lossy ones, as Network does), other dtypes that cast safely are cast.
+"""
+
+import datetime
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnserve.v1 import nnserve_pb2 as pb
+from nnserve.v1.models import spec_from_proto, spec_to_proto, state_from_proto, state_to_proto
+from nnserve.v1.tensors import to_array, to_tensor
+
+from .errors import encoding
+
+__all__ = ["ModelInfo", "ModelMessages", "create_request", "inputs_tensor", "targets_tensor"]
+
+_WIRE_DTYPES = ("float32", "float64", "int32", "int64")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model as the server described it (GetModel, ListModels, CreateModel, DeleteModel).
+
+    spec is a dict like `Network.spec` with every hyper-parameter set; times are aware
+    UTC datetimes.
+    """
+
+    id: str
+    name: str
+    spec: dict
+    num_parameters: int
+    step: int
+    version: int
+    create_time: datetime.datetime
+    update_time: datetime.datetime
+
+    @classmethod
+    def from_proto(cls, message):
+        return cls(id=message.id, name=message.name, spec=spec_from_proto(message.spec),
+                   num_parameters=message.num_parameters, step=message.step,
+                   version=message.version,
+                   create_time=message.create_time.ToDatetime(tzinfo=datetime.timezone.utc),
+                   update_time=message.update_time.ToDatetime(tzinfo=datetime.timezone.utc))
+
+
+def create_request(layers, activations, loss, *, name=None, optimizer="sgd", init="he",
+                   dtype="float32", **hyper):
+    """A CreateModelRequest; hyper-parameters given as None stay unset (server default).
+
+    The required enums default to Network's defaults (sgd, he, float32); the optional
+    hyper-parameters' server defaults are Network's too (see nnserve.proto).
+    """
+    spec = {"layers": list(layers), "activations": list(activations), "loss": loss,
+            "optimizer": optimizer, "init": init, "dtype": dtype}
+    spec.update({key: value for key, value in hyper.items() if value is not None})
+    if "betas" in spec:
+        spec["betas"] = list(spec["betas"])
+    with encoding("CreateModel"):
+        return pb.CreateModelRequest(spec=spec_to_proto(spec), name=name or "")
+
+
+def inputs_tensor(x, dtype, name="x"):
+    """Encode inputs for a model computing in `dtype`, casting only as Network would."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x, dtype=dtype)
+    elif x.dtype.name not in _WIRE_DTYPES and np.can_cast(x.dtype, dtype, "safe"):
+        x = x.astype(dtype)
+    return to_tensor(x, name)
+
+
+def targets_tensor(y, dtype, loss, name="y"):
+    """Encode targets: class ids (n,) as int64 for cross_entropy, else arrays of `dtype`."""
+    class_ids = loss == "cross_entropy" and np.ndim(y) == 1
+    if not isinstance(y, np.ndarray):
+        y = np.asarray(y) if class_ids else np.asarray(y, dtype=dtype)
+    if y.dtype.name not in _WIRE_DTYPES:
+        if class_ids and y.dtype.kind in "iu" and np.can_cast(y.dtype, np.int64, "safe"):
+            y = y.astype(np.int64)
+        elif np.can_cast(y.dtype, dtype, "safe"):
+            y = y.astype(dtype)
+    return to_tensor(y, name)
+
+
+def _weights_to_state(state, weights):
+    """A copy of a get_state() dict with its weights replaced (for set_weights)."""
+    return {**state, "weights": [tuple(pair) if isinstance(pair, (list, tuple)) else pair
+                                 for pair in weights]}
+
+
+class ModelMessages:
+    """Requests and reply handling of one model's RPCs, shared by both RemoteModel kinds.
+
+    Holds the model's description and the latest step and version this handle has seen.
+    """
+
+    def __init__(self, info):
+        self._set_info(info)
+
+    def _set_info(self, info):
+        self._info = info
+        self._dtype = np.dtype(info.spec["dtype"])
+        self._step = info.step
+        self._version = info.version
+
+    # -- what never changes -------------------------------------------------------------
+
+    @property
+    def info(self):
+        """The ModelInfo from the last describe (create, get, list or refresh)."""
+        return self._info
+
+    @property
+    def id(self):
+        """The server-assigned id (32 hexadecimal digits)."""
+        return self._info.id
+
+    @property
+    def name(self):
+        """The name given at creation, or ''."""
+        return self._info.name
+
+    @property
+    def spec(self):
+        """A dict like Network.spec: Network(**model.spec) builds the same initial model."""
+        spec = self._info.spec
+        return {key: list(value) if isinstance(value, list) else value for key, value in spec.items()}
+
+    @property
+    def num_parameters(self):
+        return self._info.num_parameters
+
+    @property
+    def dtype(self):
+        """numpy dtype of the weights, of the computation and of every result."""
+        return self._dtype
+
+    @property
+    def n_inputs(self):
+        return self._info.spec["layers"][0]
+
+    @property
+    def n_outputs(self):
+        return self._info.spec["layers"][-1]
+
+    # -- what this handle last saw ------------------------------------------------------
+
+    @property
+    def step(self):
+        """Train steps applied, as last seen by this handle (refresh() reads the server's)."""
+        return self._step
+
+    @property
+    def version(self):
+        """Weights version, as last seen by this handle (refresh() reads the server's)."""
+        return self._version
+
+    def _saw(self, version, step=None):
+        self._version = max(self._version, version)
+        if step is not None:
+            self._step = max(self._step, step)
+
+    # -- requests and replies -------------------------------------------------------------
+
+    def _get_request(self):
+        return pb.GetModelRequest(model=self.id)
+
+    def _on_get(self, reply):
+        self._set_info(ModelInfo.from_proto(reply.model))
+        return self
+
+    def _delete_request(self):
+        return pb.DeleteModelRequest(model=self.id)
+
+    @staticmethod
+    def _on_delete(reply):
+        return ModelInfo.from_proto(reply.model)
+
+    def _train_step_request(self, x, y):
+        with encoding("TrainStep"):
+            return pb.TrainStepRequest(model=self.id, x=inputs_tensor(x, self._dtype),
+                                       y=targets_tensor(y, self._dtype, self._info.spec["loss"]))
+
+    def _on_train_step(self, reply):
+        self._saw(reply.version, reply.step)
+        return reply.loss
+
+    def _predict_request(self, x):
+        with encoding("Predict"):
+            return pb.PredictRequest(model=self.id, x=inputs_tensor(x, self._dtype))
+
+    def _on_predict(self, reply):
+        self._saw(reply.version)
+        return to_array(reply.outputs, "outputs")
+
+    def _evaluate_request(self, x, y):
+        with encoding("Evaluate"):
+            return pb.EvaluateRequest(model=self.id, x=inputs_tensor(x, self._dtype),
+                                      y=targets_tensor(y, self._dtype, self._info.spec["loss"]))
+
+    def _on_evaluate(self, reply):
+        self._saw(reply.version)
+        metrics = {"loss": reply.loss}
+        if reply.HasField("accuracy"):
+            metrics["accuracy"] = reply.accuracy
+        return metrics
+
+    def _get_state_request(self):
+        return pb.GetStateRequest(model=self.id)
+
+    @staticmethod
+    def _on_get_state(reply):
+        return state_from_proto(reply.state)
+
+    def _set_state_request(self, state):
+        with encoding("SetState"):
+            if not isinstance(state, dict):
+                raise TypeError(f"state: got {type(state).__name__}, expected the dict get_state() returns")
+            return pb.SetStateRequest(model=self.id, state=state_to_proto(state))
+
+    def _on_set_state(self, reply):
+        self._step = reply.step
+        self._saw(reply.version)
+
+    def _set_weights_request(self, state, weights):
+        return self._set_state_request(_weights_to_state(state, weights))
+
+    def __repr__(self):
+        spec = self._info.spec
+        name = f", name={self.name!r}" if self.name else ""
+        return (f"{type(self).__name__}(id={self.id!r}{name}, layers={spec['layers']}, "
+                f"loss={spec['loss']!r}, dtype={spec['dtype']!r}, step={self._step})")
+
+
+def list_request(page_size, page_token):
+    return pb.ListModelsRequest(page_size=page_size, page_token=page_token)
+
+
+def get_request(model):
+    return pb.GetModelRequest(model=model)
+
+
+def delete_request(model):
+    return pb.DeleteModelRequest(model=model)

@@ -1,0 +1,135 @@
+"""Mini-batch epochs, written once for every kind of model.
+
+`fit_plan` is a generator of the calls a fit makes, ("train_step", x, y) and
+("evaluate", x, y); whoever drives it sends each call's result back in and finally gets
+the history. `run` drives it on anything with Network's methods (a Network, a RemoteModel);
+`run_async` awaits an AsyncRemoteModel's. So the batches, their order and the history are
+the same whether a model trains in-process, through Client or through AsyncClient.
+"""
+
+import sys
+
+import numpy as np
+
+__all__ = ["fit_plan", "run", "run_async"]
+
+
+def _check_count(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}: got {value!r}, expected an integer >= {low}")
+    return int(value)
+
+
+def _rows(name, array):
+    array = array if isinstance(array, np.ndarray) else np.asarray(array)
+    if array.ndim == 0:
+        raise ValueError(f"{name}: got a scalar, expected an array with one row per sample")
+    return array
+
+
+def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
+             progress=None):
+    """Yield the calls of `epochs` passes over (x, y) in batches; return the history.
+
+    Parameters
+    ----------
+    x : array (n_samples, n_in);  y : array with n_samples rows
+    epochs : int >= 0;  batch_size : int >= 1 (the last batch of an epoch may be smaller)
+    shuffle : bool
+        Visit the samples in a new random order each epoch, drawn from
+        numpy.random.default_rng(seed); False: in the given order.
+    validation_data : (x_val, y_val), optional
+        Evaluated once after each epoch.
+    progress : bool or None
+        Show a progress bar on stderr; None: only when stderr is a terminal.
+
+    Returns (as the generator's return value)
+    -------
+    dict
+        "loss": per epoch, the mean of the batch losses weighted by batch size (each batch
+        loss is taken before its update); with validation_data also "val_loss" and, for
+        classification losses, "val_accuracy".
+    """
+    epochs = _check_count("epochs", epochs, 0)
+    batch_size = _check_count("batch_size", batch_size, 1)
+    x, y = _rows("x", x), _rows("y", y)
+    n_samples = len(x)
+    if len(y) != n_samples:
+        raise ValueError(f"y: got {len(y)} rows, expected {n_samples} (one per row of x)")
+    if n_samples == 0:
+        raise ValueError("x: got 0 samples, expected at least one")
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data: expected a pair (x_val, y_val)")
+        x_val, y_val = validation_data
+    rng = np.random.default_rng(seed)
+    starts = range(0, n_samples, batch_size)
+    history = {"loss": []}
+    if validation_data is not None:
+        history["val_loss"] = []
+
+    bar = _progress_bar(progress, total=epochs * len(starts))
+    try:
+        for epoch in range(epochs):
+            order = rng.permutation(n_samples) if shuffle else None
+            total = 0.0
+            for start in starts:
+                if order is None:
+                    x_batch, y_batch = x[start:start + batch_size], y[start:start + batch_size]
+                else:
+                    rows = order[start:start + batch_size]
+                    x_batch, y_batch = x[rows], y[rows]
+                loss = yield ("train_step", x_batch, y_batch)
+                total += loss * len(x_batch)
+                if bar is not None:
+                    bar.update()
+            history["loss"].append(total / n_samples)
+            postfix = {"epoch": epoch + 1, "loss": f"{history['loss'][-1]:.4g}"}
+            if validation_data is not None:
+                metrics = yield ("evaluate", x_val, y_val)
+                history["val_loss"].append(metrics["loss"])
+                postfix["val_loss"] = f"{metrics['loss']:.4g}"
+                if "accuracy" in metrics:
+                    history.setdefault("val_accuracy", []).append(metrics["accuracy"])
+                    postfix["val_accuracy"] = f"{metrics['accuracy']:.4f}"
+            if bar is not None:
+                bar.set_postfix(postfix, refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+    return history
+
+
+def _progress_bar(progress, total):
+    """A tqdm bar on stderr, or None when not wanted (progress=None: stderr is a terminal)."""
+    if progress is None:
+        progress = sys.stderr is not None and sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="batch", file=sys.stderr, dynamic_ncols=True)
+
+
+def run(plan, model):
+    """Drive a fit_plan on a model with Network's synchronous methods; return the history."""
+    try:
+        name, *args = next(plan)
+        while True:
+            name, *args = plan.send(getattr(model, name)(*args))
+    except StopIteration as done:
+        return done.value
+    finally:
+        plan.close()  # a failed call still closes the progress bar
+
+
+async def run_async(plan, model):
+    """Drive a fit_plan on a model whose methods are coroutines; return the history."""
+    try:
+        name, *args = next(plan)
+        while True:
+            name, *args = plan.send(await getattr(model, name)(*args))
+    except StopIteration as done:
+        return done.value
+    finally:
+        plan.close()
