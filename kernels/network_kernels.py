@@ -18,7 +18,9 @@ from numba import njit
 from .layers import activate, add_bias, bias_activate_inplace, column_sums, times_derivative
 from .losses import loss_and_output_grad
 from .codes import SGD
-from .optimizers import MOMENTUM, NESTEROV, coefficients, sgd_outer_update, update
+from .blas import gemm_transposed_a
+from .optimizers import (MOMENTUM, NESTEROV, SGD_DECAY, SGD_LR, coefficients, sgd_outer_update,
+                         update)
 
 # The `optimizer` code that asks backward() for gradients only, with no update.
 GRADIENTS_ONLY = -1
@@ -77,12 +79,15 @@ def backward(params, layer_sizes, activations, x, outputs, deltas, grads, optimi
 
     With optimizer == GRADIENTS_ONLY, writes the whole gradient into `grads` and changes
     nothing else. Otherwise each layer is updated in place right after its dz_prev is
-    computed (which needs its old W). A single-sample plain-SGD step never materialises dW:
-    the parameters are streamed once and stay in cache for the next step.
+    computed (which needs its old W). A plain-SGD step never materialises dW: BLAS applies
+    a_prev.T @ dz to W directly (alpha = -lr, beta = 1 - lr * decay), and a single-sample
+    step applies the outer product in one loop, so W is streamed once per step.
     """
     n_samples = x.shape[0]
     nesterov = hyper[NESTEROV] != 0.0
-    fuse_outer = optimizer == SGD and hyper[MOMENTUM] == 0.0 and n_samples == 1
+    plain_sgd = optimizer == SGD and hyper[MOMENTUM] == 0.0
+    learning_rate = coeffs[SGD_LR]
+    shrink = 1.0 - coeffs[SGD_LR] * coeffs[SGD_DECAY]
     for layer in range(layer_sizes.shape[0] - 2, -1, -1):
         n_in = layer_sizes[layer]
         n_out = layer_sizes[layer + 1]
@@ -98,8 +103,12 @@ def backward(params, layer_sizes, activations, x, outputs, deltas, grads, optimi
             np.dot(dz, weights.T, dz_prev)
             times_derivative(dz_prev, layer_input, activations[layer - 1])
         column_sums(dz, grads[bias_start:end])
-        if fuse_outer:
-            sgd_outer_update(params, start, layer_input[0], dz[0], coeffs)
+        if plain_sgd:
+            # W <- (1 - lr * decay) W - lr * (a_prev.T @ dz): dW is never materialised.
+            if n_samples == 1:
+                sgd_outer_update(params, start, layer_input[0], dz[0], coeffs)
+            else:
+                gemm_transposed_a(layer_input, dz, weights, -learning_rate, shrink)
             update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[bias_start:end],
                    bias_start)
             continue

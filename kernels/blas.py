@@ -1,0 +1,52 @@
+"""BLAS gemm with alpha and beta, callable from compiled kernels.
+
+numba's np.dot computes c = a @ b only; an SGD step wants W <- beta W - lr (a.T @ dz) in
+one pass over W, with no gradient buffer written and read back. scipy's BLAS (the one
+np.dot uses) is reached through its Cython exports, registered as named symbols: compiled
+code refers to them by name, so it stays cacheable.
+"""
+
+import llvmlite.binding as llvm
+import numpy as np
+from numba import njit, types
+from numba.extending import get_cython_function_address
+
+_FORTRAN_GEMM = types.void(*([types.voidptr] * 13))
+
+for _name in ("sgemm", "dgemm"):
+    llvm.add_symbol(f"nnserve_{_name}", get_cython_function_address("scipy.linalg.cython_blas", _name))
+_sgemm = types.ExternalFunction("nnserve_sgemm", _FORTRAN_GEMM)
+_dgemm = types.ExternalFunction("nnserve_dgemm", _FORTRAN_GEMM)
+
+_NO_TRANSPOSE = ord("N")
+_TRANSPOSE = ord("T")
+
+
+@njit(nogil=True, cache=True)
+def gemm_transposed_a(a, b, c, alpha, beta):
+    """c <- alpha * a.T @ b + beta * c, for C-ordered a (k, m), b (k, n), c (m, n).
+
+    BLAS is column-major: the row-major c is its c.T (n, m) = alpha * b.T @ a + beta * c.T,
+    where b read column-major is b.T (n, k) untransposed and a read column-major is
+    a.T (m, k), transposed back.
+    """
+    k, m = a.shape
+    n = b.shape[1]
+    sizes = np.empty(3, dtype=np.int32)
+    sizes[0] = n
+    sizes[1] = m
+    sizes[2] = k
+    scalars = np.empty(2, dtype=c.dtype)
+    scalars[0] = alpha
+    scalars[1] = beta
+    flags = np.empty(2, dtype=np.uint8)
+    flags[0] = _NO_TRANSPOSE
+    flags[1] = _TRANSPOSE
+    # Arguments: transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc (Fortran order).
+    args = (flags[0:1].ctypes, flags[1:2].ctypes, sizes[0:1].ctypes, sizes[1:2].ctypes,
+            sizes[2:3].ctypes, scalars[0:1].ctypes, b.ctypes, sizes[0:1].ctypes, a.ctypes,
+            sizes[1:2].ctypes, scalars[1:2].ctypes, c.ctypes, sizes[0:1].ctypes)
+    if c.itemsize == 4:
+        _sgemm(*args)
+    else:
+        _dgemm(*args)
