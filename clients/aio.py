@@ -42,6 +42,7 @@ class AsyncClient:
         else:
             self._channel = grpc.aio.secure_channel(c.target, c.credentials, options=c.options)
         self._stub = pb_grpc.ModelServiceStub(self._channel)
+        self._closed = False
 
     @property
     def target(self):
@@ -52,6 +53,8 @@ class AsyncClient:
         return self._connection.timeout
 
     async def _call(self, method, request, timeout=None):
+        if self._closed:
+            raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
         try:
             return await getattr(self._stub, method)(
                 request, timeout=timeout or self._connection.timeout,
@@ -99,7 +102,8 @@ class AsyncClient:
         return ModelInfo.from_proto((await self._call("DeleteModel", request)).model)
 
     async def close(self):
-        """Close the channel; calls in flight are cancelled."""
+        """Close the channel; calls in flight are cancelled. Idempotent."""
+        self._closed = True
         await self._channel.close()
 
     async def __aenter__(self):

@@ -57,6 +57,7 @@ class Client:
         else:
             self._channel = grpc.secure_channel(c.target, c.credentials, options=c.options)
         self._stub = pb_grpc.ModelServiceStub(self._channel)
+        self._closed = False
 
     @property
     def target(self):
@@ -68,6 +69,8 @@ class Client:
         return self._connection.timeout
 
     def _call(self, method, request, timeout=None):
+        if self._closed:
+            raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
         try:
             return getattr(self._stub, method)(request, timeout=timeout or self._connection.timeout,
                                                metadata=self._connection.metadata)
@@ -147,6 +150,7 @@ class Client:
 
     def close(self):
         """Close the channel; calls in flight are cancelled. Idempotent."""
+        self._closed = True
         self._channel.close()
 
     def __enter__(self):

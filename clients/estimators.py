@@ -151,7 +151,7 @@ class _NNEstimator(BaseEstimator):
     # -- pickling: the state travels, not the model ---------------------------------------
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # object.__getstate__ may return __dict__ itself
         model = state.pop("_model", None)
         state.pop("_finalizer", None)
         if model is not None:
