@@ -6,8 +6,9 @@ from . import compile_cache
 CACHE_DIR = compile_cache.configure()
 
 from .codes import ACTIVATIONS, INITS, LOSSES, OPTIMIZERS  # noqa: E402
+from .guard import NonFiniteStep  # noqa: E402
 from .network import Network  # noqa: E402
 from .runtime import runtime_info, warmup  # noqa: E402
 
-__all__ = ["ACTIVATIONS", "CACHE_DIR", "INITS", "LOSSES", "OPTIMIZERS", "Network",
+__all__ = ["ACTIVATIONS", "CACHE_DIR", "INITS", "LOSSES", "NonFiniteStep", "OPTIMIZERS", "Network",
            "runtime_info", "warmup"]

@@ -8,12 +8,15 @@ of the parameters would double the memory streamed per step, which is what bound
 small-batch step's speed.
 """
 
+import math
+
 import fasteners
 import numpy as np
 
 from . import network_kernels as nk
 from . import optimizers
 from .codes import ACTIVATIONS, LOSSES, OPTIMIZERS, SLOTS
+from .guard import DivergenceGuard, NonFiniteStep, all_finite
 from .init import initial_parameters
 from .validation import check_inputs, check_spec, check_targets
 
@@ -61,6 +64,8 @@ class Network:
         # The kernel takes two slot arrays always; unused ones are empty.
         slot_arrays = [self._slots[name] for name in self._slot_names]
         self._slot_args = tuple(slot_arrays + [np.empty(0, dtype=self._dtype)] * (2 - len(slot_arrays)))
+        self._guard = DivergenceGuard(spec, self._dtype)
+        self._guard.refresh(params, self._slots.values())
         self._workspaces = {}
         self._step = 0
         self._version = 0
@@ -146,10 +151,13 @@ class Network:
         outputs, logits, deltas = self._new_workspace(x.shape[0])
         grads = np.empty_like(self._params)
         with self._lock.read_lock():
-            loss = nk.train_step(self._params, self._layer_sizes, self._activation_codes,
-                                 self._loss_code, x, targets, class_ids, outputs, logits,
-                                 deltas, grads, nk.GRADIENTS_ONLY, self._hyper,
-                                 *self._slot_args, self._step + 1)
+            loss, _, _ = nk.train_step(self._params, self._layer_sizes, self._activation_codes,
+                                       self._loss_code, x, targets, class_ids, outputs, logits,
+                                       deltas, grads, nk.GRADIENTS_ONLY, self._hyper,
+                                       *self._slot_args, self._step + 1, 0.0)
+        if not math.isfinite(loss):
+            raise NonFiniteStep(f"loss: got {loss}, expected a finite number; the weights or "
+                                "inputs are too large for the gradient to be computed")
         return float(loss), self._split(grads)
 
     def get_weights(self):
@@ -183,20 +191,55 @@ class Network:
         targets, class_ids = check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0],
                                            self._dtype)
         with self._lock.write_lock():
-            outputs, logits, deltas, grads = self._workspace(x.shape[0])
-            loss = nk.train_step(self._params, self._layer_sizes, self._activation_codes,
-                                 self._loss_code, x, targets, class_ids, outputs, logits,
-                                 deltas, grads, self._optimizer_code, self._hyper, *self._slot_args,
-                                 self._step + 1)
-            self._step += 1
+            workspace = self._workspace(x.shape[0])
+            step = self._step + 1
+            loss, bound, applied = self._run_step(x, targets, class_ids, workspace, step,
+                                                  self._guard.gradient_limit(step))
+            if not math.isfinite(loss):
+                raise NonFiniteStep(
+                    f"train step refused: the batch loss is {loss} before any update (expected a "
+                    f"finite number); the weights have grown too large, likely from a too high "
+                    f"learning_rate ({self._spec['learning_rate']:g}); the model is unchanged")
+            if applied:
+                self._guard.advance(bound, step)
+            else:
+                self._guarded_step(x, targets, class_ids, workspace, step)
+            self._step = step
             self._version += 1
             return float(loss), self._step, self._version
+
+    def _run_step(self, x, targets, class_ids, workspace, step, gradient_limit):
+        outputs, logits, deltas, grads = workspace
+        return nk.train_step(self._params, self._layer_sizes, self._activation_codes,
+                             self._loss_code, x, targets, class_ids, outputs, logits, deltas,
+                             grads, self._optimizer_code, self._hyper, *self._slot_args, step,
+                             gradient_limit)
+
+    def _guarded_step(self, x, targets, class_ids, workspace, step):
+        """The step the guard could not prove finite from its bounds: check it for real."""
+        self._guard.refresh(self._params, self._slots.values())
+        _, bound, applied = self._run_step(x, targets, class_ids, workspace, step,
+                                           self._guard.gradient_limit(step))
+        if applied:
+            self._guard.advance(bound, step)
+            return
+        backup = [array.copy() for array in (self._params, *self._slots.values())]
+        self._run_step(x, targets, class_ids, workspace, step, np.inf)
+        if not all_finite((self._params, *self._slots.values())):
+            for array, saved in zip((self._params, *self._slots.values()), backup):
+                array[:] = saved
+            raise NonFiniteStep(
+                "train step refused: the update would make parameters or optimizer state "
+                "non-finite (expected finite values), likely from a too high learning_rate "
+                f"({self._spec['learning_rate']:g}) or too large inputs; the model is unchanged")
+        self._guard.refresh(self._params, self._slots.values())
 
     def set_weights(self, weights):
         """Replace the weights; optimizer state and step count are kept."""
         flat = self._join("weights", weights)
         with self._lock.write_lock():
             self._params[:] = flat
+            self._guard.refresh(self._params, self._slots.values())
             self._version += 1
 
     def set_state(self, state):
@@ -233,6 +276,7 @@ class Network:
             for name, values in flat_slots.items():
                 self._slots[name][:] = values
             self._step = int(step)
+            self._guard.refresh(self._params, self._slots.values())
             self._version += 1
 
     # -- internals ---------------------------------------------------------------------

@@ -8,8 +8,9 @@ over layers runs on the hot path.
 The lecture's formulas, for layer l with input a_prev:
     z = a_prev @ W + b,  a = f(z)                                          (forward)
     dW = a_prev.T @ dz,  db = sum_i dz,  da_prev = dz @ W.T,  dz_prev = da_prev * f'(z_prev)
-Each layer's dz is computed once and reused for dW, db and da_prev; the layer's update is
-applied in place as soon as its gradient is known, while it is still in cache.
+Each layer's dz is computed once and reused for dW, db and da_prev. A train step first
+back-propagates every dz (which needs the old weights), bounding the gradient for the
+divergence guard, then updates each layer in place.
 """
 
 import numpy as np
@@ -73,27 +74,35 @@ def forward(params, layer_sizes, activations, x, outputs, logits):
 
 
 @njit(nogil=True, cache=True)
-def backward(params, layer_sizes, activations, x, outputs, deltas, grads, optimizer, hyper,
-             coeffs, slot1, slot2):
-    """Back-propagate the output layer's dz (already in `deltas`) through every layer.
+def _row_abs_max(a, out):
+    """out[s] = max_j |a[s, j]|; return False when a holds a non-finite value."""
+    finite = True
+    for s in range(a.shape[0]):
+        peak = 0.0
+        for j in range(a.shape[1]):
+            v = abs(a[s, j])
+            finite &= v < np.inf
+            peak = max(peak, v)
+        out[s] = peak
+    return finite
 
-    With optimizer == GRADIENTS_ONLY, writes the whole gradient into `grads` and changes
-    nothing else. Otherwise each layer is updated in place right after its dz_prev is
-    computed (which needs its old W). A plain-SGD step never materialises dW: BLAS applies
-    a_prev.T @ dz to W directly (alpha = -lr, beta = 1 - lr * decay), and a single-sample
-    step applies the outer product in one loop, so W is streamed once per step.
+
+@njit(nogil=True, cache=True)
+def back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads, weight_grads):
+    """Every layer's dz (into `deltas`, the output layer's already there) and db (into `grads`).
+
+    Fills the weight gradients too when `weight_grads`. Returns an upper bound on every
+    gradient element's magnitude, |dW_ij| <= sum_s max|a_prev[s]| max|dz[s]| and
+    |db_j| <= sum_s max|dz[s]|, or inf when a gradient is not finite.
     """
     n_samples = x.shape[0]
-    nesterov = hyper[NESTEROV] != 0.0
-    plain_sgd = optimizer == SGD and hyper[MOMENTUM] == 0.0
-    learning_rate = coeffs[SGD_LR]
-    shrink = 1.0 - coeffs[SGD_LR] * coeffs[SGD_DECAY]
+    input_peaks = np.empty(n_samples)
+    delta_peaks = np.empty(n_samples)
+    bound = 0.0
     for layer in range(layer_sizes.shape[0] - 2, -1, -1):
         n_in = layer_sizes[layer]
         n_out = layer_sizes[layer + 1]
-        start = _param_offset(layer_sizes, layer)
-        bias_start = start + n_in * n_out
-        end = bias_start + n_out
+        bias_start = _param_offset(layer_sizes, layer) + n_in * n_out
         dz = _layer_rows(deltas, layer_sizes, layer, n_samples)
         weights, _ = _weights(params, layer_sizes, layer)
         layer_input = x
@@ -102,28 +111,66 @@ def backward(params, layer_sizes, activations, x, outputs, deltas, grads, optimi
             dz_prev = _layer_rows(deltas, layer_sizes, layer - 1, n_samples)
             np.dot(dz, weights.T, dz_prev)
             times_derivative(dz_prev, layer_input, activations[layer - 1])
-        column_sums(dz, grads[bias_start:end])
+        column_sums(dz, grads[bias_start:bias_start + n_out])
+        if weight_grads:
+            np.dot(layer_input.T, dz, grads[bias_start - n_in * n_out:bias_start].reshape((n_in, n_out)))
+        if not (_row_abs_max(layer_input, input_peaks) & _row_abs_max(dz, delta_peaks)):
+            return np.inf
+        weight_bound = 0.0
+        bias_bound = 0.0
+        for s in range(n_samples):
+            weight_bound += input_peaks[s] * delta_peaks[s]
+            bias_bound += delta_peaks[s]
+        bound = max(bound, weight_bound, bias_bound)
+    return bound
+
+
+@njit(nogil=True, cache=True)
+def apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyper, coeffs,
+                  slot1, slot2):
+    """Update every layer in place from its dz and input (back_propagate ran first).
+
+    A plain-SGD step never materialises dW: BLAS applies a_prev.T @ dz to W directly
+    (alpha = -lr, beta = 1 - lr * decay), and a single-sample step applies the outer
+    product in one loop, so W is streamed once per step.
+    """
+    n_samples = x.shape[0]
+    nesterov = hyper[NESTEROV] != 0.0
+    plain_sgd = optimizer == SGD and hyper[MOMENTUM] == 0.0
+    learning_rate = coeffs[SGD_LR]
+    shrink = 1.0 - coeffs[SGD_LR] * coeffs[SGD_DECAY]
+    for layer in range(layer_sizes.shape[0] - 1):
+        n_in = layer_sizes[layer]
+        n_out = layer_sizes[layer + 1]
+        start = _param_offset(layer_sizes, layer)
+        bias_start = start + n_in * n_out
+        end = bias_start + n_out
+        dz = _layer_rows(deltas, layer_sizes, layer, n_samples)
+        layer_input = x
+        if layer > 0:
+            layer_input = _layer_rows(outputs, layer_sizes, layer - 1, n_samples)
         if plain_sgd:
-            # W <- (1 - lr * decay) W - lr * (a_prev.T @ dz): dW is never materialised.
             if n_samples == 1:
                 sgd_outer_update(params, start, layer_input[0], dz[0], coeffs)
             else:
+                weights, _ = _weights(params, layer_sizes, layer)
                 gemm_transposed_a(layer_input, dz, weights, -learning_rate, shrink)
             update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[bias_start:end],
                    bias_start)
-            continue
-        np.dot(layer_input.T, dz, grads[start:bias_start].reshape((n_in, n_out)))
-        if optimizer != GRADIENTS_ONLY:
+        else:
+            np.dot(layer_input.T, dz, grads[start:bias_start].reshape((n_in, n_out)))
             update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[start:end], start)
 
 
 @njit(nogil=True, cache=True)
 def train_step(params, layer_sizes, activations, loss, x, targets, class_ids, outputs,
-               logits, deltas, grads, optimizer, hyper, slot1, slot2, step):
-    """One optimizer step on `params`, in place; return the batch loss before it.
+               logits, deltas, grads, optimizer, hyper, slot1, slot2, step, gradient_limit):
+    """One optimizer step on `params`, in place.
 
-    With optimizer == GRADIENTS_ONLY it only fills `grads`. `step` is the 1-based number
-    of this update (Adam's bias corrections).
+    Returns (batch loss before the step, gradient bound, whether the step was applied).
+    Nothing is changed when the loss is not finite, or when the gradient bound exceeds
+    `gradient_limit` (the divergence guard's threshold; see guard.py). With optimizer ==
+    GRADIENTS_ONLY it only fills `grads`. `step` is the 1-based number of this update.
     """
     n_samples = x.shape[0]
     last = layer_sizes.shape[0] - 2
@@ -131,10 +178,17 @@ def train_step(params, layer_sizes, activations, loss, x, targets, class_ids, ou
     batch_loss = loss_and_output_grad(
         logits, _layer_rows(outputs, layer_sizes, last, n_samples), targets, class_ids,
         loss, activations[last], _layer_rows(deltas, layer_sizes, last, n_samples))
+    if not np.isfinite(batch_loss):
+        return batch_loss, np.inf, False
+    gradients_only = optimizer == GRADIENTS_ONLY
+    bound = back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads,
+                           gradients_only)
+    if gradients_only or not bound <= gradient_limit:
+        return batch_loss, bound, False
     coeffs = coefficients(optimizer, hyper, step, params)
-    backward(params, layer_sizes, activations, x, outputs, deltas, grads, optimizer, hyper,
-             coeffs, slot1, slot2)
-    return batch_loss
+    apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyper, coeffs,
+                  slot1, slot2)
+    return batch_loss, bound, True
 
 
 @njit(nogil=True, cache=True)

@@ -1,12 +1,13 @@
 """The model table: ids, unique names, limits, and the calls into each model's Network.
 
 Concurrency: the table has one lock, held only to look up, insert or remove an entry, so
-one model's work never waits for another's. Each `Network` serializes its own train
-steps and lets predictions run concurrently on double-buffered weights, so no lock of
-ours is held around a kernel call.
+one model's work never waits for another's. Each `Network` holds its own reader-writer
+lock (train steps alone, predictions together), so no lock of ours is held around a
+kernel call.
 
-Network raises ValueError ("got X, expected Y") for a bad spec or bad arrays and has then
-changed nothing; `_checked` turns that into InvalidArgument at this boundary.
+Network raises ValueError ("got X, expected Y") for a bad spec or bad arrays, and
+NonFiniteStep for a train step its divergence guard refused; either way it has changed
+nothing. `_checked` turns them into InvalidArgument and FailedPrecondition here.
 """
 
 import itertools
@@ -16,9 +17,10 @@ import threading
 import time
 import uuid
 
-from nnserve.kernels import Network
+from nnserve.kernels import Network, NonFiniteStep
 
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, ModelNotFound
+from .metrics import NO_METRICS
 
 __all__ = ["ModelEntry", "Registry"]
 
@@ -54,6 +56,8 @@ def _checked(method, *args, **kwargs):
         return method(*args, **kwargs)
     except ValueError as error:
         raise InvalidArgument(str(error)) from None
+    except NonFiniteStep as error:
+        raise FailedPrecondition(str(error)) from None
 
 
 def _count_parameters(layers):
@@ -73,13 +77,15 @@ def _limit_message(limit, got, expected):
 class Registry:
     """The models of one server, addressed by id or name, within the settings' limits."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, metrics=NO_METRICS):
         self._settings = settings
+        self._metrics = metrics  # told of each model added/removed, train step and Predict
         self._lock = threading.Lock()
         self._models = {}  # id -> ModelEntry, in creation order
         self._names = {}  # name -> ModelEntry
         self._sequence = itertools.count(1)
         self._parameter_bytes = 0
+        self._num_parameters = 0
 
     def __len__(self):
         return len(self._models)
@@ -88,6 +94,11 @@ class Registry:
     def parameter_bytes(self):
         """Sum over the models of parameters x element size."""
         return self._parameter_bytes
+
+    @property
+    def num_parameters(self):
+        """Sum over the models of their weights and biases."""
+        return self._num_parameters
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -118,6 +129,8 @@ class Registry:
             if name:
                 self._names[name] = entry
             self._parameter_bytes += entry.parameter_bytes
+            self._num_parameters += network.num_parameters
+            self._metrics.model_added(entry)
         logger.info("model created", extra={"event": "model_created", "model_id": entry.id,
                                              "model_name": name,
                                              "num_parameters": network.num_parameters})
@@ -174,6 +187,8 @@ class Registry:
             if entry.name:
                 del self._names[entry.name]
             self._parameter_bytes -= entry.parameter_bytes
+            self._num_parameters -= entry.network.num_parameters
+            self._metrics.model_removed(entry)
         logger.info("model deleted", extra={"event": "model_deleted", "model_id": entry.id,
                                             "model_name": entry.name})
         return entry
@@ -190,7 +205,9 @@ class Registry:
         """Return (loss, step, version) of one optimizer step."""
         entry = self.get(model)
         self._check_rows(x)
+        started = time.perf_counter()
         result = _checked(entry.network.train_step_versioned, x, y)
+        self._metrics.trained(entry, x.shape[0], result[0], time.perf_counter() - started)
         entry.update_time_ns = time.time_ns()
         return result
 
@@ -198,7 +215,10 @@ class Registry:
         """Return (outputs, version)."""
         entry = self.get(model)
         self._check_rows(x)
-        return _checked(entry.network.predict_versioned, x)
+        started = time.perf_counter()
+        result = _checked(entry.network.predict_versioned, x)
+        self._metrics.predicted(entry, x.shape[0], time.perf_counter() - started)
+        return result
 
     def evaluate(self, model, x, y):
         """Return ({"loss", ["accuracy"]}, version)."""
