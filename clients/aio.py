@@ -171,6 +171,6 @@ class AsyncRemoteModel(ModelMessages):
     async def fit(self, x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
                   progress=None):
         """Train in mini-batches, one awaited TrainStep at a time; see RemoteModel.fit."""
-        plan = training.fit_plan(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                                 seed=seed, validation_data=validation_data, progress=progress)
+        plan = self._fit_plan(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                              seed=seed, validation_data=validation_data, progress=progress)
         return await training.run_async(plan, self)

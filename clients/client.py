@@ -262,6 +262,6 @@ class RemoteModel(ModelMessages):
             "loss" per epoch (batch losses averaged by size), and with validation_data
             "val_loss" and, for classification losses, "val_accuracy".
         """
-        plan = training.fit_plan(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                                 seed=seed, validation_data=validation_data, progress=progress)
+        plan = self._fit_plan(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                              seed=seed, validation_data=validation_data, progress=progress)
         return training.run(plan, self)

@@ -26,14 +26,20 @@ __all__ = ["NNClassifier", "NNRegressor"]
 
 _XAVIER_ACTIVATIONS = ("tanh", "sigmoid", "identity")
 _SEED_BOUND = 2**31 - 1
+_CLEANUP_TIMEOUT = 5.0  # seconds for deleting a server model nobody will use again
 
 
 def _delete_quietly(model):
-    """Best-effort deletion of an estimator's server model (refit, close, collection)."""
+    """Delete an estimator's server model and close its client (refit, close, collection).
+
+    Best effort with a short deadline: the server may be gone, and then so is the model.
+    """
     try:
-        model.delete()
-    except Exception:  # noqa: BLE001 - the server may be gone; the model dies with it
+        model.client._call("DeleteModel", model._delete_request(), timeout=_CLEANUP_TIMEOUT)
+    except Exception:  # noqa: BLE001 - nothing to do about a model that cannot be reached
         pass
+    finally:
+        model.client.close()
 
 
 class _NNEstimator(BaseEstimator):

@@ -19,9 +19,11 @@ from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1.models import spec_from_proto, spec_to_proto, state_from_proto, state_to_proto
 from nnserve.v1.tensors import to_array, to_tensor
 
+from . import training
 from .errors import encoding
 
-__all__ = ["ModelInfo", "ModelMessages", "create_request", "inputs_tensor", "targets_tensor"]
+__all__ = ["ModelInfo", "ModelMessages", "create_request", "inputs_array", "inputs_tensor",
+           "targets_array", "targets_tensor"]
 
 _WIRE_DTYPES = ("float32", "float64", "int32", "int64")
 
@@ -68,26 +70,36 @@ def create_request(layers, activations, loss, *, name=None, optimizer="sgd", ini
         return pb.CreateModelRequest(spec=spec_to_proto(spec), name=name or "")
 
 
-def inputs_tensor(x, dtype, name="x"):
-    """Encode inputs for a model computing in `dtype`, casting only as Network would."""
+def inputs_array(x, dtype):
+    """Inputs as an array to send to a model computing in `dtype`, cast only as Network would."""
     if not isinstance(x, np.ndarray):
-        x = np.asarray(x, dtype=dtype)
-    elif x.dtype.name not in _WIRE_DTYPES and np.can_cast(x.dtype, dtype, "safe"):
-        x = x.astype(dtype)
-    return to_tensor(x, name)
+        return np.asarray(x, dtype=dtype)
+    if x.dtype.name not in _WIRE_DTYPES and np.can_cast(x.dtype, dtype, "safe"):
+        return x.astype(dtype)
+    return x
 
 
-def targets_tensor(y, dtype, loss, name="y"):
-    """Encode targets: class ids (n,) as int64 for cross_entropy, else arrays of `dtype`."""
+def targets_array(y, dtype, loss):
+    """Targets as an array to send: class ids (n,) as integers for cross_entropy, else of `dtype`."""
     class_ids = loss == "cross_entropy" and np.ndim(y) == 1
     if not isinstance(y, np.ndarray):
         y = np.asarray(y) if class_ids else np.asarray(y, dtype=dtype)
     if y.dtype.name not in _WIRE_DTYPES:
         if class_ids and y.dtype.kind in "iu" and np.can_cast(y.dtype, np.int64, "safe"):
-            y = y.astype(np.int64)
-        elif np.can_cast(y.dtype, dtype, "safe"):
-            y = y.astype(dtype)
-    return to_tensor(y, name)
+            return y.astype(np.int64)
+        if np.can_cast(y.dtype, dtype, "safe"):
+            return y.astype(dtype)
+    return y
+
+
+def inputs_tensor(x, dtype, name="x"):
+    """Encode inputs (see inputs_array) as a Tensor."""
+    return to_tensor(inputs_array(x, dtype), name)
+
+
+def targets_tensor(y, dtype, loss, name="y"):
+    """Encode targets (see targets_array) as a Tensor."""
+    return to_tensor(targets_array(y, dtype, loss), name)
 
 
 def _weights_to_state(state, weights):
@@ -229,6 +241,19 @@ class ModelMessages:
     def _on_set_state(self, reply):
         self._step = reply.step
         self._saw(reply.version)
+
+    def _fit_plan(self, x, y, **options):
+        """training.fit_plan over x and y converted once, as train_step would convert them."""
+        with encoding("TrainStep"):
+            x = inputs_array(x, self._dtype)
+            y = targets_array(y, self._dtype, self._info.spec["loss"])
+        validation = options.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) == 2:
+            with encoding("Evaluate"):
+                options["validation_data"] = (
+                    inputs_array(validation[0], self._dtype),
+                    targets_array(validation[1], self._dtype, self._info.spec["loss"]))
+        return training.fit_plan(x, y, **options)
 
     def _set_weights_request(self, state, weights):
         return self._set_state_request(_weights_to_state(state, weights))
