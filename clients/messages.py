@@ -47,6 +47,7 @@ class ModelInfo:
 
     @classmethod
     def from_proto(cls, message):
+        """The ModelInfo of an nnserve.v1.Model message."""
         return cls(id=message.id, name=message.name, spec=spec_from_proto(message.spec),
                    num_parameters=message.num_parameters, step=message.step,
                    version=message.version,
@@ -61,12 +62,12 @@ def create_request(layers, activations, loss, *, name=None, optimizer="sgd", ini
     The required enums default to Network's defaults (sgd, he, float32); the optional
     hyper-parameters' server defaults are Network's too (see nnserve.proto).
     """
-    spec = {"layers": list(layers), "activations": list(activations), "loss": loss,
-            "optimizer": optimizer, "init": init, "dtype": dtype}
-    spec.update({key: value for key, value in hyper.items() if value is not None})
-    if "betas" in spec:
-        spec["betas"] = list(spec["betas"])
     with encoding("CreateModel"):
+        spec = {"layers": list(layers), "activations": list(activations), "loss": loss,
+                "optimizer": optimizer, "init": init, "dtype": dtype}
+        spec.update({key: value for key, value in hyper.items() if value is not None})
+        if "betas" in spec:
+            spec["betas"] = list(spec["betas"])
         return pb.CreateModelRequest(spec=spec_to_proto(spec), name=name or "")
 
 
@@ -176,9 +177,11 @@ class ModelMessages:
         return self._version
 
     def _saw(self, version, step=None):
-        self._version = max(self._version, version)
-        if step is not None:
-            self._step = max(self._step, step)
+        """Keep the values of the newest reply; versions only grow on the server."""
+        if version >= self._version:
+            self._version = version
+            if step is not None:
+                self._step = step
 
     # -- requests and replies -------------------------------------------------------------
 
@@ -239,8 +242,7 @@ class ModelMessages:
             return pb.SetStateRequest(model=self.id, state=state_to_proto(state))
 
     def _on_set_state(self, reply):
-        self._step = reply.step
-        self._saw(reply.version)
+        self._saw(reply.version, reply.step)
 
     def _fit_plan(self, x, y, **options):
         """training.fit_plan over x and y converted once, as train_step would convert them."""
@@ -256,7 +258,9 @@ class ModelMessages:
         return training.fit_plan(x, y, **options)
 
     def _set_weights_request(self, state, weights):
-        return self._set_state_request(_weights_to_state(state, weights))
+        with encoding("SetState"):
+            state = _weights_to_state(state, weights)
+        return self._set_state_request(state)
 
     def __repr__(self):
         spec = self._info.spec
@@ -266,7 +270,8 @@ class ModelMessages:
 
 
 def list_request(page_size, page_token):
-    return pb.ListModelsRequest(page_size=page_size, page_token=page_token)
+    with encoding("ListModels"):
+        return pb.ListModelsRequest(page_size=page_size, page_token=page_token)
 
 
 def get_request(model):
