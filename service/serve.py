@@ -71,7 +71,7 @@ def run(settings):
         server.set_serving()
         logger.info("serving on %s:%d", settings.host, port,
                     extra={"event": "serving", "host": settings.host, "port": port,
-                           "workers": settings.workers})
+                           "metrics_port": server.metrics_port, "workers": settings.workers})
         stopping.wait()
         started = time.perf_counter()
         logger.info("shutting down", extra={"event": "shutting_down",

@@ -2,10 +2,13 @@
 
 `create_server(settings)` binds the port (0 picks a free one) and returns the server
 unstarted with the port it got. Health reports NOT_SERVING until `start()` (or
-`set_serving()`), and again from the moment `stop()` begins.
+`set_serving()`), and again from the moment `stop()` begins. Unless `metrics_port` is 0,
+it also binds the Prometheus /metrics port (`Server.metrics_port`; -1 picks a free one),
+served from `start()` until every RPC has ended after `stop()`.
 """
 
 import logging
+import threading
 import time
 from concurrent import futures
 
@@ -16,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 from .errors import ErrorInterceptor
+from .metrics import NO_METRICS, Metrics, MetricsHTTPServer, MetricsInterceptor
 from .registry import Registry
 from .servicer import SERVICE_NAME, ModelServicer
 from .settings import Settings
@@ -29,17 +33,25 @@ class Server:
     """A bound nnserve gRPC server; `registry` holds its models.
 
     start() -> serving; stop(grace) -> health NOT_SERVING, drain period, then in-flight
-    RPCs get `grace` seconds while new ones are refused.
+    RPCs get `grace` seconds while new ones are refused. `metrics` is the server's
+    service.metrics.Metrics (NO_METRICS when disabled), `metrics_port` the bound /metrics
+    port (0 when disabled).
     """
 
-    def __init__(self, grpc_server, registry, health_servicer, settings):
+    def __init__(self, grpc_server, registry, health_servicer, settings, metrics=NO_METRICS,
+                 metrics_http=None):
         self.grpc_server = grpc_server
         self.registry = registry
         self.health = health_servicer
         self.settings = settings
+        self.metrics = metrics
+        self._metrics_http = metrics_http
+        self.metrics_port = metrics_http.port if metrics_http is not None else 0
 
     def start(self, *, serving=True):
-        """Start answering RPCs; health turns SERVING unless serving=False."""
+        """Start answering RPCs (and scrapes); health turns SERVING unless serving=False."""
+        if self._metrics_http is not None:
+            self._metrics_http.start()
         self.grpc_server.start()
         if serving:
             self.set_serving()
@@ -59,7 +71,13 @@ class Server:
         self.health.enter_graceful_shutdown()
         if self.settings.drain_period:
             time.sleep(self.settings.drain_period)
-        return self.grpc_server.stop(grace)
+        stopped = self.grpc_server.stop(grace)
+        if self._metrics_http is not None:
+            # Scrapes still see the drain and the last RPCs; the port closes after them.
+            metrics_http, self._metrics_http = self._metrics_http, None
+            threading.Thread(target=lambda: (stopped.wait(), metrics_http.close()),
+                             name="nnserve-metrics-stop", daemon=True).start()
+        return stopped
 
     def wait_for_termination(self, timeout=None):
         """Block until the server has stopped (or timeout seconds); True if it stopped."""
@@ -77,10 +95,16 @@ def create_server(settings=None):
     machine).
     """
     settings = settings or Settings()
-    registry = Registry(settings)
+    metrics = Metrics(settings.metrics_max_models) if settings.metrics_port else NO_METRICS
+    registry = Registry(settings, metrics)
+    # The metrics interceptor comes first, so that it sees every status the others set.
+    interceptors = [ErrorInterceptor(f"/{SERVICE_NAME}/")]
+    if metrics is not NO_METRICS:
+        metrics.watch_registry(registry)
+        interceptors.insert(0, MetricsInterceptor(metrics))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="nnserve-rpc"),
-        interceptors=[ErrorInterceptor(f"/{SERVICE_NAME}/")],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -104,4 +128,13 @@ def create_server(settings=None):
         raise OSError(f"cannot listen on {address}: {error}") from None
     if port == 0:  # older grpcio reports a failed bind this way
         raise OSError(f"cannot listen on {address}: got port 0 from gRPC, expected a bound port")
-    return Server(server, registry, health_servicer, settings), port
+    metrics_http = None
+    if settings.metrics_port:
+        host = (settings.metrics_host or settings.host).strip("[]")
+        port_wanted = max(settings.metrics_port, 0)  # -1: any free port
+        try:
+            metrics_http = MetricsHTTPServer(metrics.registry, host, port_wanted)
+        except OSError as error:
+            raise OSError(f"cannot listen on {_address(host, port_wanted)} for metrics: "
+                          f"{error}") from None
+    return Server(server, registry, health_servicer, settings, metrics, metrics_http), port

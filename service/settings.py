@@ -42,6 +42,13 @@ class Settings:
                                      "(1024 x 784 float64 rows take 6.3 MiB)", low=1024,
                                      high=(1 << 31) - 1)
     threads: int = _option(0, "BLAS and numba threads; 0 leaves their defaults", low=0)
+    metrics_port: int = _option(9464, "Prometheus metrics port (HTTP, path /metrics); 0 disables "
+                                "them, -1 picks a free port (the log line says which)",
+                                low=-1, high=65535)
+    metrics_host: str = _option("", "address the metrics port listens on; empty: the same as "
+                                "--host")
+    metrics_max_models: int = _option(100, "models with a metrics label of their own at once; "
+                                      "further ones share model=\"__overflow__\"", low=0)
     log_format: str = _option("text", "log lines as plain text or one JSON object each",
                               choices=_LOG_FORMATS)
     log_level: str = _option("info", "least severe level logged", choices=_LOG_LEVELS)

@@ -1,0 +1,402 @@
+"""Prometheus metrics: the gRPC interceptor, per-model training and serving, the registry.
+
+Each server has its own `prometheus_client.CollectorRegistry` (several servers in one
+process never clash), served by a small HTTP server of its own at /metrics.
+
+- gRPC, with the names go-grpc-prometheus made conventional (labels grpc_type,
+  grpc_service, grpc_method): grpc_server_started_total, grpc_server_handled_total
+  (+ grpc_code), grpc_server_handling_seconds, grpc_server_msg_received_total,
+  grpc_server_msg_sent_total.
+- Per model (label `model`: its name, else its id): nnserve_train_steps_total,
+  nnserve_train_examples_total, nnserve_train_loss (last batch), nnserve_train_batch_loss
+  (summary), nnserve_train_step_duration_seconds, nnserve_predict_rows_total,
+  nnserve_predict_duration_seconds. At most `metrics_max_models` models have a label of
+  their own at once; further ones share model="__overflow__". A deleted model's series
+  are removed and its label slot freed.
+- Registry: nnserve_models, nnserve_parameters, nnserve_parameter_bytes (read at scrape).
+- nnserve_build_info: version, numba's threading layer and thread count, the BLAS.
+
+Per call the hot path does dictionary lookups and prometheus_client increments on label
+children created once per method or model; it formats no strings. The service computes
+nothing: the registry passes the loss and row counts it already has.
+"""
+
+import logging
+import socket
+import socketserver
+import threading
+import time
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, Summary
+from prometheus_client import make_wsgi_app
+
+__all__ = ["OVERFLOW_MODEL", "Metrics", "MetricsHTTPServer", "MetricsInterceptor", "NO_METRICS"]
+
+logger = logging.getLogger(__name__)
+
+OVERFLOW_MODEL = "__overflow__"
+# Sub-millisecond resolution: a batch-1 Predict is handled in well under a millisecond.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+
+def build_info():
+    """nnserve_build_info's labels: version, threading_layer, threads (numba's), blas."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import numba
+
+    from nnserve.kernels import runtime_info
+
+    try:
+        nnserve_version = version("nnserve")
+    except PackageNotFoundError:
+        nnserve_version = "unknown"
+    runtime = runtime_info()
+    blas = ", ".join(f"{pool['internal_api']} {pool['version']} ({pool['num_threads']} threads)"
+                     for pool in runtime["blas"])
+    return {"version": nnserve_version, "threading_layer": runtime["threading_layer"],
+            "threads": str(numba.get_num_threads()), "blas": blas or "unknown"}
+
+
+class _ModelSeries:
+    """The label children of one model (or of the overflow), created once."""
+
+    __slots__ = ("label", "steps", "examples", "loss", "batch_loss", "step_seconds",
+                 "predict_rows", "predict_seconds")
+
+    def __init__(self, metrics, label):
+        self.label = label
+        self.steps = metrics.train_steps.labels(label)
+        self.examples = metrics.train_examples.labels(label)
+        self.loss = metrics.train_loss.labels(label)
+        self.batch_loss = metrics.train_batch_loss.labels(label)
+        self.step_seconds = metrics.train_step_seconds.labels(label)
+        self.predict_rows = metrics.predict_rows.labels(label)
+        self.predict_seconds = metrics.predict_seconds.labels(label)
+
+
+class NullMetrics:
+    """The registry's hooks doing nothing: a Registry built without metrics."""
+
+    def model_added(self, entry):
+        pass
+
+    def model_removed(self, entry):
+        pass
+
+    def trained(self, entry, n_samples, loss, seconds):
+        pass
+
+    def predicted(self, entry, n_samples, seconds):
+        pass
+
+
+NO_METRICS = NullMetrics()
+
+
+class Metrics(NullMetrics):
+    """All metrics of one server, in `self.registry` (a CollectorRegistry of its own).
+
+    The model Registry calls model_added/model_removed (under its lock) and
+    trained/predicted after each successful call; `watch_registry` makes the registry
+    gauges read the model table at scrape time.
+    """
+
+    def __init__(self, max_models=100):
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.max_models = max_models
+
+        self.started = Counter("grpc_server_started_total", "RPCs started on the server.",
+                               _GRPC_LABELS, registry=registry)
+        self.handled = Counter("grpc_server_handled_total",
+                               "RPCs completed on the server, regardless of success or failure.",
+                               _GRPC_LABELS + ("grpc_code",), registry=registry)
+        self.handling_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from the handler's start to its response or error (application level).",
+            _GRPC_LABELS, buckets=LATENCY_BUCKETS, registry=registry)
+        self.msg_received = Counter("grpc_server_msg_received_total",
+                                    "Request messages received on the server.",
+                                    _GRPC_LABELS, registry=registry)
+        self.msg_sent = Counter("grpc_server_msg_sent_total",
+                                "Response messages sent by the server.",
+                                _GRPC_LABELS, registry=registry)
+
+        model = ("model",)
+        self.train_steps = Counter("nnserve_train_steps_total", "Train steps applied.", model,
+                                   registry=registry)
+        self.train_examples = Counter("nnserve_train_examples_total",
+                                      "Samples (rows of x) trained on.", model, registry=registry)
+        self.train_loss = Gauge("nnserve_train_loss",
+                                "Loss of the last train batch (before its update).", model,
+                                registry=registry)
+        self.train_batch_loss = Summary("nnserve_train_batch_loss",
+                                        "Train batch losses (before each update).", model,
+                                        registry=registry)
+        self.train_step_seconds = Histogram(
+            "nnserve_train_step_duration_seconds",
+            "Time of one train step in the model, including waiting for its lock.",
+            model, buckets=LATENCY_BUCKETS, registry=registry)
+        self.predict_rows = Counter("nnserve_predict_rows_total", "Samples (rows of x) predicted.",
+                                    model, registry=registry)
+        self.predict_seconds = Histogram(
+            "nnserve_predict_duration_seconds",
+            "Time of one Predict in the model, including waiting for its lock.",
+            model, buckets=LATENCY_BUCKETS, registry=registry)
+
+        self.models = Gauge("nnserve_models", "Models held.", registry=registry)
+        self.parameters = Gauge("nnserve_parameters", "Weights and biases of all models.",
+                                registry=registry)
+        self.parameter_bytes = Gauge("nnserve_parameter_bytes",
+                                     "Bytes of all models' parameters (parameters x 4 or 8).",
+                                     registry=registry)
+        self.build = Info("nnserve_build", "Version and numeric runtime of this server.",
+                          registry=registry)
+        self.build.info(build_info())
+
+        self._lock = threading.Lock()
+        self._series = {}  # model id -> _ModelSeries (its own, or the overflow's)
+        self._own = 0  # models with a label of their own
+        self._overflow = None
+
+    # -- registry and build info ------------------------------------------------------
+
+    def watch_registry(self, registry):
+        """Make the registry gauges read `registry` (a service Registry) at scrape time."""
+        self.models.set_function(lambda: len(registry))
+        self.parameters.set_function(lambda: registry.num_parameters)
+        self.parameter_bytes.set_function(lambda: registry.parameter_bytes)
+
+
+    # -- per-model series (the Registry's hooks) ------------------------------------------
+
+    def model_added(self, entry):
+        """Give a new model its series: its own label while under the cap, else the overflow's."""
+        with self._lock:
+            if self._own < self.max_models:
+                self._own += 1
+                series = _ModelSeries(self, entry.name or entry.id)
+            else:
+                if self._overflow is None:
+                    self._overflow = _ModelSeries(self, OVERFLOW_MODEL)
+                series = self._overflow
+            self._series[entry.id] = series
+
+    def model_removed(self, entry):
+        """Drop a deleted model's series and free its label (the overflow's stay)."""
+        with self._lock:
+            series = self._series.pop(entry.id, None)
+            if series is None or series is self._overflow:
+                return
+            self._own -= 1
+            for metric in (self.train_steps, self.train_examples, self.train_loss,
+                           self.train_batch_loss, self.train_step_seconds, self.predict_rows,
+                           self.predict_seconds):
+                metric.remove(series.label)
+
+    def trained(self, entry, n_samples, loss, seconds):
+        """Record one train step of `n_samples` rows that returned `loss`."""
+        series = self._series.get(entry.id)
+        if series is None:  # deleted meanwhile
+            return
+        series.steps.inc()
+        series.examples.inc(n_samples)
+        series.loss.set(loss)
+        series.batch_loss.observe(loss)
+        series.step_seconds.observe(seconds)
+
+    def predicted(self, entry, n_samples, seconds):
+        """Record one Predict of `n_samples` rows."""
+        series = self._series.get(entry.id)
+        if series is None:
+            return
+        series.predict_rows.inc(n_samples)
+        series.predict_seconds.observe(seconds)
+
+
+# -- the gRPC interceptor -------------------------------------------------------------------
+
+_UNKNOWN = grpc.StatusCode.UNKNOWN
+_OK = grpc.StatusCode.OK
+
+
+class _MethodSeries:
+    """The label children of one RPC method; handled children created per code on first use."""
+
+    __slots__ = ("started", "received", "sent", "seconds", "handled", "_labels", "_metrics")
+
+    def __init__(self, metrics, labels):
+        self._metrics = metrics
+        self._labels = labels
+        self.started = metrics.started.labels(*labels)
+        self.received = metrics.msg_received.labels(*labels)
+        self.sent = metrics.msg_sent.labels(*labels)
+        self.seconds = metrics.handling_seconds.labels(*labels)
+        self.handled = {}  # grpc.StatusCode -> child
+
+    def finish(self, code, started):
+        self.seconds.observe(time.perf_counter() - started)
+        child = self.handled.get(code)
+        if child is None:
+            child = self.handled[code] = self._metrics.handled.labels(*self._labels, code.name)
+        child.inc()
+
+
+def _code(context, failed):
+    """The status the call ends with: the one set or aborted with, else OK / UNKNOWN."""
+    code = context.code()
+    if code is None:
+        return _UNKNOWN if failed else _OK
+    return code
+
+
+def _counted(iterator, counter):
+    for message in iterator:
+        counter.inc()
+        yield message
+
+
+def _observe_unary_response(behavior, series, request_streaming):
+    def observed(request_or_iterator, context):
+        started = time.perf_counter()
+        series.started.inc()
+        if request_streaming:
+            request_or_iterator = _counted(request_or_iterator, series.received)
+        else:
+            series.received.inc()
+        try:
+            response = behavior(request_or_iterator, context)
+        except BaseException:
+            series.finish(_code(context, True), started)
+            raise
+        series.sent.inc()
+        series.finish(_code(context, False), started)
+        return response
+
+    return observed
+
+
+def _observe_stream_response(behavior, series, request_streaming):
+    def observed(request_or_iterator, context):
+        started = time.perf_counter()
+        series.started.inc()
+        if request_streaming:
+            request_or_iterator = _counted(request_or_iterator, series.received)
+        else:
+            series.received.inc()
+        failed = True
+        try:
+            for response in behavior(request_or_iterator, context):
+                series.sent.inc()
+                yield response
+            failed = False
+        except GeneratorExit:  # the call ended (cancelled) while streaming
+            failed = False
+            raise
+        finally:
+            series.finish(_code(context, failed), started)
+
+    return observed
+
+
+# (grpc_type, handler attribute, wrapper, requests streamed, factory)
+_KINDS = (
+    ("UNARY", "unary_unary", _observe_unary_response, False, grpc.unary_unary_rpc_method_handler),
+    ("CLIENT_STREAM", "stream_unary", _observe_unary_response, True,
+     grpc.stream_unary_rpc_method_handler),
+    ("SERVER_STREAM", "unary_stream", _observe_stream_response, False,
+     grpc.unary_stream_rpc_method_handler),
+    ("BIDI_STREAM", "stream_stream", _observe_stream_response, True,
+     grpc.stream_stream_rpc_method_handler),
+)
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Count and time every RPC of every service; put it first so it sees every status.
+
+    Wrapped handlers and their label children are built once per method and reused.
+    """
+
+    def __init__(self, metrics):
+        self._metrics = metrics
+        self._wrapped = {}  # method -> (handler from the continuation, wrapped handler)
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
+            return handler
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method, handler):
+        service, _, name = method.lstrip("/").rpartition("/")
+        for grpc_type, attribute, wrapper, request_streaming, factory in _KINDS:
+            behavior = getattr(handler, attribute)
+            if behavior is not None:
+                series = _MethodSeries(self._metrics, (grpc_type, service, name))
+                return factory(wrapper(behavior, series, request_streaming),
+                               request_deserializer=handler.request_deserializer,
+                               response_serializer=handler.response_serializer)
+        return handler
+
+
+# -- the HTTP endpoint ----------------------------------------------------------------------
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # scrapes are not events worth a log line
+        pass
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+    def server_bind(self):
+        # HTTPServer.server_bind resolves the host's FQDN, which can hang on a machine
+        # without DNS; the name is only used for WSGI's SERVER_NAME.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+        self.setup_environ()
+
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class MetricsHTTPServer:
+    """prometheus_client's WSGI app for one CollectorRegistry, on its own port.
+
+    The constructor binds (port 0 picks a free one; `port` says which); start() serves
+    from a daemon thread; close() stops serving and frees the port.
+    """
+
+    def __init__(self, registry, host, port):
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                    flags=socket.AI_PASSIVE)[0][0]
+        server_class = _ThreadingWSGIServer6 if family == socket.AF_INET6 else _ThreadingWSGIServer
+        self._httpd = server_class((host, port), _QuietHandler)
+        self._httpd.set_app(make_wsgi_app(registry))
+        self.port = self._httpd.server_port
+        self._thread = None
+
+    def start(self):
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                            name="nnserve-metrics", daemon=True)
+            self._thread.start()
+
+    def close(self):
+        """Stop serving (waits up to half a second for the loop to notice) and unbind."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
