@@ -15,6 +15,7 @@ import weakref
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -113,13 +114,16 @@ class _NNEstimator(BaseEstimator):
     def _fitted_model(self):
         model = getattr(self, "_model", None)
         if model is None:  # unpickled with a target: re-create the model there
-            state = self._pending_state
+            state = getattr(self, "_pending_state", None)
+            if state is None:
+                raise NotFittedError(f"{type(self).__name__}: got a closed estimator, expected "
+                                     "a fitted one (call fit again after close())")
             self._build(state["spec"], state)
             del self._pending_state
         return self._model
 
     def close(self):
-        """Delete the estimator's model on the server now, if it has one (else nothing)."""
+        """Release the model now (on a server: delete it); fit again to use the estimator."""
         finalizer = self.__dict__.pop("_finalizer", None)
         if finalizer is not None:
             finalizer()
@@ -217,8 +221,9 @@ class NNClassifier(ClassifierMixin, _NNEstimator):
         """Train a new network for `epochs` epochs on X (n_samples, n_features), y (n_samples,)."""
         X, y = validate_data(self, X, y, reset=True, dtype=(np.float64, np.float32))
         check_classification_targets(y)
-        self.classes_ = unique_labels(y)
-        self._check_classes()
+        classes = unique_labels(y)
+        self._check_classes(classes)
+        self.classes_ = classes
         self._start(X.shape[1], len(self.classes_))
         self._epochs(np.array(X, dtype=self.dtype, order="C"), self._class_ids(y), self.epochs)
         return self
@@ -237,15 +242,16 @@ class NNClassifier(ClassifierMixin, _NNEstimator):
         X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32))
         check_classification_targets(y)
         if first:
+            self._check_classes(labels)
             self.classes_ = labels
-            self._check_classes()
             self._start(X.shape[1], len(self.classes_))
         self._epochs(np.array(X, dtype=self.dtype, order="C"), self._class_ids(y), 1)
         return self
 
-    def _check_classes(self):
-        if len(self.classes_) < 2:
-            raise ValueError(f"y: got 1 class ({self.classes_[0]!r}), expected at least 2 classes")
+    @staticmethod
+    def _check_classes(classes):
+        if len(classes) < 2:
+            raise ValueError(f"y: got 1 class ({classes[0]!r}), expected at least 2 classes")
 
     def _class_ids(self, y):
         ids = np.searchsorted(self.classes_, y)

@@ -41,6 +41,26 @@ class Settings:
     max_message_bytes: int = _option(64 << 20, "size of one gRPC message, either direction "
                                      "(1024 x 784 float64 rows take 6.3 MiB)", low=1024,
                                      high=(1 << 31) - 1)
+    max_concurrent_rpcs: int = _option(
+        0, "ModelService calls admitted at once, running or waiting for a worker; more get "
+        "RESOURCE_EXHAUSTED at once (0: no limit, calls queue without bound)", low=0)
+    state_dir: str = _option("", "directory of durable model checkpoints, restored on start "
+                             "(empty: models live in memory only)")
+    checkpoint_every_steps: int = _option(0, "with --state-dir, checkpoint a model after this many "
+                                          "unsaved train steps (0: no step trigger)", low=0)
+    checkpoint_every_seconds: float = _option(
+        10.0, "with --state-dir, checkpoint a model this many seconds after its first unsaved "
+        "train step (0: no time trigger; shutdown, create, delete and SetState always write)", low=0.0)
+    tls_cert: str = _option("", "PEM certificate chain file: serve TLS (with --tls-key) instead "
+                            "of plaintext")
+    tls_key: str = _option("", "PEM private key file of --tls-cert")
+    tls_client_ca: str = _option("", "PEM CA certificates file: require clients to present a "
+                                 "certificate it signed (mutual TLS; needs --tls-cert)")
+    read_tokens_file: str = _option("", "file of bearer tokens, one per line, that may call the "
+                                    "reading methods (Predict, Evaluate, GetModel, ListModels, "
+                                    "GetState); with either tokens file ModelService needs a token")
+    write_tokens_file: str = _option("", "file of bearer tokens, one per line, that may call "
+                                     "every ModelService method")
     threads: int = _option(0, "BLAS and numba threads; 0 leaves their defaults", low=0)
     metrics_port: int = _option(9464, "Prometheus metrics port (HTTP, path /metrics); 0 disables "
                                 "them, -1 picks a free port (the log line says which)",

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from client_support import live_server, same_arrays
@@ -143,6 +144,8 @@ def test_remote_estimator_owns_its_server_model(live):
         assert same_arrays(restored.predict_proba(x), model.predict_proba(x))
         assert len(ids() - before) == 2
         restored.close()
+        with pytest.raises(NotFittedError, match="closed"):
+            restored.predict(x)
         del model
         gc.collect()
         assert ids() == before
