@@ -19,6 +19,7 @@ import uuid
 
 from nnserve.kernels import Network, NonFiniteStep
 
+from .checkpoints import NO_CHECKPOINTS
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, ModelNotFound
 from .metrics import NO_METRICS
 
@@ -39,7 +40,7 @@ class ModelEntry:
     """One model in the table: its identity, its Network and its timestamps (ns)."""
 
     __slots__ = ("id", "name", "network", "sequence", "parameter_bytes", "create_time_ns",
-                 "update_time_ns")
+                 "update_time_ns", "version_offset")
 
     def __init__(self, model_id, name, network, sequence):
         self.id = model_id
@@ -48,6 +49,13 @@ class ModelEntry:
         self.sequence = sequence  # creation order, for stable pagination
         self.parameter_bytes = network.num_parameters * network.dtype.itemsize
         self.create_time_ns = self.update_time_ns = time.time_ns()
+        # Clients' version = the Network's + this; a restored model continues its saved count.
+        self.version_offset = 0
+
+    @property
+    def version(self):
+        """The weights version clients see: +1 per TrainStep and SetState, kept across restarts."""
+        return self.network.version + self.version_offset
 
 
 def _checked(method, *args, **kwargs):
@@ -77,8 +85,9 @@ def _limit_message(limit, got, expected):
 class Registry:
     """The models of one server, addressed by id or name, within the settings' limits."""
 
-    def __init__(self, settings, metrics=NO_METRICS):
+    def __init__(self, settings, metrics=NO_METRICS, checkpoints=NO_CHECKPOINTS):
         self._settings = settings
+        self._checkpoints = checkpoints  # service.checkpoints: keeps models durable, or nothing
         self._metrics = metrics  # told of each model added/removed, train step and Predict
         self._lock = threading.Lock()
         self._models = {}  # id -> ModelEntry, in creation order
@@ -131,10 +140,41 @@ class Registry:
             self._parameter_bytes += entry.parameter_bytes
             self._num_parameters += network.num_parameters
             self._metrics.model_added(entry)
+            self._checkpoints.track(entry)
+        self._checkpoints.save(entry)
         logger.info("model created", extra={"event": "model_created", "model_id": entry.id,
                                              "model_name": name,
                                              "num_parameters": network.num_parameters})
         return entry
+
+    def restore(self, record):
+        """Add a model from its checkpoint record (service.checkpoints) with its id, name,
+        times, step and version; InvalidArgument if the record is not a valid model."""
+        network = _checked(Network, **record["spec"])
+        _checked(network.set_state, {"spec": record["spec"], "step": record["step"],
+                                     "weights": record["weights"], "slots": record["slots"]})
+        with self._lock:
+            entry = ModelEntry(record["id"], record["name"], network, next(self._sequence))
+            if entry.id in self._models:
+                raise AlreadyExists(f"id: got {entry.id!r}, expected an id not in use")
+            self._check_room(entry.name, entry.parameter_bytes)
+            entry.create_time_ns, entry.update_time_ns = record["create_time_ns"], record["update_time_ns"]
+            entry.version_offset = record["version"] - network.version
+            self._models[entry.id] = entry
+            if entry.name:
+                self._names[entry.name] = entry
+            self._parameter_bytes += entry.parameter_bytes
+            self._num_parameters += network.num_parameters
+            self._metrics.model_added(entry)
+            self._checkpoints.track(entry)
+        logger.info("model restored", extra={"event": "model_restored", "model_id": entry.id,
+                                              "model_name": entry.name, "step": network.step,
+                                              "version": entry.version})
+        return entry
+
+    def close(self):
+        """Write the last checkpoints (when models are durable); call once no RPC runs."""
+        self._checkpoints.close()
 
     def _check_room(self, name, parameter_bytes):
         """Raise unless a model of this size and name fits (called under the lock)."""
@@ -189,6 +229,8 @@ class Registry:
             self._parameter_bytes -= entry.parameter_bytes
             self._num_parameters -= entry.network.num_parameters
             self._metrics.model_removed(entry)
+            self._checkpoints.untrack(entry)
+        self._checkpoints.remove(entry)
         logger.info("model deleted", extra={"event": "model_deleted", "model_id": entry.id,
                                             "model_name": entry.name})
         return entry
@@ -209,7 +251,9 @@ class Registry:
         result = _checked(entry.network.train_step_versioned, x, y)
         self._metrics.trained(entry, x.shape[0], result[0], time.perf_counter() - started)
         entry.update_time_ns = time.time_ns()
-        return result
+        self._checkpoints.trained(entry)
+        loss, step, version = result
+        return loss, step, version + entry.version_offset
 
     def predict(self, model, x):
         """Return (outputs, version)."""
@@ -218,13 +262,15 @@ class Registry:
         started = time.perf_counter()
         result = _checked(entry.network.predict_versioned, x)
         self._metrics.predicted(entry, x.shape[0], time.perf_counter() - started)
-        return result
+        outputs, version = result
+        return outputs, version + entry.version_offset
 
     def evaluate(self, model, x, y):
         """Return ({"loss", ["accuracy"]}, version)."""
         entry = self.get(model)
         self._check_rows(x)
-        return _checked(entry.network.evaluate_versioned, x, y)
+        metrics, version = _checked(entry.network.evaluate_versioned, x, y)
+        return metrics, version + entry.version_offset
 
     def get_state(self, model):
         """Return Network.get_state()'s dict."""
@@ -242,4 +288,5 @@ class Registry:
                     "model's); create a model with state.spec to load this state")
         _checked(entry.network.set_state, state)
         entry.update_time_ns = time.time_ns()
-        return state["step"], entry.network.version
+        self._checkpoints.save(entry)
+        return state["step"], entry.version

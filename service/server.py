@@ -10,7 +10,6 @@ served from `start()` until every RPC has ended after `stop()`.
 import logging
 import threading
 import time
-from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,11 +17,15 @@ from grpc_reflection.v1alpha import reflection
 
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
+from .auth import auth_interceptor
+from .checkpoints import open_checkpoints, restore
 from .errors import ErrorInterceptor
 from .metrics import NO_METRICS, Metrics, MetricsHTTPServer, MetricsInterceptor
 from .registry import Registry
 from .servicer import SERVICE_NAME, ModelServicer
+from .overload import concurrency_limit, rpc_executor, rpc_limit
 from .settings import Settings
+from .tls import server_credentials
 
 __all__ = ["Server", "create_server"]
 
@@ -71,13 +74,31 @@ class Server:
         self.health.enter_graceful_shutdown()
         if self.settings.drain_period:
             time.sleep(self.settings.drain_period)
-        stopped = self.grpc_server.stop(grace)
+        stopped = self._stop_then_close(grace)
         if self._metrics_http is not None:
             # Scrapes still see the drain and the last RPCs; the port closes after them.
             metrics_http, self._metrics_http = self._metrics_http, None
             threading.Thread(target=lambda: (stopped.wait(), metrics_http.close()),
                              name="nnserve-metrics-stop", daemon=True).start()
         return stopped
+
+    def _stop_then_close(self, grace):
+        """grpc's stop, then the registry's last checkpoints; the Event is set after both."""
+        rpcs_ended = self.grpc_server.stop(grace)
+        closed = threading.Event()
+
+        def close():
+            rpcs_ended.wait()
+            try:
+                self.registry.close()
+            except Exception:
+                logger.exception("closing the registry failed", extra={"event": "close_failed"})
+            finally:
+                closed.set()
+
+        # Not a daemon: the interpreter waits for the last checkpoints before it exits.
+        threading.Thread(target=close, name="nnserve-close").start()
+        return closed
 
     def wait_for_termination(self, timeout=None):
         """Block until the server has stopped (or timeout seconds); True if it stopped."""
@@ -88,22 +109,46 @@ def _address(host, port):
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+def _bind(server, address, credentials):
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as error:
+        raise OSError(f"cannot listen on {address}: {error}") from None
+    if port == 0:  # older grpcio reports a failed bind this way
+        raise OSError(f"cannot listen on {address}: got port 0 from gRPC, expected a bound port")
+    return port
+
+
 def create_server(settings=None):
     """Return (Server, port): a server bound to settings.host:settings.port, not started.
 
+    With settings.state_dir, every model checkpointed there is restored before this
+    returns (so before health can report SERVING).
+
     Raises OSError when the address cannot be bound (in use, or not an address of this
-    machine).
+    machine) or the state directory cannot be used, OSError or ValueError for a TLS or
+    tokens file that cannot be read.
     """
     settings = settings or Settings()
+    prefix = f"/{SERVICE_NAME}/"
+    credentials = server_credentials(settings)
+    # Tokens first (nothing runs for a caller without one), then admission, then errors.
+    guards = [guard for guard in (auth_interceptor(settings, prefix), concurrency_limit(settings, prefix))
+              if guard is not None]
     metrics = Metrics(settings.metrics_max_models) if settings.metrics_port else NO_METRICS
-    registry = Registry(settings, metrics)
+    checkpoints = open_checkpoints(settings)  # holds the state directory's lock from here on
+    registry = Registry(settings, metrics, checkpoints)
     # The metrics interceptor comes first, so that it sees every status the others set.
-    interceptors = [ErrorInterceptor(f"/{SERVICE_NAME}/")]
+    interceptors = [*guards, ErrorInterceptor(prefix)]
     if metrics is not NO_METRICS:
         metrics.watch_registry(registry)
         interceptors.insert(0, MetricsInterceptor(metrics))
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="nnserve-rpc"),
+        rpc_executor(settings),
+        maximum_concurrent_rpcs=rpc_limit(settings),
         interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -123,11 +168,10 @@ def create_server(settings=None):
 
     address = _address(settings.host, settings.port)
     try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as error:
-        raise OSError(f"cannot listen on {address}: {error}") from None
-    if port == 0:  # older grpcio reports a failed bind this way
-        raise OSError(f"cannot listen on {address}: got port 0 from gRPC, expected a bound port")
+        port = _bind(server, address, credentials)
+    except OSError:
+        registry.close()  # releases the state directory
+        raise
     metrics_http = None
     if settings.metrics_port:
         host = (settings.metrics_host or settings.host).strip("[]")
@@ -137,4 +181,5 @@ def create_server(settings=None):
         except OSError as error:
             raise OSError(f"cannot listen on {_address(host, port_wanted)} for metrics: "
                           f"{error}") from None
+    restore(registry, checkpoints)
     return Server(server, registry, health_servicer, settings, metrics, metrics_http), port

@@ -39,7 +39,7 @@ def describe(entry):
     network = entry.network
     return pb.Model(id=entry.id, name=entry.name, spec=spec_to_proto(network.spec),
                     num_parameters=network.num_parameters, step=network.step,
-                    version=network.version, create_time=_timestamp(entry.create_time_ns),
+                    version=entry.version, create_time=_timestamp(entry.create_time_ns),
                     update_time=_timestamp(entry.update_time_ns))
 
 

@@ -1,0 +1,93 @@
+"""Overload: a bounded number of ModelService calls at once, the rest refused at once.
+
+With `--max-concurrent-rpcs N` (0: off):
+
+- At most N ModelService calls are admitted, running or waiting for one of the
+  `--workers` slots; call N+1 gets RESOURCE_EXHAUSTED immediately ("limit
+  max_concurrent_rpcs reached ...") instead of waiting in an unbounded queue. Clients
+  retry with backoff.
+- Every admitted call has a thread of its own: the pool has N + RESERVED_THREADS threads
+  and gRPC's own `maximum_concurrent_rpcs` is set to that number, so no call ever waits
+  in the executor's queue. Waiting for a worker happens on that thread, which is what
+  keeps health checks (and the refusals themselves) from queueing behind slow calls: the
+  reserved threads are always free for them.
+- Memory is bounded: at most N + RESERVED_THREADS requests (each at most
+  `--max-message-bytes`) are held at once; a call beyond that is refused by gRPC before
+  its message is read ("Concurrent RPC limit exceeded!", also RESOURCE_EXHAUSTED). A
+  flood large enough to fill the reserve as well can make a health check meet that
+  refusal too; a prober should treat RESOURCE_EXHAUSTED as "busy", not "down".
+
+Without the limit, the pool has `--workers` threads and calls beyond them queue.
+"""
+
+import threading
+from concurrent import futures
+
+import grpc
+
+__all__ = ["RESERVED_THREADS", "ConcurrencyLimit", "concurrency_limit", "rpc_executor", "rpc_limit"]
+
+RESERVED_THREADS = 8
+
+
+def rpc_executor(settings):
+    """The thread pool of the gRPC server."""
+    threads = settings.workers
+    if settings.max_concurrent_rpcs:
+        threads = settings.max_concurrent_rpcs + RESERVED_THREADS
+    return futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nnserve-rpc")
+
+
+def rpc_limit(settings):
+    """gRPC's maximum_concurrent_rpcs: the pool's size when limited, else None (no limit)."""
+    return settings.max_concurrent_rpcs + RESERVED_THREADS if settings.max_concurrent_rpcs else None
+
+
+class ConcurrencyLimit(grpc.ServerInterceptor):
+    """Admit at most `max_calls` calls under `prefix` at once; run at most `workers` of them."""
+
+    def __init__(self, prefix, max_calls, workers):
+        self._prefix = prefix
+        self._max_calls = max_calls
+        self._admitted = threading.BoundedSemaphore(max_calls)
+        self._workers = threading.BoundedSemaphore(workers)
+        self._wrapped = {}  # method -> (handler from the continuation, wrapped handler)
+        self._message = (f"limit max_concurrent_rpcs reached: got call {max_calls + 1}, expected at "
+                         f"most {max_calls} ModelService calls at once (server option "
+                         "--max-concurrent-rpcs / NNSERVE_MAX_CONCURRENT_RPCS); retry with backoff")
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._limited(handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _limited(self, behavior):
+        def limited(request, context):
+            if not self._admitted.acquire(blocking=False):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._message)
+            try:
+                with self._workers:
+                    if not context.is_active():  # deadline passed or cancelled while waiting
+                        context.abort(grpc.StatusCode.CANCELLED, "the call ended while waiting for a worker")
+                    return behavior(request, context)
+            finally:
+                self._admitted.release()
+
+        return limited
+
+
+def concurrency_limit(settings, prefix):
+    """The ConcurrencyLimit the settings ask for, or None without --max-concurrent-rpcs."""
+    if not settings.max_concurrent_rpcs:
+        return None
+    return ConcurrencyLimit(prefix, settings.max_concurrent_rpcs, settings.workers)
