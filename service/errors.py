@@ -9,6 +9,7 @@ keeps serving.
 import logging
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from nnserve.v1.tensors import InvalidMessage, InvalidTensor
 
@@ -68,7 +69,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     """Wrap every unary-unary method under `prefix` with the domain-error mapping.
 
     Wrapped handlers are built once per method and reused, so a call pays one dict lookup
-    and one try block.
+    and one try block. The request is deserialized inside that block, so bytes that are no
+    valid message are INVALID_ARGUMENT (gRPC itself would answer INTERNAL).
     """
 
     def __init__(self, prefix):
@@ -84,17 +86,27 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if cached is not None and cached[0] is handler:
             return cached[1]
         wrapped = grpc.unary_unary_rpc_method_handler(
-            _guarded(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            _guarded(method, handler.unary_unary, handler.request_deserializer),
+            request_deserializer=None,  # raw bytes: _guarded decodes them
             response_serializer=handler.response_serializer,
         )
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 
-def _guarded(method, behavior):
+def _decoded(method, deserializer, data):
+    try:
+        return deserializer(data)
+    except DecodeError as error:
+        raise InvalidMessage(f"request: got {len(data)} bytes that do not parse ({error}), expected "
+                             f"a serialized request message of {method}") from None
+
+
+def _guarded(method, behavior, deserializer=None):
     def guarded(request, context):
         try:
+            if deserializer is not None:
+                request = _decoded(method, deserializer, request)
             return behavior(request, context)
         except _DOMAIN_ERRORS as error:
             context.abort(status_code(error), str(error))
