@@ -541,10 +541,8 @@ def test_ports_match_server_settings(variant):
 def requests_held(settings):
     """The most requests the server holds at once: admitted calls plus the reserved threads
     (service/overload.py); without --max-concurrent-rpcs there is no bound."""
-    try:
-        from nnserve.service.overload import RESERVED_THREADS
-    except ImportError:  # the module is in review; its documented reserve
-        RESERVED_THREADS = 8
+    from nnserve.service.overload import RESERVED_THREADS
+
     return settings.max_concurrent_rpcs + RESERVED_THREADS if settings.max_concurrent_rpcs else None
 
 
