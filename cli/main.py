@@ -14,10 +14,54 @@ def _bench_kernels(args):
     return run(args)
 
 
+def _bench_service(args):
+    from nnserve.bench.service import run
+
+    return run(args)
+
+
+def _loadtest(args):
+    from nnserve.clients.loadtest import loadtest_command
+
+    return loadtest_command(args)
+
+
 def _serve(args):
     from nnserve.service.serve import serve_command
 
     return serve_command(args)
+
+
+def _add_loadtest_arguments(parser):
+    # Here rather than in nnserve.clients.loadtest, whose imports (grpc, the SDK) would slow
+    # down every `nnserve` command.
+    parser.add_argument("--target", required=True, metavar="HOST:PORT", help="the server")
+    parser.add_argument("--duration", default="10s", help="measured time (default 10s)")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="calls in flight, one per worker (default 16)")
+    parser.add_argument("--mix", default="predict=10,train=3,create=1",
+                        help="operation weights, from predict, train, evaluate, create "
+                             "(default predict=10,train=3,create=1)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="rows per Predict/TrainStep/Evaluate (default 1)")
+    parser.add_argument("--layers", default="784,256,256,10",
+                        help="the models' layer widths: relu layers, softmax output "
+                             "(default 784,256,256,10)")
+    parser.add_argument("--models", type=int, default=1,
+                        help="models created for predict/train/evaluate (default 1)")
+    parser.add_argument("--warmup", default="0s",
+                        help="unreported load before the measured time (default 0s; one call "
+                             "of each operation is always made first)")
+    parser.add_argument("--timeout", default="30s", help="deadline of each call (default 30s)")
+    parser.add_argument("--expect", default="", metavar="CODE,...",
+                        help="status codes that are no failure besides OK (e.g. RESOURCE_EXHAUSTED)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the choices")
+    parser.add_argument("--token", default=None, help="bearer token sent with every call")
+    parser.add_argument("--tls-ca", default=None, metavar="PEM",
+                        help="use TLS, trusting these CA certificates (default: plaintext)")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow a target that is not loopback")
 
 
 def build_parser():
@@ -32,6 +76,21 @@ def build_parser():
     kernels.add_argument("--repeats", type=int, default=200,
                          help="timed calls per case (median reported; default 200)")
     kernels.set_defaults(handler=_bench_kernels)
+    service = benches.add_parser(
+        "service", help="requests/s, latency and memory over gRPC: nnserve vs a bare gRPC "
+                        "server (the floor) vs PyTorch behind grpcio")
+    service.add_argument("--duration", default="5s", help="measured time per case (default 5s)")
+    service.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    service.set_defaults(handler=_bench_service)
+
+    loadtest = commands.add_parser(
+        "loadtest", help="load a server with a mix of train and predict calls",
+        description="Create models on the server, keep --concurrency calls in flight for "
+                    "--duration with the --mix of operations, delete the models, and report "
+                    "requests/s, latency quantiles and status codes per RPC. Exit status 1 "
+                    "when a status code other than OK (and --expect) appeared.")
+    _add_loadtest_arguments(loadtest)
+    loadtest.set_defaults(handler=_loadtest)
 
     from nnserve.service.settings import add_arguments
 

@@ -4,7 +4,6 @@ Every test reads exact values: each counter moves by what the calls made imply, 
 """
 
 import time
-import urllib.request
 
 import grpc
 import numpy as np
@@ -13,35 +12,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from nnserve.service import Settings, create_server
 from nnserve.service.metrics import NO_METRICS, OVERFLOW_MODEL
 
+from metrics_support import SERVICE, rpc, scrape, value
 from service_support import classifier_spec, make_batch, pb, running_server, to_tensor
-
-SERVICE = "nnserve.v1.ModelService"
-
-
-def scrape(port):
-    """{(sample name, sorted label items): value} from GET /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
-def value(samples, name, **labels):
-    """One sample's value; 0 when the series does not exist (yet)."""
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def rpc(method, code=None, service=SERVICE, grpc_type="UNARY"):
-    labels = {"grpc_type": grpc_type, "grpc_service": service, "grpc_method": method}
-    if code is not None:
-        labels["grpc_code"] = code
-    return labels
 
 
 def moved(before, after, name, **labels):

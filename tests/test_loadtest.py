@@ -1,0 +1,83 @@
+"""`nnserve loadtest` against a real server: counts, cleanup, exit status, loopback guard."""
+
+import json
+
+import pytest
+
+from nnserve.cli.main import main
+from nnserve.clients.loadtest import LoadTestError, check_target, parse_duration, parse_mix
+
+from metrics_support import rpc, scrape, value
+from service_support import running_server
+
+SMALL = "16,8,3"  # small models keep the short runs about the client and the server, not the math
+
+
+def _loadtest(target, *flags):
+    return main(["loadtest", "--target", target, "--layers", SMALL, *flags])
+
+
+def test_mixed_load_reports_every_rpc_and_matches_the_servers_counters(tmp_path, capsys):
+    """A 1.5 s predict/train/create mix exits 0, reports each RPC with OK counts that equal
+    the server's own handled counters (less one warm-up call each), and deletes its models."""
+    report_path = tmp_path / "report.json"
+    with running_server() as live:
+        status = _loadtest(live.target, "--duration", "1.5s", "--concurrency", "4",
+                           "--mix", "predict=10,train=3,create=1", "--models", "2",
+                           "--json", str(report_path))
+        samples = scrape(live.server.metrics_port)
+        assert len(live.server.registry) == 0
+    assert status == 0
+    report = json.loads(report_path.read_text())
+    assert report["ok"] and report["unexpected_codes"] == []
+    rows = report["rpcs"]
+    assert set(rows) == {"Predict", "TrainStep", "CreateModel", "DeleteModel"}
+    for name, row in rows.items():
+        assert row["codes"] == {"OK": row["calls"]} and row["calls"] > 0, name
+        assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"], name
+        assert row["requests_per_second"] == pytest.approx(row["calls"] / report["elapsed_seconds"])
+    assert report["total"]["calls"] == sum(row["calls"] for row in rows.values())
+    handled = {name: value(samples, "grpc_server_handled_total", **rpc(name, "OK")) for name in rows}
+    assert handled["Predict"] == rows["Predict"]["calls"] + 1
+    assert handled["TrainStep"] == rows["TrainStep"]["calls"] + 1
+    assert handled["CreateModel"] == rows["CreateModel"]["calls"] + 1 + 2  # + the 2 models
+    assert handled["DeleteModel"] == rows["DeleteModel"]["calls"] + 1 + 2
+    assert rows["TrainStep"]["rows_per_second"] == pytest.approx(
+        rows["TrainStep"]["requests_per_second"])  # batch 1
+    table = capsys.readouterr().out
+    assert "p99 ms" in table and "Predict" in table and "OK=" in table
+
+
+def test_an_unexpected_status_code_exits_1_unless_expected(capsys):
+    """Predicts refused with RESOURCE_EXHAUSTED (batch over the server's row limit) exit 1,
+    and 0 with --expect RESOURCE_EXHAUSTED."""
+    with running_server(max_rows_per_request=1) as live:
+        flags = ("--duration", "0.3s", "--concurrency", "2", "--mix", "predict=1", "--batch", "2")
+        assert _loadtest(live.target, *flags) == 1
+        assert "unexpected status codes: RESOURCE_EXHAUSTED" in capsys.readouterr().out
+        assert _loadtest(live.target, *flags, "--expect", "resource_exhausted") == 0
+
+
+def test_targets_off_loopback_are_refused_unless_allowed(capsys):
+    """A non-loopback target exits 2 before connecting; loopback forms and --allow-remote pass."""
+    assert _loadtest("192.0.2.1:50051", "--duration", "1s") == 2
+    assert "--allow-remote" in capsys.readouterr().err
+    for target in ("127.0.0.1:1", "localhost:1", "[::1]:1", "ipv4:127.0.0.2:1", "unix:/tmp/s"):
+        check_target(target)
+    check_target("192.0.2.1:50051", allow_remote=True)
+    with pytest.raises(LoadTestError, match="loopback"):
+        check_target("dns:///192.0.2.1:50051")
+
+
+def test_bad_arguments_exit_2_with_got_expected_messages(capsys):
+    """Unknown operations, bad weights and bad durations exit 2 saying what was expected."""
+    assert _loadtest("127.0.0.1:1", "--mix", "predict=1,fly=2") == 2
+    assert "expected one of predict, train, evaluate, create" in capsys.readouterr().err
+    assert parse_mix("predict=3,train=0") == {"predict": 3, "train": 0}
+    assert parse_duration("250ms") == 0.25 and parse_duration("2m") == 120 and parse_duration("3") == 3
+    for text in ("predict=0", "predict=-1", "predict=x"):
+        with pytest.raises(ValueError, match="mix"):
+            parse_mix(text)
+    for text in ("0s", "soon", "-1s"):
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(text)
