@@ -2,22 +2,26 @@
 
 Concurrency: one reader-writer lock per network. `predict`, `evaluate`, `gradients`,
 `get_weights` and `get_state` share it and run concurrently with each other; `train_step`,
-`set_weights` and `set_state` hold it alone, in arrival order. So a reader sees the weights
+`set_weights` and `set_state` hold it alone, and a waiting writer goes before new readers. So a reader sees the weights
 of exactly one version, never a half-applied update. Updates are in place: a second copy
 of the parameters would double the memory streamed per step, which is what bounds a
 small-batch step's speed.
+
+Validation: the Python side checks structure (type, dtype, shape, contiguity) and the
+kernels check values (finite, in range) before they change anything; only when a kernel
+refuses a batch does numpy look again, to say which value and why. Numpy's own checks cost
+a few microseconds per call, as much as a whole step of a small network.
 """
 
-import math
-
-import fasteners
 import numpy as np
 
+from . import guard
 from . import network_kernels as nk
 from . import optimizers
 from .codes import ACTIVATIONS, LOSSES, OPTIMIZERS, SLOTS
-from .guard import DivergenceGuard, NonFiniteStep, all_finite
+from .guard import NonFiniteStep
 from .init import initial_parameters
+from .locks import ReadWriteLock
 from .validation import check_inputs, check_spec, check_targets
 
 # Workspaces are kept for this many distinct batch sizes (most recently used first).
@@ -57,15 +61,20 @@ class Network:
 
         params = initial_parameters(spec["layers"], spec["init"], spec["seed"], self._dtype)
         self._params = params
-        self._lock = fasteners.ReaderWriterLock()
+        self._lock = ReadWriteLock()
 
         self._slot_names = self._active_slots(spec)
         self._slots = {name: np.zeros_like(params) for name in self._slot_names}
         # The kernel takes two slot arrays always; unused ones are empty.
         slot_arrays = [self._slots[name] for name in self._slot_names]
         self._slot_args = tuple(slot_arrays + [np.empty(0, dtype=self._dtype)] * (2 - len(slot_arrays)))
-        self._guard = DivergenceGuard(spec, self._dtype)
-        self._guard.refresh(params, self._slots.values())
+        self._bounds = np.zeros(3)
+        self._ceiling = guard.ceiling(self._dtype)
+        guard.refresh(self._bounds, self._params, self._slots.values())
+        self._class_ids_allowed = spec["loss"] == "cross_entropy"
+        self._labels_allowed = spec["loss"] == "binary_cross_entropy"
+        self._no_targets = np.empty((0, self.n_outputs), dtype=self._dtype)
+        self._no_class_ids = np.empty(0, dtype=np.int64)
         self._workspaces = {}
         self._step = 0
         self._version = 0
@@ -110,6 +119,37 @@ class Network:
     def n_outputs(self):
         return self._spec["layers"][-1]
 
+    # -- batches -----------------------------------------------------------------------
+
+    def _inputs(self, x):
+        """x as the kernels take it; only the structure is checked here, values in the kernel."""
+        if (type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == 2
+                and x.shape[1] == self.n_inputs and x.shape[0] and x.flags.c_contiguous):
+            return x
+        return check_inputs(x, self.n_inputs, self._dtype)
+
+    def _targets(self, y, n_samples):
+        """(targets, class_ids) as the kernels take them; values are checked in the kernel."""
+        if type(y) is np.ndarray and y.flags.c_contiguous:
+            if (self._class_ids_allowed and y.dtype == np.int64 and y.ndim == 1
+                    and y.shape[0] == n_samples):
+                return self._no_targets, y
+            if y.dtype == self._dtype and y.shape == (n_samples, self.n_outputs):
+                return y, self._no_class_ids
+            if self.n_outputs == 1 and y.shape == (n_samples,) and (
+                    y.dtype == self._dtype or (self._labels_allowed and y.dtype.kind in "biu")):
+                # 0/1 labels as integers: the kernel checks they are in [0, 1].
+                return y.astype(self._dtype).reshape(n_samples, 1), self._no_class_ids
+        return check_targets(y, self._spec["loss"], self.n_outputs, n_samples, self._dtype)
+
+    def _refuse_batch(self, x, y):
+        """Raise the ValueError that says which value of the batch the kernel refused."""
+        x = check_inputs(x, self.n_inputs, self._dtype)
+        if y is not None:
+            check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0], self._dtype)
+        raise ValueError("x, y: got values the kernels refuse, expected finite inputs and "
+                         "targets in the loss's range")
+
     # -- reading -----------------------------------------------------------------------
 
     def predict(self, x):
@@ -118,23 +158,29 @@ class Network:
 
     def predict_versioned(self, x):
         """Return (outputs, version): the predictions and the weights version they used."""
-        x = check_inputs(x, self.n_inputs, self._dtype)
-        with self._lock.read_lock():
-            outputs = nk.predict(self._params, self._layer_sizes, self._activation_codes, x)
-            return outputs, self._version
+        inputs = self._inputs(x)
+        with self._lock.read:
+            outputs, valid = nk.predict(self._params, self._layer_sizes, self._activation_codes,
+                                        inputs)
+            version = self._version
+        if not valid:
+            self._refuse_batch(x, None)
+        return outputs, version
 
     def evaluate(self, x, y):
         """Return {"loss": ...} plus "accuracy" for classification losses; no update."""
         return self.evaluate_versioned(x, y)[0]
 
     def evaluate_versioned(self, x, y):
-        x = check_inputs(x, self.n_inputs, self._dtype)
-        targets, class_ids = check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0],
-                                           self._dtype)
-        with self._lock.read_lock():
-            loss, outputs = nk.evaluate(self._params, self._layer_sizes, self._activation_codes,
-                                        self._loss_code, x, targets, class_ids)
+        inputs = self._inputs(x)
+        targets, class_ids = self._targets(y, inputs.shape[0])
+        with self._lock.read:
+            loss, outputs, valid = nk.evaluate(self._params, self._layer_sizes,
+                                               self._activation_codes, self._loss_code, inputs,
+                                               targets, class_ids)
             version = self._version
+        if not valid:
+            self._refuse_batch(x, y)
         metrics = {"loss": float(loss)}
         if self._spec["loss"] == "cross_entropy":
             truth = class_ids if class_ids.size else targets.argmax(axis=1)
@@ -145,24 +191,22 @@ class Network:
 
     def gradients(self, x, y):
         """Return (loss, [(dW, db), ...]): the batch loss and its gradient; no update."""
-        x = check_inputs(x, self.n_inputs, self._dtype)
-        targets, class_ids = check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0],
-                                           self._dtype)
-        outputs, logits, deltas = self._new_workspace(x.shape[0])
-        grads = np.empty_like(self._params)
-        with self._lock.read_lock():
-            loss, _, _ = nk.train_step(self._params, self._layer_sizes, self._activation_codes,
-                                       self._loss_code, x, targets, class_ids, outputs, logits,
-                                       deltas, grads, nk.GRADIENTS_ONLY, self._hyper,
-                                       *self._slot_args, self._step + 1, 0.0)
-        if not math.isfinite(loss):
+        inputs = self._inputs(x)
+        targets, class_ids = self._targets(y, inputs.shape[0])
+        workspace = self._new_workspace(inputs.shape[0]) + (np.empty_like(self._params),)
+        with self._lock.read:
+            loss, status = self._run_step(inputs, targets, class_ids, workspace, nk.GRADIENTS_ONLY,
+                                          self._step + 1, force=False)
+        if status == nk.BAD_BATCH:
+            self._refuse_batch(x, y)
+        if status == nk.LOSS_NOT_FINITE:
             raise NonFiniteStep(f"loss: got {loss}, expected a finite number; the weights or "
                                 "inputs are too large for the gradient to be computed")
-        return float(loss), self._split(grads)
+        return float(loss), self._split(workspace[3])
 
     def get_weights(self):
         """Return a copy of the weights as [(W (n_in, n_out), b (n_out,)), ...]."""
-        with self._lock.read_lock():
+        with self._lock.read:
             return self._split(self._params)
 
     def get_state(self):
@@ -171,7 +215,7 @@ class Network:
         {"spec": dict, "step": int, "weights": [(W, b), ...],
          "slots": {"momentum_buffer" | "exp_avg" | "exp_avg_sq": [(W, b), ...]}}
         """
-        with self._lock.read_lock():
+        with self._lock.read:
             return {
                 "spec": self.spec,
                 "step": self._step,
@@ -186,60 +230,64 @@ class Network:
         return self.train_step_versioned(x, y)[0]
 
     def train_step_versioned(self, x, y):
-        """Return (loss, step, version) of one optimizer step on the batch."""
-        x = check_inputs(x, self.n_inputs, self._dtype)
-        targets, class_ids = check_targets(y, self._spec["loss"], self.n_outputs, x.shape[0],
-                                           self._dtype)
-        with self._lock.write_lock():
-            workspace = self._workspace(x.shape[0])
+        """Return (loss, step, version) of one optimizer step on the batch.
+
+        Raises ValueError for a bad batch and NonFiniteStep when the divergence guard
+        refuses the step; either way the network is unchanged.
+        """
+        inputs = self._inputs(x)
+        targets, class_ids = self._targets(y, inputs.shape[0])
+        with self._lock.write:
             step = self._step + 1
-            loss, bound, applied = self._run_step(x, targets, class_ids, workspace, step,
-                                                  self._guard.gradient_limit(step))
-            if not math.isfinite(loss):
+            workspace = self._workspace(inputs.shape[0])
+            loss, status = self._run_step(inputs, targets, class_ids, workspace,
+                                          self._optimizer_code, step, force=False)
+            if status == nk.BAD_BATCH:
+                self._refuse_batch(x, y)
+            if status == nk.LOSS_NOT_FINITE:
                 raise NonFiniteStep(
                     f"train step refused: the batch loss is {loss} before any update (expected a "
                     f"finite number); the weights have grown too large, likely from a too high "
                     f"learning_rate ({self._spec['learning_rate']:g}); the model is unchanged")
-            if applied:
-                self._guard.advance(bound, step)
-            else:
-                self._guarded_step(x, targets, class_ids, workspace, step)
+            if status == nk.OVER_LIMIT:
+                self._guarded_step(inputs, targets, class_ids, workspace, step)
             self._step = step
             self._version += 1
-            return float(loss), self._step, self._version
+            return float(loss), step, self._version
 
-    def _run_step(self, x, targets, class_ids, workspace, step, gradient_limit):
+    def _run_step(self, x, targets, class_ids, workspace, optimizer, step, *, force):
         outputs, logits, deltas, grads = workspace
         return nk.train_step(self._params, self._layer_sizes, self._activation_codes,
                              self._loss_code, x, targets, class_ids, outputs, logits, deltas,
-                             grads, self._optimizer_code, self._hyper, *self._slot_args, step,
-                             gradient_limit)
+                             grads, optimizer, self._hyper, *self._slot_args, step,
+                             self._bounds, self._ceiling, force)
 
     def _guarded_step(self, x, targets, class_ids, workspace, step):
         """The step the guard could not prove finite from its bounds: check it for real."""
-        self._guard.refresh(self._params, self._slots.values())
-        _, bound, applied = self._run_step(x, targets, class_ids, workspace, step,
-                                           self._guard.gradient_limit(step))
-        if applied:
-            self._guard.advance(bound, step)
+        state = (self._params, *self._slots.values())
+        guard.refresh(self._bounds, self._params, self._slots.values())
+        _, status = self._run_step(x, targets, class_ids, workspace, self._optimizer_code, step,
+                                   force=False)
+        if status == nk.OK:
             return
-        backup = [array.copy() for array in (self._params, *self._slots.values())]
-        self._run_step(x, targets, class_ids, workspace, step, np.inf)
-        if not all_finite((self._params, *self._slots.values())):
-            for array, saved in zip((self._params, *self._slots.values()), backup):
+        backup = [array.copy() for array in state]
+        self._run_step(x, targets, class_ids, workspace, self._optimizer_code, step, force=True)
+        if not guard.all_finite(state):
+            for array, saved in zip(state, backup):
                 array[:] = saved
+            guard.refresh(self._bounds, self._params, self._slots.values())
             raise NonFiniteStep(
                 "train step refused: the update would make parameters or optimizer state "
                 "non-finite (expected finite values), likely from a too high learning_rate "
                 f"({self._spec['learning_rate']:g}) or too large inputs; the model is unchanged")
-        self._guard.refresh(self._params, self._slots.values())
+        guard.refresh(self._bounds, self._params, self._slots.values())
 
     def set_weights(self, weights):
         """Replace the weights; optimizer state and step count are kept."""
         flat = self._join("weights", weights)
-        with self._lock.write_lock():
+        with self._lock.write:
             self._params[:] = flat
-            self._guard.refresh(self._params, self._slots.values())
+            guard.refresh(self._bounds, self._params, self._slots.values())
             self._version += 1
 
     def set_state(self, state):
@@ -271,12 +319,12 @@ class Network:
             raise ValueError(f"state: got optimizer slots {got}, expected {sorted(self._slot_names)} "
                              f"for {mine['optimizer']} with momentum={mine['momentum']}")
         flat_slots = {name: self._join(f"slots[{name!r}]", slots[name]) for name in self._slot_names}
-        with self._lock.write_lock():
+        with self._lock.write:
             self._params[:] = flat
             for name, values in flat_slots.items():
                 self._slots[name][:] = values
             self._step = int(step)
-            self._guard.refresh(self._params, self._slots.values())
+            guard.refresh(self._bounds, self._params, self._slots.values())
             self._version += 1
 
     # -- internals ---------------------------------------------------------------------

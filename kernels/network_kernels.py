@@ -20,11 +20,22 @@ from .layers import activate, add_bias, bias_activate_inplace, column_sums, time
 from .losses import loss_and_output_grad
 from .codes import SGD
 from .blas import gemm_transposed_a
+from .codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY
+from .guard import advance, gradient_limit
 from .optimizers import (MOMENTUM, NESTEROV, SGD_DECAY, SGD_LR, coefficients, sgd_outer_update,
                          update)
 
-# The `optimizer` code that asks backward() for gradients only, with no update.
+# The `optimizer` code that asks train_step for gradients only, with no update.
 GRADIENTS_ONLY = -1
+
+# What train_step, evaluate and predict report besides their results.
+OK = 0                # the step was applied (or the gradients / outputs computed)
+OVER_LIMIT = 1        # the guard could not prove the update finite: nothing changed
+LOSS_NOT_FINITE = 2   # the loss before the update is not finite: nothing changed
+BAD_BATCH = 3         # x or y holds a value the kernels refuse: nothing changed
+
+# How far a probability row's sum may stray from 1.
+ROW_SUM_TOLERANCE = 1e-3
 
 
 @njit(nogil=True, cache=True)
@@ -52,6 +63,50 @@ def _layer_rows(buffer, layer_sizes, layer, n_samples):
         offset += n_samples * layer_sizes[l + 1]
     n_out = layer_sizes[layer + 1]
     return buffer[offset:offset + n_samples * n_out].reshape((n_samples, n_out))
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _all_finite(a):
+    # v - v is 0 for a finite v and NaN otherwise; with reassociation allowed the sum
+    # vectorizes (an early exit would not).
+    total = a[0, 0] - a[0, 0]
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            total += a[i, j] - a[i, j]
+    return total == 0
+
+
+@njit(nogil=True, cache=True)
+def batch_is_valid(x, targets, class_ids, loss, n_out):
+    """Whether every value is one the kernels accept (shapes and dtypes are checked before).
+
+    x finite; class ids in [0, n_out); targets finite, in [0, 1] for binary_cross_entropy,
+    rows >= 0 summing to 1 for cross_entropy. The Network explains a refusal with numpy.
+    """
+    if not _all_finite(x):
+        return False
+    for i in range(class_ids.shape[0]):
+        if class_ids[i] < 0 or class_ids[i] >= n_out:
+            return False
+    if targets.shape[0] == 0:
+        return True
+    if not _all_finite(targets):
+        return False
+    if loss == BINARY_CROSS_ENTROPY:
+        for i in range(targets.shape[0]):
+            for j in range(targets.shape[1]):
+                if not 0 <= targets[i, j] <= 1:
+                    return False
+    elif loss == CROSS_ENTROPY:
+        for i in range(targets.shape[0]):
+            row_sum = 0.0
+            for j in range(targets.shape[1]):
+                if targets[i, j] < 0:
+                    return False
+                row_sum += targets[i, j]
+            if abs(row_sum - 1.0) > ROW_SUM_TOLERANCE:
+                return False
+    return True
 
 
 @njit(nogil=True, cache=True)
@@ -164,31 +219,37 @@ def apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyp
 
 @njit(nogil=True, cache=True)
 def train_step(params, layer_sizes, activations, loss, x, targets, class_ids, outputs,
-               logits, deltas, grads, optimizer, hyper, slot1, slot2, step, gradient_limit):
-    """One optimizer step on `params`, in place.
+               logits, deltas, grads, optimizer, hyper, slot1, slot2, step, bounds, top,
+               force):
+    """One optimizer step on `params`, in place; return (batch loss before it, status).
 
-    Returns (batch loss before the step, gradient bound, whether the step was applied).
-    Nothing is changed when the loss is not finite, or when the gradient bound exceeds
-    `gradient_limit` (the divergence guard's threshold; see guard.py). With optimizer ==
+    Status OK: applied, and the guard's `bounds` advanced past it. Otherwise nothing
+    changed: BAD_BATCH, LOSS_NOT_FINITE, or OVER_LIMIT when the gradient bound exceeds what
+    keeps every value under `top` (unless `force`; see guard.py). With optimizer ==
     GRADIENTS_ONLY it only fills `grads`. `step` is the 1-based number of this update.
     """
     n_samples = x.shape[0]
     last = layer_sizes.shape[0] - 2
+    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1]):
+        return np.nan, BAD_BATCH
     forward(params, layer_sizes, activations, x, outputs, logits)
     batch_loss = loss_and_output_grad(
         logits, _layer_rows(outputs, layer_sizes, last, n_samples), targets, class_ids,
         loss, activations[last], _layer_rows(deltas, layer_sizes, last, n_samples))
     if not np.isfinite(batch_loss):
-        return batch_loss, np.inf, False
+        return batch_loss, LOSS_NOT_FINITE
     gradients_only = optimizer == GRADIENTS_ONLY
     bound = back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads,
                            gradients_only)
-    if gradients_only or not bound <= gradient_limit:
-        return batch_loss, bound, False
+    if gradients_only:
+        return batch_loss, OK
+    if not (force or bound <= gradient_limit(optimizer, hyper, bounds, step, top)):
+        return batch_loss, OVER_LIMIT
     coeffs = coefficients(optimizer, hyper, step, params)
     apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyper, coeffs,
                   slot1, slot2)
-    return batch_loss, bound, True
+    advance(optimizer, hyper, bounds, bound, step)
+    return batch_loss, OK
 
 
 @njit(nogil=True, cache=True)
@@ -201,24 +262,28 @@ def _total_width(layer_sizes):
 
 @njit(nogil=True, cache=True)
 def predict(params, layer_sizes, activations, x):
-    """Return the output layer's activations; allocates its own buffers (reentrant)."""
+    """Return (output activations, valid); allocates its own buffers (reentrant)."""
     n_samples = x.shape[0]
     outputs = np.empty(n_samples * _total_width(layer_sizes), dtype=params.dtype)
     logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
+    if not _all_finite(x):
+        return logits, False
     forward(params, layer_sizes, activations, x, outputs, logits)
-    return _layer_rows(outputs, layer_sizes, layer_sizes.shape[0] - 2, n_samples).copy()
+    return _layer_rows(outputs, layer_sizes, layer_sizes.shape[0] - 2, n_samples).copy(), True
 
 
 @njit(nogil=True, cache=True)
 def evaluate(params, layer_sizes, activations, loss, x, targets, class_ids):
-    """Return (batch loss, output activations) without touching `params`."""
+    """Return (batch loss, output activations, valid) without touching `params`."""
     n_samples = x.shape[0]
     outputs = np.empty(n_samples * _total_width(layer_sizes), dtype=params.dtype)
     logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
+    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1]):
+        return np.nan, logits, False
     forward(params, layer_sizes, activations, x, outputs, logits)
     last = layer_sizes.shape[0] - 2
     predictions = _layer_rows(outputs, layer_sizes, last, n_samples)
     scratch = np.empty_like(logits)
     batch_loss = loss_and_output_grad(logits, predictions, targets, class_ids, loss,
                                       activations[last], scratch)
-    return batch_loss, predictions.copy()
+    return batch_loss, predictions.copy(), True

@@ -78,7 +78,7 @@ def test_the_guard_changes_no_result_of_ordinary_training(options, batch):
     for _ in range(50):
         guarded.train_step(x, y)
         # _guarded_step refreshes the exact bounds first and then runs the same kernel.
-        with checked._lock.write_lock():
+        with checked._lock.write:
             step = checked._step + 1
             checked._guarded_step(x, *_targets(checked, y, x), checked._workspace(batch), step)
             checked._step, checked._version = step, checked._version + 1
