@@ -1,0 +1,96 @@
+"""`nnserve bench service`'s pieces: the reference servers in their processes, and the report."""
+
+import sys
+
+import grpc
+import numpy as np
+import pytest
+
+from nnserve.bench import service
+from nnserve.bench.service import CASES, ServerProcess
+from nnserve.v1 import nnserve_pb2 as pb
+from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
+from nnserve.v1.tensors import to_array, to_tensor
+
+from service_support import classifier_spec
+
+
+def _reference_server(kind):
+    return ServerProcess(kind, [sys.executable, "-m", "nnserve.bench.bare_server", kind],
+                         service._bare_ready)
+
+
+def _exercise(port):
+    """CreateModel, Predict of 3 rows, TrainStep; return (outputs, loss)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.ModelServiceStub(channel)
+        model = stub.CreateModel(pb.CreateModelRequest(spec=classifier_spec((4, 8, 3))),
+                                 timeout=30).model.id
+        x = np.random.default_rng(0).standard_normal((3, 4), dtype=np.float32)
+        outputs = to_array(stub.Predict(pb.PredictRequest(model=model, x=to_tensor(x)),
+                                        timeout=30).outputs)
+        y = to_tensor(np.array([0, 1, 2], np.int64))
+        loss = stub.TrainStep(pb.TrainStepRequest(model=model, x=to_tensor(x), y=y), timeout=30).loss
+        stub.DeleteModel(pb.DeleteModelRequest(model=model), timeout=30)
+    return outputs, loss
+
+
+def test_floor_server_decodes_and_answers_a_fixed_result_of_the_right_shape():
+    """The floor process prints its port, answers Predict with zeros shaped (rows, n_out) and
+    TrainStep with a fixed reply, and reports its resident memory."""
+    server = _reference_server("floor")
+    try:
+        outputs, loss = _exercise(server.port)
+        memory = server.memory_mib()
+    finally:
+        server.stop()
+    assert outputs.shape == (3, 3) and outputs.dtype == np.float32 and not outputs.any()
+    assert loss == 0.0
+    assert 0 < memory["rss"] <= memory["peak"]
+    assert server.process.returncode == 0
+
+
+@pytest.mark.torch
+def test_torch_server_computes_softmax_outputs_and_a_training_loss():
+    """The PyTorch process answers Predict with probability rows and TrainStep with a real loss."""
+    pytest.importorskip("torch")
+    server = _reference_server("torch")
+    try:
+        outputs, loss = _exercise(server.port)
+    finally:
+        server.stop()
+    assert outputs.shape == (3, 3) and np.allclose(outputs.sum(axis=1), 1, atol=1e-6)
+    assert loss > 0
+
+
+def _row(requests_per_second, p99_ms, rows_per_call):
+    return {"requests_per_second": requests_per_second, "rows_per_second": requests_per_second
+            * rows_per_call, "p50_ms": p99_ms / 2, "p99_ms": p99_ms}
+
+
+def test_report_ratios_and_targets_follow_the_figures():
+    """Ratios divide by the floor's figures, TrainStep compares with in-process and torch, and
+    each target says whether it is met."""
+    def server(scale, p99, rss):
+        return {"rss_idle_mib": rss, "rss_end_mib": rss + 10, "rss_peak_mib": rss + 20,
+                "cases": {case: _row(1000 * scale, p99, batch) for case, _, batch, _ in CASES}}
+
+    results = {"floor": server(1.0, 1.0, 50), "torch": server(0.5, 2.0, 330),
+               "nnserve": server(0.9, 1.2, 200)}
+    in_process = 1000 * 0.9 * 256 / 0.5  # nnserve's TrainStep examples/s is half of it
+    ratios = service._ratios(results, in_process)
+    assert ratios["predict b1 x1"]["nnserve"]["requests_per_second_vs_floor"] == pytest.approx(0.9)
+    assert ratios["predict b1 x8"]["torch"]["p99_vs_floor"] == pytest.approx(2.0)
+    train = ratios["train b256 x4"]["nnserve"]
+    assert train["examples_per_second_vs_in_process"] == pytest.approx(0.5)
+    assert train["examples_per_second_vs_torch"] == pytest.approx(1.8)
+    targets = {t["target"]: t["met"] for t in service._targets(results, ratios)}
+    assert targets["predict b1 x1: req/s vs floor"] and targets["predict b1 x8: p99 vs floor"]
+    assert not targets["train b256: examples/s vs in-process"]
+    assert not targets["train b256: examples/s vs torch server"]
+    assert targets["nnserve resident memory at idle (MiB)"]
+    text = service.format_report({"duration_seconds": 1.0, "machine": {"cpus": 2}, "torch": "x",
+                                  "in_process_examples_per_second": in_process,
+                                  "servers": results, "ratios": ratios,
+                                  "targets": service._targets(results, ratios)})
+    assert "MISSED" in text and "predict b256 x4" in text and "nnserve 200 / 210 / 220" in text
