@@ -12,13 +12,12 @@ import time
 
 import grpc
 import numpy as np
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from threadpoolctl import threadpool_limits
 
 from nnserve.kernels import Network
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
-from nnserve.v1.models import spec_from_proto, state_from_proto, state_to_proto
+from nnserve.v1.models import state_from_proto, state_to_proto
 from process_support import ServeProcess
 from service_support import classifier_spec, make_batch, pb, to_tensor
 
