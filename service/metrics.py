@@ -222,6 +222,7 @@ class Metrics(NullMetrics):
 
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _OK = grpc.StatusCode.OK
+_CANCELLED = grpc.StatusCode.CANCELLED
 
 
 class _MethodSeries:
@@ -288,17 +289,26 @@ def _observe_stream_response(behavior, series, request_streaming):
             request_or_iterator = _counted(request_or_iterator, series.received)
         else:
             series.received.inc()
-        failed = True
+        once = threading.Lock()
+
+        def finish(code):
+            if once.acquire(blocking=False):
+                series.finish(code, started)
+
+        # A stream the client cancels (or whose deadline passes) is dropped by gRPC without
+        # resuming the generator; the RPC's termination callback accounts for it.
+        context.add_callback(lambda: finish(context.code() or _CANCELLED))
         try:
             for response in behavior(request_or_iterator, context):
                 series.sent.inc()
                 yield response
-            failed = False
-        except GeneratorExit:  # the call ended (cancelled) while streaming
-            failed = False
+        except GeneratorExit:
+            finish(context.code() or _CANCELLED)
             raise
-        finally:
-            series.finish(_code(context, failed), started)
+        except BaseException:
+            finish(_code(context, True))
+            raise
+        finish(_code(context, False))
 
     return observed
 

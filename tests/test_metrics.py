@@ -150,6 +150,26 @@ def test_other_services_and_streaming_rpcs_are_counted():
     assert value(samples, "grpc_server_msg_sent_total", **reflect) == 1
 
 
+def test_a_cancelled_server_stream_counts_as_cancelled():
+    """A health Watch cancelled after its first message counts as a SERVER_STREAM handled with
+    CANCELLED, one message sent."""
+    with running_server() as live:
+        stream = health_pb2_grpc.HealthStub(live.channel).Watch(health_pb2.HealthCheckRequest(),
+                                                                timeout=10)
+        assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        stream.cancel()
+        watch = rpc("Watch", service="grpc.health.v1.Health", grpc_type="SERVER_STREAM")
+        for _ in range(100):
+            samples = scrape(live.server.metrics_port)
+            if value(samples, "grpc_server_handling_seconds_count", **watch):
+                break
+            time.sleep(0.02)
+    assert value(samples, "grpc_server_handled_total", grpc_code="CANCELLED", **watch) == 1
+    assert value(samples, "grpc_server_handled_total", grpc_code="OK", **watch) == 0
+    assert value(samples, "grpc_server_started_total", **watch) == 1
+    assert value(samples, "grpc_server_msg_sent_total", **watch) == 1
+
+
 def test_registry_gauges_follow_create_and_delete():
     """nnserve_models, nnserve_parameters and nnserve_parameter_bytes add each created model
     (float32: 4 bytes, float64: 8 per parameter) and drop it when deleted."""
