@@ -163,14 +163,13 @@ class Metrics(NullMetrics):
         self._own = 0  # models with a label of their own
         self._overflow = None
 
-    # -- registry and build info ------------------------------------------------------
+    # -- registry gauges ------------------------------------------------------
 
     def watch_registry(self, registry):
         """Make the registry gauges read `registry` (a service Registry) at scrape time."""
         self.models.set_function(lambda: len(registry))
         self.parameters.set_function(lambda: registry.num_parameters)
         self.parameter_bytes.set_function(lambda: registry.parameter_bytes)
-
 
     # -- per-model series (the Registry's hooks) ------------------------------------------
 
