@@ -63,7 +63,8 @@ def test_shutdown_turns_health_not_serving_then_lets_in_flight_rpcs_finish():
     """stop() reports NOT_SERVING during the drain period, lets TrainSteps in flight finish within
     the grace period, then refuses new RPCs."""
     warmup()
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, drain_period=0.3))
+    # A drain period long enough that the calls below arrive in it even on a loaded machine.
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, drain_period=1.0))
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1)])
     try:
@@ -76,16 +77,16 @@ def test_shutdown_turns_health_not_serving_then_lets_in_flight_rpcs_finish():
         stopped = []
         stopper = threading.Thread(target=lambda: stopped.append(server.stop(grace=30)))
         stopper.start()
-        deadline = time.monotonic() + 0.25
+        deadline = time.monotonic() + 0.9
         while _health(channel) != NOT_SERVING and time.monotonic() < deadline:
             time.sleep(0.01)
         assert _health(channel) == NOT_SERVING and _health(channel, SERVICE) == NOT_SERVING
-        # Accepted while draining; the model runs them one after another (~0.3 s each), so
-        # some are still in flight when the server starts refusing new RPCs.
-        in_flight = [stub.TrainStep.future(big, timeout=60) for _ in range(4)]
+        # Accepted while draining; the model runs them one after another (~0.3 s each, 2.4 s
+        # in all), so some are still in flight when the server starts refusing new RPCs.
+        in_flight = [stub.TrainStep.future(big, timeout=60) for _ in range(8)]
         stopper.join(timeout=10)
         assert stopped and not all(call.done() for call in in_flight)
-        assert sorted(call.result().step for call in in_flight) == [2, 3, 4, 5]
+        assert sorted(call.result().step for call in in_flight) == list(range(2, 10))
         assert stopped[0].wait(30)
         with pytest.raises(grpc.RpcError) as caught:
             stub.GetModel(pb.GetModelRequest(model=model), timeout=5)
