@@ -58,7 +58,8 @@ def to_array(tensor, name="tensor", *, copy=True):
     ------
     InvalidTensor
         Unknown or unspecified dtype, more than MAX_DIMENSIONS dimensions, a negative
-        dimension, or a byte length other than product(shape) x element size.
+        dimension, a byte length other than product(shape) x element size, or an empty
+        shape too large for numpy ([2**62, 2**62, 0]).
     """
     dtype = DTYPES.get(tensor.dtype)
     if dtype is None:
@@ -73,7 +74,11 @@ def to_array(tensor, name="tensor", *, copy=True):
     if len(content) != expected:
         raise InvalidTensor(f"{name}: got {len(content)} bytes, expected {expected} "
                             f"(shape {list(shape)} x {dtype.itemsize} bytes of {dtype.name})")
-    array = np.frombuffer(content, dtype=dtype).reshape(shape)
+    try:
+        array = np.frombuffer(content, dtype=dtype).reshape(shape)
+    except ValueError:  # no elements, yet dimensions numpy cannot hold, e.g. [2**62, 2**62, 0]
+        raise InvalidTensor(f"{name}: got shape {list(shape)}, expected dimensions whose nonzero ones "
+                            f"multiply to fewer than 2**63 bytes of {dtype.name}") from None
     if not dtype.isnative:  # big-endian machine: convert, which copies
         return array.astype(dtype.name)
     return array.copy() if copy else array
