@@ -54,6 +54,11 @@ STATUS_CODES = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
 }
 _DOMAIN_ERRORS = tuple(STATUS_CODES)
+# gRPC's retry pushback (gRFC A6): a negative pause tells a retrying client not to retry.
+# A limit (max_models, max_rows_per_request, ...) shares RESOURCE_EXHAUSTED with overload,
+# which is worth retrying; this keeps a client that retries RESOURCE_EXHAUSTED from
+# repeating a request that cannot succeed.
+_DO_NOT_RETRY = (("grpc-retry-pushback-ms", "-1"),)
 
 
 def status_code(error):
@@ -109,6 +114,8 @@ def _guarded(method, behavior, deserializer=None):
                 request = _decoded(method, deserializer, request)
             return behavior(request, context)
         except _DOMAIN_ERRORS as error:
+            if isinstance(error, LimitExceeded):  # waiting will not help: ask clients not to retry
+                context.set_trailing_metadata(_DO_NOT_RETRY)
             context.abort(status_code(error), str(error))
         except Exception as error:
             code = context.code()

@@ -4,8 +4,10 @@ With `--max-concurrent-rpcs N` (0: off):
 
 - At most N ModelService calls are admitted, running or waiting for one of the
   `--workers` slots; call N+1 gets RESOURCE_EXHAUSTED immediately ("limit
-  max_concurrent_rpcs reached ...") instead of waiting in an unbounded queue. Clients
-  retry with backoff.
+  max_concurrent_rpcs reached ...") instead of waiting in an unbounded queue. The
+  refusal carries gRPC's retry pushback (`grpc-retry-pushback-ms`, 50-250 ms at random),
+  so a client whose retry policy includes RESOURCE_EXHAUSTED tries again after that
+  pause, the clients spread out rather than all at once.
 - Every admitted call has a thread of its own: the pool has N + RESERVED_THREADS threads
   and gRPC's own `maximum_concurrent_rpcs` is set to that number, so no call ever waits
   in the executor's queue. Waiting for a worker happens on that thread, which is what
@@ -20,6 +22,7 @@ With `--max-concurrent-rpcs N` (0: off):
 Without the limit, the pool has `--workers` threads and calls beyond them queue.
 """
 
+import random
 import threading
 from concurrent import futures
 
@@ -28,6 +31,7 @@ import grpc
 __all__ = ["RESERVED_THREADS", "ConcurrencyLimit", "concurrency_limit", "rpc_executor", "rpc_limit"]
 
 RESERVED_THREADS = 8
+PUSHBACK_MS = (50, 250)  # the retry pause asked of a refused client, drawn uniformly
 
 
 def rpc_executor(settings):
@@ -74,6 +78,8 @@ class ConcurrencyLimit(grpc.ServerInterceptor):
     def _limited(self, behavior):
         def limited(request, context):
             if not self._admitted.acquire(blocking=False):
+                pause = random.randint(*PUSHBACK_MS)
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(pause)),))
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._message)
             try:
                 with self._workers:
