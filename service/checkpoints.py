@@ -169,7 +169,9 @@ class CheckpointStore:
         final = self.path(record["id"])
         temporary = self.directory / f".{final.name}.{uuid.uuid4().hex}{_TEMPORARY}"
         try:
-            with open(temporary, "xb") as file:
+            # Owner-only: the weights are the users' work. O_EXCL: never through a planted file.
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
                 np.savez(file, **encode(record))
                 file.flush()
                 os.fsync(file.fileno())

@@ -58,6 +58,7 @@ def test_a_written_checkpoint_reads_back_bit_identical(tmp_path, optimizer, dtyp
     record = _record(entry)
     store.write(record)
     _assert_same(store.read(store.path(entry.id)), record)
+    assert store.path(entry.id).stat().st_mode & 0o777 == 0o600
     store.close()
 
 
