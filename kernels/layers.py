@@ -67,39 +67,52 @@ def activate(z, activation, out):
 
 
 @njit(nogil=True, cache=True)
-def bias_activate_inplace(z, biases, activation):
-    """z <- f(z + b), fused for the hidden layers whose pre-activation is not kept."""
-    add_bias(z, biases)
-    activate(z, activation, z)
+def hidden_activate(z, biases, activation, squares):
+    """z <- f(z + b) for a hidden layer (its pre-activation is not kept), one pass.
+
+    In the same pass, squares[j] += sum_i a[i, j]^2: the squared column norms the
+    divergence guard bounds gradients with (a non-finite value makes its sum non-finite).
+    """
+    n_samples, n_out = z.shape
+    for i in range(n_samples):
+        for j in range(n_out):
+            v = z[i, j] + biases[j]
+            if activation == SIGMOID:
+                v = sigmoid(v)
+            elif activation == TANH:
+                v = np.tanh(v)
+            elif activation == RELU:
+                v = v if v > 0 else 0.0
+            elif activation == LEAKY_RELU:
+                v = v if v > 0 else LEAKY_RELU_SLOPE * v
+            z[i, j] = v
+            squares[j] += z[i, j] * z[i, j]
 
 
 @njit(nogil=True, cache=True)
-def times_derivative(grad, a, activation):
-    """grad <- grad * f'(z), with f' written in terms of the output a = f(z).
+def times_derivative(grad, a, activation, squares):
+    """grad <- grad * f'(z), with f' written in terms of the output a = f(z); one pass.
 
     Every hidden activation's derivative is a function of its output, so the
     pre-activations need not be kept: relu and leaky_relu have a > 0 exactly when z > 0
-    (derivative 0 at z = 0, as PyTorch).
+    (derivative 0 at z = 0, as PyTorch). Also adds grad's squared column norms to
+    `squares`, as hidden_activate does for activations.
     """
     n_samples, n_out = grad.shape
-    if activation == SIGMOID:
-        for i in range(n_samples):
-            for j in range(n_out):
-                grad[i, j] *= a[i, j] * (1.0 - a[i, j])
-    elif activation == TANH:
-        for i in range(n_samples):
-            for j in range(n_out):
-                grad[i, j] *= 1.0 - a[i, j] * a[i, j]
-    elif activation == RELU:
-        # Selects, not branches: they vectorize and never mispredict on random signs.
-        for i in range(n_samples):
-            for j in range(n_out):
-                grad[i, j] = grad[i, j] if a[i, j] > 0 else 0.0
-    elif activation == LEAKY_RELU:
-        for i in range(n_samples):
-            for j in range(n_out):
-                g = grad[i, j]
-                grad[i, j] = g if a[i, j] > 0 else LEAKY_RELU_SLOPE * g
+    for i in range(n_samples):
+        for j in range(n_out):
+            g = grad[i, j]
+            if activation == SIGMOID:
+                g *= a[i, j] * (1.0 - a[i, j])
+            elif activation == TANH:
+                g *= 1.0 - a[i, j] * a[i, j]
+            elif activation == RELU:
+                # Selects, not branches: they vectorize and never mispredict on signs.
+                g = g if a[i, j] > 0 else 0.0
+            elif activation == LEAKY_RELU:
+                g = g if a[i, j] > 0 else LEAKY_RELU_SLOPE * g
+            grad[i, j] = g
+            squares[j] += grad[i, j] * grad[i, j]
 
 
 @njit(nogil=True, cache=True)
@@ -110,3 +123,12 @@ def column_sums(dz, out):
     for i in range(n_samples):
         for j in range(n_out):
             out[j] += dz[i, j]
+
+
+@njit(nogil=True, cache=True)
+def add_column_squares(a, sums):
+    """sums[j] += sum_i a[i, j]^2, as hidden_activate does, for arrays made elsewhere."""
+    n_samples, n_out = a.shape
+    for i in range(n_samples):
+        for j in range(n_out):
+            sums[j] += a[i, j] * a[i, j]

@@ -30,7 +30,7 @@ def loss_and_output_grad(logits, outputs, targets, class_ids, loss, activation, 
                 diff = outputs[i, j] - targets[i, j]
                 total += diff * diff
                 grad[i, j] = 2.0 * scale * diff
-        times_derivative(grad, outputs, activation)
+        times_derivative(grad, outputs, activation, np.zeros(n_out, dtype=grad.dtype))
     elif loss == BINARY_CROSS_ENTROPY:
         for i in range(n_samples):
             for j in range(n_out):

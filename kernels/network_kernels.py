@@ -16,7 +16,8 @@ divergence guard, then updates each layer in place.
 import numpy as np
 from numba import njit
 
-from .layers import activate, add_bias, bias_activate_inplace, column_sums, times_derivative
+from .layers import (activate, add_bias, add_column_squares, column_sums, hidden_activate,
+                     times_derivative)
 from .losses import loss_and_output_grad
 from .codes import SGD
 from .blas import gemm_transposed_a
@@ -76,14 +77,27 @@ def _all_finite(a):
     return total == 0
 
 
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _inputs_finite(x, squares):
+    # One pass: finiteness as in _all_finite, and x's squared column norms for the guard.
+    total = x[0, 0] - x[0, 0]
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            total += v - v
+            squares[j] += v * v
+    return total == 0
+
+
 @njit(nogil=True, cache=True)
-def batch_is_valid(x, targets, class_ids, loss, n_out):
+def batch_is_valid(x, targets, class_ids, loss, n_out, squares):
     """Whether every value is one the kernels accept (shapes and dtypes are checked before).
 
     x finite; class ids in [0, n_out); targets finite, in [0, 1] for binary_cross_entropy,
     rows >= 0 summing to 1 for cross_entropy. The Network explains a refusal with numpy.
+    Adds x's squared column norms to squares[:n_in].
     """
-    if not _all_finite(x):
+    if not _inputs_finite(x, squares):
         return False
     for i in range(class_ids.shape[0]):
         if class_ids[i] < 0 or class_ids[i] >= n_out:
@@ -110,8 +124,12 @@ def batch_is_valid(x, targets, class_ids, loss, n_out):
 
 
 @njit(nogil=True, cache=True)
-def forward(params, layer_sizes, activations, x, outputs, logits):
-    """Fill `outputs` with every layer's activations and `logits` with the last layer's z."""
+def forward(params, layer_sizes, activations, x, outputs, logits, squares):
+    """Fill `outputs` with every layer's activations and `logits` with the last layer's z.
+
+    Adds each hidden layer's squared column norms to its slice of `squares` (see
+    _norm_offset), for the guard's gradient bound.
+    """
     n_samples = x.shape[0]
     n_layers = layer_sizes.shape[0] - 1
     layer_input = x
@@ -120,7 +138,9 @@ def forward(params, layer_sizes, activations, x, outputs, logits):
         a = _layer_rows(outputs, layer_sizes, layer, n_samples)
         if layer < n_layers - 1:
             np.dot(layer_input, weights, a)
-            bias_activate_inplace(a, biases, activations[layer])
+            offset = _norm_offset(layer_sizes, layer + 1)
+            hidden_activate(a, biases, activations[layer],
+                            squares[offset:offset + layer_sizes[layer + 1]])
         else:
             np.dot(layer_input, weights, logits)
             add_bias(logits, biases)
@@ -129,32 +149,34 @@ def forward(params, layer_sizes, activations, x, outputs, logits):
 
 
 @njit(nogil=True, cache=True)
-def _row_abs_max(a, out):
-    """out[s] = max_j |a[s, j]|; return False when a holds a non-finite value."""
-    finite = True
-    for s in range(a.shape[0]):
-        peak = 0.0
-        for j in range(a.shape[1]):
-            v = abs(a[s, j])
-            finite &= v < np.inf
-            peak = max(peak, v)
-        out[s] = peak
-    return finite
+def _norm_offset(layer_sizes, layer):
+    """Where layer `layer`'s units (0: the inputs) start in a column-norm vector."""
+    offset = 0
+    for l in range(layer):
+        offset += layer_sizes[l]
+    return offset
 
 
 @njit(nogil=True, cache=True)
-def back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads, weight_grads):
+def back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads, weight_grads,
+                   squares):
     """Every layer's dz (into `deltas`, the output layer's already there) and db (into `grads`).
 
     Fills the weight gradients too when `weight_grads`. Returns an upper bound on every
-    gradient element's magnitude, |dW_ij| <= sum_s max|a_prev[s]| max|dz[s]| and
-    |db_j| <= sum_s max|dz[s]|, or inf when a gradient is not finite.
+    gradient element's magnitude, or inf (or NaN) when a gradient may not be finite. By
+    Cauchy-Schwarz over the samples, |dW_ij| <= ||a_prev[:, i]|| ||dz[:, j]|| and
+    |db_j| <= sqrt(n) ||dz[:, j]||; `squares` holds the activations' squared column norms
+    (from forward, and the inputs' from batch_is_valid).
     """
     n_samples = x.shape[0]
-    input_peaks = np.empty(n_samples)
-    delta_peaks = np.empty(n_samples)
+    n_layers = layer_sizes.shape[0] - 1
+    delta_squares = np.zeros(_norm_offset(layer_sizes, n_layers + 1), dtype=params.dtype)
+    last = n_layers - 1
+    offset = _norm_offset(layer_sizes, n_layers)
+    add_column_squares(_layer_rows(deltas, layer_sizes, last, n_samples),
+                       delta_squares[offset:offset + layer_sizes[n_layers]])
     bound = 0.0
-    for layer in range(layer_sizes.shape[0] - 2, -1, -1):
+    for layer in range(last, -1, -1):
         n_in = layer_sizes[layer]
         n_out = layer_sizes[layer + 1]
         bias_start = _param_offset(layer_sizes, layer) + n_in * n_out
@@ -165,19 +187,32 @@ def back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads, 
             layer_input = _layer_rows(outputs, layer_sizes, layer - 1, n_samples)
             dz_prev = _layer_rows(deltas, layer_sizes, layer - 1, n_samples)
             np.dot(dz, weights.T, dz_prev)
-            times_derivative(dz_prev, layer_input, activations[layer - 1])
+            offset = _norm_offset(layer_sizes, layer)
+            times_derivative(dz_prev, layer_input, activations[layer - 1],
+                             delta_squares[offset:offset + n_in])
         column_sums(dz, grads[bias_start:bias_start + n_out])
         if weight_grads:
             np.dot(layer_input.T, dz, grads[bias_start - n_in * n_out:bias_start].reshape((n_in, n_out)))
-        if not (_row_abs_max(layer_input, input_peaks) & _row_abs_max(dz, delta_peaks)):
+        inputs_at = _norm_offset(layer_sizes, layer)
+        deltas_at = _norm_offset(layer_sizes, layer + 1)
+        input_norm = np.sqrt(_largest(squares[inputs_at:inputs_at + n_in]))
+        delta_norm = np.sqrt(_largest(delta_squares[deltas_at:deltas_at + n_out]))
+        bound = max(bound, input_norm * delta_norm, np.sqrt(n_samples) * delta_norm)
+        if not bound < np.inf:
             return np.inf
-        weight_bound = 0.0
-        bias_bound = 0.0
-        for s in range(n_samples):
-            weight_bound += input_peaks[s] * delta_peaks[s]
-            bias_bound += delta_peaks[s]
-        bound = max(bound, weight_bound, bias_bound)
     return bound
+
+
+@njit(nogil=True, cache=True)
+def _largest(values):
+    """The largest value, or NaN when any is NaN (the bound must not forget a NaN)."""
+    peak = 0.0
+    for v in values:
+        if not v <= peak:
+            peak = v
+            if v != v:
+                return v
+    return peak
 
 
 @njit(nogil=True, cache=True)
@@ -230,9 +265,10 @@ def train_step(params, layer_sizes, activations, loss, x, targets, class_ids, ou
     """
     n_samples = x.shape[0]
     last = layer_sizes.shape[0] - 2
-    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1]):
+    squares = np.zeros(_norm_offset(layer_sizes, last + 2), dtype=params.dtype)
+    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1], squares):
         return np.nan, BAD_BATCH
-    forward(params, layer_sizes, activations, x, outputs, logits)
+    forward(params, layer_sizes, activations, x, outputs, logits, squares)
     batch_loss = loss_and_output_grad(
         logits, _layer_rows(outputs, layer_sizes, last, n_samples), targets, class_ids,
         loss, activations[last], _layer_rows(deltas, layer_sizes, last, n_samples))
@@ -240,7 +276,7 @@ def train_step(params, layer_sizes, activations, loss, x, targets, class_ids, ou
         return batch_loss, LOSS_NOT_FINITE
     gradients_only = optimizer == GRADIENTS_ONLY
     bound = back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads,
-                           gradients_only)
+                           gradients_only, squares)
     if gradients_only:
         return batch_loss, OK
     if not (force or bound <= gradient_limit(optimizer, hyper, bounds, step, top)):
@@ -268,7 +304,8 @@ def predict(params, layer_sizes, activations, x):
     logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
     if not _all_finite(x):
         return logits, False
-    forward(params, layer_sizes, activations, x, outputs, logits)
+    forward(params, layer_sizes, activations, x, outputs, logits,
+            np.zeros(_norm_offset(layer_sizes, layer_sizes.shape[0]), dtype=params.dtype))
     return _layer_rows(outputs, layer_sizes, layer_sizes.shape[0] - 2, n_samples).copy(), True
 
 
@@ -278,9 +315,10 @@ def evaluate(params, layer_sizes, activations, loss, x, targets, class_ids):
     n_samples = x.shape[0]
     outputs = np.empty(n_samples * _total_width(layer_sizes), dtype=params.dtype)
     logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
-    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1]):
+    squares = np.zeros(_norm_offset(layer_sizes, layer_sizes.shape[0]), dtype=params.dtype)
+    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1], squares):
         return np.nan, logits, False
-    forward(params, layer_sizes, activations, x, outputs, logits)
+    forward(params, layer_sizes, activations, x, outputs, logits, squares)
     last = layer_sizes.shape[0] - 2
     predictions = _layer_rows(outputs, layer_sizes, last, n_samples)
     scratch = np.empty_like(logits)
