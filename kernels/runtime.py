@@ -1,5 +1,6 @@
 """Compile-ahead and facts about the numeric runtime (which BLAS, how many threads)."""
 
+import os
 import time
 
 import numba
@@ -30,23 +31,33 @@ def runtime_info():
     """Return a dict describing numba and the BLAS that the kernels' matmuls call.
 
     The kernels are compiled serial (no prange), so numba's threading layer is never
-    started; BLAS threads carry the parallelism of the matmuls.
+    started; BLAS threads carry the parallelism of the matmuls. `blas_threads` is the
+    thread count of scipy's BLAS, the one numba's np.dot (and so every kernel) calls;
+    `blas` lists every BLAS in the process (numpy brings its own).
     """
     info = {
         "numba_version": numba.__version__,
         "numpy_version": np.__version__,
         "threading_layer": "none (serial kernels; BLAS threads own the cores)",
+        "blas_threads": None,
         "blas": [],
     }
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         return info
+    import scipy
     import scipy.linalg.cython_blas  # noqa: F401 - numba's np.dot calls this BLAS
 
+    scipy_root = os.path.dirname(os.path.dirname(scipy.__file__))
     for pool in threadpool_info():
         if pool.get("user_api") == "blas":
-            info["blas"].append({key: pool.get(key) for key in
-                                 ("internal_api", "filepath", "version", "num_threads",
-                                  "architecture")})
+            entry = {key: pool.get(key) for key in
+                     ("internal_api", "filepath", "version", "num_threads", "architecture")}
+            # scipy's wheels keep their OpenBLAS in site-packages/scipy.libs.
+            entry["used_by_kernels"] = (entry["filepath"] or "").startswith(
+                os.path.join(scipy_root, "scipy"))
+            if entry["used_by_kernels"]:
+                info["blas_threads"] = entry["num_threads"]
+            info["blas"].append(entry)
     return info

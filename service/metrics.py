@@ -44,10 +44,8 @@ _GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
 
 def build_info():
-    """nnserve_build_info's labels: version, threading_layer, threads (numba's), blas."""
+    """nnserve_build_info's labels: version, threading_layer, threads (the kernels' BLAS), blas."""
     from importlib.metadata import PackageNotFoundError, version
-
-    import numba
 
     from nnserve.kernels import runtime_info
 
@@ -59,7 +57,7 @@ def build_info():
     blas = ", ".join(f"{pool['internal_api']} {pool['version']} ({pool['num_threads']} threads)"
                      for pool in runtime["blas"])
     return {"version": nnserve_version, "threading_layer": runtime["threading_layer"],
-            "threads": str(numba.get_num_threads()), "blas": blas or "unknown"}
+            "threads": str(runtime["blas_threads"]), "blas": blas or "unknown"}
 
 
 class _ModelSeries:

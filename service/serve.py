@@ -21,16 +21,15 @@ logger = logging.getLogger("nnserve.service")
 
 
 def limit_threads(threads):
-    """Cap BLAS (threadpoolctl) and numba at `threads` threads; ValueError if numba can't."""
-    import numba
+    """Give each BLAS call (the kernels' matrix products) at most `threads` threads.
+
+    The kernels themselves are serial (numba's thread pool is never started, see
+    docs/design.md), so BLAS is the only library that spawns threads.
+    """
     import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS numba's np.dot calls
     from threadpoolctl import threadpool_limits
 
-    if threads > numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(f"threads: got {threads}, expected at most {numba.config.NUMBA_NUM_THREADS} "
-                         "(numba's NUMBA_NUM_THREADS, the CPU count unless set)")
     threadpool_limits(limits=threads, user_api="blas")
-    numba.set_num_threads(threads)
 
 
 def run(settings):

@@ -514,16 +514,17 @@ def test_every_nnserve_variable_is_a_setting(variant):
 
 
 def test_threads_match_cpu_limit(variant):
-    """NNSERVE_THREADS, NUMBA_NUM_THREADS and the BLAS/OpenMP counts equal the whole-core CPU
-    limit, and requests equal limits."""
+    """numba's pool matches the whole-core CPU limit, each BLAS call gets one thread (requests
+    run side by side on the cores instead), and requests equal limits."""
     _, resources = variant
     container = server_container(resources)
     cpu = parse_quantity(container["resources"]["limits"]["cpu"])
     assert cpu == int(cpu) >= 1, "the CPU limit should be whole cores"
     environ = container_env(resources)
-    for key in ("NNSERVE_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        assert environ[key] == str(int(cpu)), key
-    assert effective_settings(resources).threads == int(cpu)
+    assert environ["NUMBA_NUM_THREADS"] == str(int(cpu))
+    for key in ("NNSERVE_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        assert environ[key] == "1", key
+    assert effective_settings(resources).threads == 1
     assert container["resources"]["requests"] == container["resources"]["limits"]
 
 
@@ -621,7 +622,7 @@ def test_example_overlay():
             assert resource["metadata"]["namespace"] == namespace["metadata"]["name"]
     assert server_container(resources)["image"] == "registry.example.com/nnserve:0.1.0"
     environ = container_env(resources)
-    assert environ["NNSERVE_THREADS"] == "4"
+    assert environ["NUMBA_NUM_THREADS"] == "4"
     assert environ["NNSERVE_MAX_TOTAL_PARAMETER_BYTES"] == str(1 << 30)
     assert environ["NNSERVE_MAX_ROWS_PER_REQUEST"] == "16384"  # from the base
     base_image = server_container(render(K8S / "base").resources)["image"]
