@@ -6,6 +6,8 @@ the address; on a signal, health NOT_SERVING, in-flight RPCs finish within the g
 period, exit status 0.
 """
 
+import ctypes
+import ctypes.util
 import logging
 import signal
 import sys
@@ -32,9 +34,28 @@ def limit_threads(threads):
     threadpool_limits(limits=threads, user_api="blas")
 
 
+def release_large_buffers_to_the_os():
+    """Make glibc return request-sized buffers to the OS as soon as they are freed.
+
+    glibc raises its mmap threshold after each large free, so the next request's buffers
+    (a batch-256 x 784 float32 message is 800 KiB) come from the heap and stay resident as
+    fragmentation: measured 291 MiB resident after a batch-256 load against 256 MiB with the
+    threshold fixed at glibc's default of 128 KiB. No effect off glibc.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
 def run(settings):
     """Serve until SIGTERM/SIGINT; return the exit status (0 after a graceful shutdown)."""
     configure_logging(settings.log_format, settings.log_level)
+    release_large_buffers_to_the_os()
     from nnserve.kernels import warmup
 
     from .server import create_server
