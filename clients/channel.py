@@ -1,7 +1,10 @@
 """How the SDK talks to a server: channel options, retry policy, TLS and the bearer token.
 
 Retries are gRPC's own: the channel's service config gives the idempotent methods (the
-ones that change nothing) a retry policy with exponential backoff on UNAVAILABLE. Methods
+ones that change nothing) a retry policy with exponential backoff on UNAVAILABLE, and on
+RESOURCE_EXHAUSTED when the server is overloaded: its refusals carry a
+`grpc-retry-pushback-ms` hint (when to try again), while its limit errors (too many rows,
+too many models) carry -1, which tells gRPC not to retry them. Methods
 that change a model (CreateModel, DeleteModel, TrainStep, SetState) are never retried: a
 TrainStep whose reply was lost may have been applied, and applying it twice would train
 twice. Retries happen inside the call's one deadline.
@@ -31,7 +34,7 @@ RETRY_POLICY = {
     "initialBackoff": "0.1s",
     "maxBackoff": "2s",
     "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
+    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
 }
 
 

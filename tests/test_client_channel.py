@@ -71,7 +71,7 @@ def scripted_server(service, credentials=None):
 
 
 def test_retry_policy_covers_exactly_the_idempotent_methods():
-    """The channel's service config retries UNAVAILABLE with backoff for read-only methods only."""
+    """The channel's service config retries UNAVAILABLE and overload refusals with backoff, for read-only methods only."""
     options = dict(channel_options())
     assert options["grpc.enable_retries"] == 1
     config = json.loads(options["grpc.service_config"])
@@ -83,7 +83,7 @@ def test_retry_policy_covers_exactly_the_idempotent_methods():
         pb.DESCRIPTOR.services_by_name["ModelService"].methods_by_name)
     for entry in config["methodConfig"]:
         policy = entry["retryPolicy"]
-        assert policy["retryableStatusCodes"] == ["UNAVAILABLE"]
+        assert policy["retryableStatusCodes"] == ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]
         assert policy["maxAttempts"] > 1 and float(policy["backoffMultiplier"]) > 1
         assert "timeout" not in entry  # the per-call deadline stays the client's
 
