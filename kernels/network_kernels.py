@@ -20,7 +20,7 @@ from .layers import (activate, add_bias, add_column_squares, column_sums, hidden
                      times_derivative)
 from .losses import loss_and_output_grad
 from .codes import SGD
-from .blas import gemm_transposed_a
+from .blas import gemm_transposed_a, matmul
 from .codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY
 from .guard import advance, gradient_limit
 from .optimizers import (MOMENTUM, NESTEROV, SGD_DECAY, SGD_LR, coefficients, sgd_outer_update,
@@ -137,12 +137,12 @@ def forward(params, layer_sizes, activations, x, outputs, logits, squares):
         weights, biases = _weights(params, layer_sizes, layer)
         a = _layer_rows(outputs, layer_sizes, layer, n_samples)
         if layer < n_layers - 1:
-            np.dot(layer_input, weights, a)
+            matmul(layer_input, weights, a)
             offset = _norm_offset(layer_sizes, layer + 1)
             hidden_activate(a, biases, activations[layer],
                             squares[offset:offset + layer_sizes[layer + 1]])
         else:
-            np.dot(layer_input, weights, logits)
+            matmul(layer_input, weights, logits)
             add_bias(logits, biases)
             activate(logits, activations[layer], a)
         layer_input = a
@@ -186,13 +186,13 @@ def back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads, 
         if layer > 0:
             layer_input = _layer_rows(outputs, layer_sizes, layer - 1, n_samples)
             dz_prev = _layer_rows(deltas, layer_sizes, layer - 1, n_samples)
-            np.dot(dz, weights.T, dz_prev)
+            matmul(dz, weights.T, dz_prev)
             offset = _norm_offset(layer_sizes, layer)
             times_derivative(dz_prev, layer_input, activations[layer - 1],
                              delta_squares[offset:offset + n_in])
         column_sums(dz, grads[bias_start:bias_start + n_out])
         if weight_grads:
-            np.dot(layer_input.T, dz, grads[bias_start - n_in * n_out:bias_start].reshape((n_in, n_out)))
+            matmul(layer_input.T, dz, grads[bias_start - n_in * n_out:bias_start].reshape((n_in, n_out)))
         inputs_at = _norm_offset(layer_sizes, layer)
         deltas_at = _norm_offset(layer_sizes, layer + 1)
         input_norm = np.sqrt(_largest(squares[inputs_at:inputs_at + n_in]))
@@ -248,7 +248,7 @@ def apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyp
             update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[bias_start:end],
                    bias_start)
         else:
-            np.dot(layer_input.T, dz, grads[start:bias_start].reshape((n_in, n_out)))
+            matmul(layer_input.T, dz, grads[start:bias_start].reshape((n_in, n_out)))
             update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[start:end], start)
 
 
