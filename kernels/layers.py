@@ -83,21 +83,37 @@ def hidden_activate(z, biases, activation, squares):
     In the same pass, squares[j] += sum_i a[i, j]^2: the squared column norms the
     divergence guard bounds gradients with (a non-finite value makes its sum non-finite).
     """
+    # One loop per activation: with the choice inside the loop, LLVM computes the sigmoid's
+    # exp for every element and selects (measured 50x slower for relu).
     n_samples, n_out = z.shape
     zero, one, slope = _constants(z)
-    for i in range(n_samples):
-        for j in range(n_out):
-            v = z[i, j] + biases[j]
-            if activation == SIGMOID:
-                v = sigmoid(v, one)
-            elif activation == TANH:
-                v = np.tanh(v)
-            elif activation == RELU:
-                v = v if v > 0 else zero
-            elif activation == LEAKY_RELU:
-                v = v if v > 0 else slope * v
-            z[i, j] = v
-            squares[j] += z[i, j] * z[i, j]
+    if activation == SIGMOID:
+        for i in range(n_samples):
+            for j in range(n_out):
+                z[i, j] = sigmoid(z[i, j] + biases[j], one)
+                squares[j] += z[i, j] * z[i, j]
+    elif activation == TANH:
+        for i in range(n_samples):
+            for j in range(n_out):
+                z[i, j] = np.tanh(z[i, j] + biases[j])
+                squares[j] += z[i, j] * z[i, j]
+    elif activation == RELU:
+        for i in range(n_samples):
+            for j in range(n_out):
+                v = z[i, j] + biases[j]
+                z[i, j] = v if v > 0 else zero
+                squares[j] += z[i, j] * z[i, j]
+    elif activation == LEAKY_RELU:
+        for i in range(n_samples):
+            for j in range(n_out):
+                v = z[i, j] + biases[j]
+                z[i, j] = v if v > 0 else slope * v
+                squares[j] += z[i, j] * z[i, j]
+    else:
+        for i in range(n_samples):
+            for j in range(n_out):
+                z[i, j] += biases[j]
+                squares[j] += z[i, j] * z[i, j]
 
 
 @njit(nogil=True, cache=True)
@@ -111,20 +127,32 @@ def times_derivative(grad, a, activation, squares):
     """
     n_samples, n_out = grad.shape
     zero, one, slope = _constants(grad)
-    for i in range(n_samples):
-        for j in range(n_out):
-            g = grad[i, j]
-            if activation == SIGMOID:
-                g *= a[i, j] * (one - a[i, j])
-            elif activation == TANH:
-                g *= one - a[i, j] * a[i, j]
-            elif activation == RELU:
-                # Selects, not branches: they vectorize and never mispredict on signs.
-                g = g if a[i, j] > 0 else zero
-            elif activation == LEAKY_RELU:
-                g = g if a[i, j] > 0 else slope * g
-            grad[i, j] = g
-            squares[j] += grad[i, j] * grad[i, j]
+    if activation == SIGMOID:
+        for i in range(n_samples):
+            for j in range(n_out):
+                grad[i, j] *= a[i, j] * (one - a[i, j])
+                squares[j] += grad[i, j] * grad[i, j]
+    elif activation == TANH:
+        for i in range(n_samples):
+            for j in range(n_out):
+                grad[i, j] *= one - a[i, j] * a[i, j]
+                squares[j] += grad[i, j] * grad[i, j]
+    elif activation == RELU:
+        # Selects, not branches: they vectorize and never mispredict on signs.
+        for i in range(n_samples):
+            for j in range(n_out):
+                grad[i, j] = grad[i, j] if a[i, j] > 0 else zero
+                squares[j] += grad[i, j] * grad[i, j]
+    elif activation == LEAKY_RELU:
+        for i in range(n_samples):
+            for j in range(n_out):
+                g = grad[i, j]
+                grad[i, j] = g if a[i, j] > 0 else slope * g
+                squares[j] += grad[i, j] * grad[i, j]
+    else:
+        for i in range(n_samples):
+            for j in range(n_out):
+                squares[j] += grad[i, j] * grad[i, j]
 
 
 @njit(nogil=True, cache=True)
