@@ -56,7 +56,7 @@ def run(settings):
     """Serve until SIGTERM/SIGINT; return the exit status (0 after a graceful shutdown)."""
     configure_logging(settings.log_format, settings.log_level)
     release_large_buffers_to_the_os()
-    from nnserve.kernels import warmup
+    from nnserve.kernels import runtime_info, warmup
 
     from .server import create_server
 
@@ -87,7 +87,13 @@ def run(settings):
             logger.exception("kernel warm-up failed", extra={"event": "start_failed"})
             server.stop(0).wait()
             return 1
-        logger.info("kernels ready", extra={"event": "warmed_up", "seconds": round(seconds, 3)})
+        runtime = runtime_info()
+        kernel_blas = [pool for pool in runtime["blas"] if pool["used_by_kernels"]]
+        logger.info("kernels ready", extra={
+            "event": "warmed_up", "seconds": round(seconds, 3),
+            "threading_layer": runtime["threading_layer"], "blas_threads": runtime["blas_threads"],
+            "blas": ", ".join(f"{pool['internal_api']} {pool['version']} {pool['architecture']}"
+                              for pool in kernel_blas) or "unknown"})
         server.set_serving()
         logger.info("serving on %s:%d", settings.host, port,
                     extra={"event": "serving", "host": settings.host, "port": port,
