@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
+
 import nnserve.kernels
 from nnserve.kernels import compile_cache
 
@@ -15,6 +17,7 @@ PACKAGE = Path(nnserve.kernels.__file__).parent
 def test_the_cache_folder_is_named_after_every_kernel_source(tmp_path, monkeypatch):
     """Changing any kernel file, not only the one a function lives in, changes the folder."""
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(numba.config, "CACHE_DIR", numba.config.CACHE_DIR)  # restored afterwards
     first = compile_cache.configure()
     assert Path(first).parent == tmp_path and Path(first).name.startswith("nnserve-")
     digest = compile_cache.kernel_sources_digest()
@@ -26,7 +29,6 @@ def test_the_cache_folder_is_named_after_every_kernel_source(tmp_path, monkeypat
          "print(compile_cache.kernel_sources_digest())", str(copy)],
         capture_output=True, text=True, check=True).stdout.strip()
     assert changed != digest
-    compile_cache.configure()  # leave numba's setting as the suite had it
 
 
 def test_without_numba_cache_dir_the_cache_is_in_the_user_cache_and_the_package_is_untouched(tmp_path):
