@@ -16,13 +16,12 @@ divergence guard, then updates each layer in place.
 import numpy as np
 from numba import njit
 
+from .blas import gemm_transposed_a, matmul
+from .codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, ROW_SUM_TOLERANCE, SGD
+from .guard import advance, gradient_limit
 from .layers import (activate, add_bias, add_column_squares, column_sums, hidden_activate,
                      times_derivative)
 from .losses import loss_and_output_grad
-from .codes import SGD
-from .blas import gemm_transposed_a, matmul
-from .codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY
-from .guard import advance, gradient_limit
 from .optimizers import (MOMENTUM, NESTEROV, SGD_DECAY, SGD_LR, coefficients, sgd_outer_update,
                          update)
 
@@ -34,9 +33,6 @@ OK = 0                # the step was applied (or the gradients / outputs compute
 OVER_LIMIT = 1        # the guard could not prove the update finite: nothing changed
 LOSS_NOT_FINITE = 2   # the loss before the update is not finite: nothing changed
 BAD_BATCH = 3         # x or y holds a value the kernels refuse: nothing changed
-
-# How far a probability row's sum may stray from 1.
-ROW_SUM_TOLERANCE = 1e-3
 
 
 @njit(nogil=True, cache=True)

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from .codes import ACTIVATIONS, DTYPES, INITS, LOSSES, OPTIMIZERS
+from .codes import ACTIVATIONS, DTYPES, INITS, LOSSES, OPTIMIZERS, ROW_SUM_TOLERANCE
 
 _OUTPUT_FOR_LOSS = {"binary_cross_entropy": "sigmoid", "cross_entropy": "softmax"}
 
@@ -179,7 +179,7 @@ def check_targets(y, loss, n_out, n_samples, dtype):
                              "probabilities >= 0 that sum to 1")
         sums = targets.sum(axis=1, dtype=np.float64)
         worst = int(np.argmax(np.abs(sums - 1.0)))
-        if abs(sums[worst] - 1.0) > 1e-3:
+        if abs(sums[worst] - 1.0) > ROW_SUM_TOLERANCE:
             raise ValueError(f"y: got a probability row {worst} summing to {sums[worst]:.6g}, "
                              "expected rows that sum to 1 (or pass class ids of shape (n,))")
     return targets, no_ids
