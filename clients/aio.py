@@ -164,9 +164,9 @@ class AsyncRemoteModel(ModelMessages):
         return (await self.get_state())["weights"]
 
     async def set_weights(self, weights):
-        """Replace the weights through GetState + SetState; see RemoteModel.set_weights."""
-        request = self._set_weights_request(await self.get_state(), weights)
-        self._on_set_state(await self._client._call("SetState", request))
+        """Replace the weights in one atomic SetWeights call; see RemoteModel.set_weights."""
+        request = self._set_weights_request(weights)
+        self._on_set_weights(await self._client._call("SetWeights", request))
 
     async def fit(self, x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
                   progress=None):

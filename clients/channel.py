@@ -4,8 +4,8 @@ Retries are gRPC's own: the channel's service config gives the idempotent method
 ones that change nothing) a retry policy with exponential backoff on UNAVAILABLE, and on
 RESOURCE_EXHAUSTED when the server is overloaded: its refusals carry a
 `grpc-retry-pushback-ms` hint (when to try again), while its limit errors (too many rows,
-too many models) carry -1, which tells gRPC not to retry them. Methods
-that change a model (CreateModel, DeleteModel, TrainStep, SetState) are never retried: a
+too many models) carry -1, which tells gRPC not to retry them. Methods that change a
+model (CreateModel, DeleteModel, TrainStep, SetState, SetWeights) are never retried: a
 TrainStep whose reply was lost may have been applied, and applying it twice would train
 twice. Retries happen inside the call's one deadline.
 """
@@ -27,7 +27,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # the server's default limit
 
 # Read-only methods: running one twice has the effect of running it once.
 IDEMPOTENT_METHODS = ("GetModel", "ListModels", "Predict", "Evaluate", "GetState")
-MUTATING_METHODS = ("CreateModel", "DeleteModel", "TrainStep", "SetState")
+MUTATING_METHODS = ("CreateModel", "DeleteModel", "TrainStep", "SetState", "SetWeights")
 
 RETRY_POLICY = {
     "maxAttempts": 5,

@@ -231,12 +231,22 @@ class RemoteModel(ModelMessages):
     def set_weights(self, weights):
         """Replace the weights, keeping the optimizer state and the step count.
 
-        The contract has no SetWeights RPC: this reads the state (GetState) and writes it
-        back with the new weights (SetState). A train step that lands between the two is
-        undone; do not call it while other clients train the model.
+        One SetWeights call, atomic on the server: a concurrent train step runs wholly
+        before or after it, and none is lost. The version goes up by one.
+
+        Parameters
+        ----------
+        weights : list of (W, b)
+            One pair per layer: W (n_in, n_out) and b (n_out,), of the model's dtype
+            (float32 is accepted by a float64 model), finite values.
+
+        Raises
+        ------
+        NNServeError
+            INVALID_ARGUMENT (another number of layers, shape or dtype, NaN or infinity;
+            the model is unchanged), NOT_FOUND.
         """
-        state = self.get_state()
-        self._on_set_state(self._client._call("SetState", self._set_weights_request(state, weights)))
+        self._on_set_weights(self._client._call("SetWeights", self._set_weights_request(weights)))
 
     def fit(self, x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
             progress=None):

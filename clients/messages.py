@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnserve.v1 import nnserve_pb2 as pb
-from nnserve.v1.models import spec_from_proto, spec_to_proto, state_from_proto, state_to_proto
+from nnserve.v1.models import (layers_to_proto, spec_from_proto, spec_to_proto, state_from_proto,
+                               state_to_proto)
 from nnserve.v1.tensors import to_array, to_tensor
 
 from . import training
@@ -101,12 +102,6 @@ def inputs_tensor(x, dtype, name="x"):
 def targets_tensor(y, dtype, loss, name="y"):
     """Encode targets (see targets_array) as a Tensor."""
     return to_tensor(targets_array(y, dtype, loss), name)
-
-
-def _weights_to_state(state, weights):
-    """A copy of a get_state() dict with its weights replaced (for set_weights)."""
-    return {**state, "weights": [tuple(pair) if isinstance(pair, (list, tuple)) else pair
-                                 for pair in weights]}
 
 
 class ModelMessages:
@@ -257,10 +252,15 @@ class ModelMessages:
                     targets_array(validation[1], self._dtype, self._info.spec["loss"]))
         return training.fit_plan(x, y, **options)
 
-    def _set_weights_request(self, state, weights):
-        with encoding("SetState"):
-            state = _weights_to_state(state, weights)
-        return self._set_state_request(state)
+    def _set_weights_request(self, weights):
+        with encoding("SetWeights"):
+            if isinstance(weights, (str, bytes, dict)) or not hasattr(weights, "__iter__"):
+                raise TypeError(f"weights: got {type(weights).__name__}, expected a list of (W, b) "
+                                "pairs, one per layer")
+            return pb.SetWeightsRequest(model=self.id, weights=layers_to_proto(weights))
+
+    def _on_set_weights(self, reply):
+        self._saw(reply.version, reply.step)
 
     def __repr__(self):
         spec = self._info.spec

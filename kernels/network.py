@@ -284,11 +284,20 @@ class Network:
 
     def set_weights(self, weights):
         """Replace the weights; optimizer state and step count are kept."""
+        self.set_weights_versioned(weights)
+
+    def set_weights_versioned(self, weights):
+        """Replace the weights as set_weights does; return (step, version) right after.
+
+        Both are read under the write lock, so version is the one this call produced.
+        Raises ValueError for bad weights, and then the network is unchanged.
+        """
         flat = self._join("weights", weights)
         with self._lock.write:
             self._params[:] = flat
             guard.refresh(self._bounds, self._params, self._slots.values())
             self._version += 1
+            return self._step, self._version
 
     def set_state(self, state):
         """Restore weights, optimizer state and step count from get_state()'s result."""

@@ -54,7 +54,8 @@ class ModelEntry:
 
     @property
     def version(self):
-        """The weights version clients see: +1 per TrainStep and SetState, kept across restarts."""
+        """The weights version clients see: +1 per TrainStep, SetState and SetWeights, kept
+        across restarts."""
         return self.network.version + self.version_offset
 
 
@@ -290,3 +291,12 @@ class Registry:
         entry.update_time_ns = time.time_ns()
         self._checkpoints.save(entry)
         return state["step"], entry.version
+
+    def set_weights(self, model, weights):
+        """Replace the weights ([(W, b), ...]), keeping optimizer state and step; return
+        (step, version) as this change left them. Checkpointed before returning, as set_state."""
+        entry = self.get(model)
+        step, version = _checked(entry.network.set_weights_versioned, weights)
+        entry.update_time_ns = time.time_ns()
+        self._checkpoints.save(entry)
+        return step, version + entry.version_offset

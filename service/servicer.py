@@ -11,7 +11,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
-from nnserve.v1.models import spec_from_proto, spec_to_proto, state_from_proto, state_to_proto
+from nnserve.v1.models import (layers_from_proto, spec_from_proto, spec_to_proto, state_from_proto,
+                               state_to_proto)
 from nnserve.v1.tensors import to_array, to_tensor
 
 from .errors import InvalidArgument
@@ -86,3 +87,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         state = state_from_proto(_required(request, "state"))
         step, version = self._registry.set_state(request.model, state)
         return pb.SetStateResponse(step=step, version=version)
+
+    def SetWeights(self, request, context):
+        weights = layers_from_proto(request.weights, "weights")
+        step, version = self._registry.set_weights(request.model, weights)
+        return pb.SetWeightsResponse(step=step, version=version)

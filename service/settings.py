@@ -50,7 +50,8 @@ class Settings:
                                           "unsaved train steps (0: no step trigger)", low=0)
     checkpoint_every_seconds: float = _option(
         10.0, "with --state-dir, checkpoint a model this many seconds after its first unsaved "
-        "train step (0: no time trigger; shutdown, create, delete and SetState always write)", low=0.0)
+        "train step (0: no time trigger; shutdown, create, delete, SetState and SetWeights "
+        "always write)", low=0.0)
     tls_cert: str = _option("", "PEM certificate chain file: serve TLS (with --tls-key) instead "
                             "of plaintext")
     tls_key: str = _option("", "PEM private key file of --tls-cert")

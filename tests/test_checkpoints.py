@@ -14,7 +14,8 @@ from nnserve.kernels import Network
 from nnserve.service.checkpoints import (CheckpointStore, Checkpointer, CorruptCheckpoint, decode,
                                          encode)
 from nnserve.service.registry import ModelEntry
-from service_support import classifier_spec, make_batch, pb, running_server, snapshot, to_tensor
+from service_support import (classifier_spec, make_batch, pb, running_server, snapshot, to_array,
+                             to_tensor)
 
 
 def _network(optimizer="adam", dtype="float32", momentum=0.0, steps=3):
@@ -251,3 +252,35 @@ def test_versions_steps_names_and_times_survive_a_restart(tmp_path):
         assert (reply.step, reply.version) == (5, 6)
         assert stub.Predict(pb.PredictRequest(model="kept", x=to_tensor(x))).version == 6
         assert stub.Evaluate(pb.EvaluateRequest(model="kept", x=to_tensor(x), y=to_tensor(y))).version == 6
+
+
+def test_set_weights_is_checkpointed_before_its_reply(tmp_path):
+    """SetWeights writes the model's checkpoint before answering (new weights, kept slots and
+    step, its version), and a server restarted on the directory serves exactly that model."""
+    rng = np.random.default_rng(8)
+    with running_server(state_dir=str(tmp_path), checkpoint_every_seconds=0) as live:
+        stub = live.stub
+        model = stub.CreateModel(pb.CreateModelRequest(
+            spec=classifier_spec(optimizer=pb.OPTIMIZER_ADAM), name="swapped")).model
+        for _ in range(2):
+            x, y = make_batch(rng, 8, 4, 3)
+            stub.TrainStep(pb.TrainStepRequest(model="swapped", x=to_tensor(x), y=to_tensor(y)))
+        slots = stub.GetState(pb.GetStateRequest(model="swapped")).state.slots
+        weights = [(rng.normal(size=(4, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)),
+                   (rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32))]
+        reply = stub.SetWeights(pb.SetWeightsRequest(model="swapped", weights=[
+            pb.LayerParameters(weights=to_tensor(w), biases=to_tensor(b)) for w, b in weights]))
+        assert (reply.step, reply.version) == (2, 3)
+        with np.load(tmp_path / f"{model.id}.npz", allow_pickle=False) as archive:
+            record = decode({name: archive[name] for name in archive.files})
+        assert (record["step"], record["version"]) == (2, 3)
+        _assert_same({"weights": record["weights"], "slots": record["slots"]}, {
+            "weights": weights,
+            "slots": {slot.name: [(to_array(layer.weights), to_array(layer.biases)) for layer in slot.layers]
+                      for slot in slots}})
+        before = snapshot(stub, "swapped")
+    with running_server(state_dir=str(tmp_path)) as live:
+        assert snapshot(live.stub, "swapped") == before
+        x, y = make_batch(rng, 8, 4, 3)
+        reply = live.stub.TrainStep(pb.TrainStepRequest(model="swapped", x=to_tensor(x), y=to_tensor(y)))
+        assert (reply.step, reply.version) == (3, 4)

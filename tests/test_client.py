@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import threading
 
 import grpc
 import numpy as np
@@ -128,6 +129,58 @@ def test_weights_and_state_round_trip_bit_exactly(client, dtype):
     finally:
         model.delete()
         copy.delete()
+
+
+def test_set_weights_is_atomic_with_concurrent_train_steps(client):
+    """set_weights while other clients train loses no train step: every write gets its own
+    version, the step counts every train step, and set_weights leaves the step alone."""
+    model = client.create_model([4, 8, 3], ["relu", "softmax"], "cross_entropy", optimizer="adam", seed=5)
+    n_trainers, n_steps, n_sets = 3, 20, 15
+    x, y = batches(4, 1, 6, 4, 3)[0]
+    weights = model.get_weights()
+    versions, steps_seen, failures = [], [], []
+    lock = threading.Lock()
+
+    def train():
+        handle = client.get_model(model.id)
+        for _ in range(n_steps):
+            handle.train_step(x, y)
+            with lock:
+                versions.append(handle.version)
+
+    def set_weights():
+        handle = client.get_model(model.id)
+        for _ in range(n_sets):
+            handle.set_weights(weights)
+            with lock:
+                versions.append(handle.version)
+                steps_seen.append(handle.step)
+
+    def guarded(work):
+        try:
+            work()
+        except Exception as error:  # reported below: a thread's exception is otherwise lost
+            failures.append(error)
+
+    threads = [threading.Thread(target=guarded, args=(train,)) for _ in range(n_trainers)]
+    threads.append(threading.Thread(target=guarded, args=(set_weights,)))
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert failures == []
+        total = n_trainers * n_steps + n_sets
+        assert sorted(versions) == list(range(1, total + 1))
+        assert steps_seen == sorted(steps_seen) and all(0 <= s <= n_trainers * n_steps for s in steps_seen)
+        model.refresh()
+        assert (model.step, model.version) == (n_trainers * n_steps, total)
+        model.set_weights(weights)
+        assert (model.step, model.version) == (n_trainers * n_steps, total + 1)
+        for (w, b), (w_back, b_back) in zip(weights, model.get_weights()):
+            assert same_arrays(w, w_back) and same_arrays(b, b_back)
+    finally:
+        model.delete()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -262,6 +315,12 @@ ERROR_CASES = {
     "state-with-nan": (lambda c, m: m.set_weights([(np.full((4, 8), np.nan, np.float32), np.zeros(8, np.float32)),
                                                    (np.zeros((8, 3), np.float32), np.zeros(3, np.float32))]),
                        "INVALID_ARGUMENT", "non-finite"),
+    "weights-of-one-layer": (lambda c, m: m.set_weights(m.get_weights()[:1]), "INVALID_ARGUMENT",
+                             "weights: got 1 pairs, expected a list of 2"),
+    "weights-not-pairs": (lambda c, m: m.set_weights([(*pair, pair[1]) for pair in m.get_weights()]),
+                          "INVALID_ARGUMENT", "weights[0]: got tuple of length 3, expected a pair (W, b)"),
+    "weights-not-a-list": (lambda c, m: m.set_weights("weights"), "INVALID_ARGUMENT",
+                           "weights: got str, expected a list of (W, b) pairs"),
     "negative-page-size": (lambda c, m: c.list_models(page_size=-1), "INVALID_ARGUMENT", "page_size"),
     "deleted-model": (lambda c, m: (m.delete(), m.predict(X4)), "NOT_FOUND", "existing model"),
 }

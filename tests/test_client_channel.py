@@ -15,6 +15,7 @@ import time
 from concurrent import futures
 
 import grpc
+import numpy as np
 import pytest
 
 from nnserve.clients import TLS, AsyncClient, Client, NNServeError
@@ -30,7 +31,7 @@ MODEL = pb.Model(id="0" * 32, name="scripted", num_parameters=3, spec=spec_to_pr
 
 
 class ScriptedService(pb_grpc.ModelServiceServicer):
-    """GetModel and TrainStep with canned replies; the first `failures` calls of each fail."""
+    """GetModel, TrainStep and SetWeights with canned replies; the first `failures` calls of each fail."""
 
     def __init__(self, failures=0, delay=0.0):
         self.failures = failures
@@ -52,6 +53,10 @@ class ScriptedService(pb_grpc.ModelServiceServicer):
     def TrainStep(self, request, context):
         self._record("TrainStep", context)
         return pb.TrainStepResponse(loss=0.25, step=1, version=1)
+
+    def SetWeights(self, request, context):
+        self._record("SetWeights", context)
+        return pb.SetWeightsResponse(step=3, version=7)
 
 
 @contextlib.contextmanager
@@ -86,6 +91,34 @@ def test_retry_policy_covers_exactly_the_idempotent_methods():
         assert policy["retryableStatusCodes"] == ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]
         assert policy["maxAttempts"] > 1 and float(policy["backoffMultiplier"]) > 1
         assert "timeout" not in entry  # the per-call deadline stays the client's
+
+
+def test_set_weights_is_one_set_weights_call_never_retried():
+    """RemoteModel.set_weights (sync and async) sends one SetWeights, no GetState or SetState,
+    and an UNAVAILABLE reply fails it at once."""
+    weights = [(np.zeros((2, 1), np.float32), np.zeros(1, np.float32))]
+    service = ScriptedService()
+    with scripted_server(service) as target, Client(target, timeout=10) as client:
+        model = client.get_model("scripted")
+        assert model.set_weights(weights) is None
+        assert (model.step, model.version) == (3, 7)
+
+        async def set_async():
+            async with AsyncClient(target, timeout=10) as aclient:
+                remote = await aclient.get_model("scripted")
+                await remote.set_weights(weights)
+                return remote.step, remote.version
+
+        assert asyncio.run(set_async()) == (3, 7)
+    assert service.calls == {"GetModel": 2, "SetWeights": 2}
+
+    service = ScriptedService(failures=1)
+    with scripted_server(service) as target, Client(target, timeout=10) as client:
+        model = client.get_model("scripted")
+        with pytest.raises(NNServeError) as caught:
+            model.set_weights(weights)
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE and caught.value.method == "SetWeights"
+        assert service.calls["SetWeights"] == 1
 
 
 def test_idempotent_call_is_retried_and_mutating_call_is_not():

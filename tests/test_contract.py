@@ -11,7 +11,8 @@ from google.protobuf import descriptor_pb2
 
 from nnserve.kernels import ACTIVATIONS, INITS, LOSSES, OPTIMIZERS, Network
 from nnserve.v1 import nnserve_pb2 as pb
-from nnserve.v1.models import spec_from_proto, spec_to_proto, state_from_proto, state_to_proto
+from nnserve.v1.models import (layers_from_proto, layers_to_proto, spec_from_proto, spec_to_proto,
+                               state_from_proto, state_to_proto)
 from nnserve.v1.tensors import InvalidMessage, InvalidTensor, to_array, to_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,6 +161,21 @@ def test_spec_and_state_survive_the_round_trip():
         theirs = back["weights"] if name == "weights" else back["slots"][name[6:]]
         for (w, b), (w2, b2) in zip(ours, theirs):
             assert w.tobytes() == w2.tobytes() and b.tobytes() == b2.tobytes()
+
+
+def test_layer_parameters_codec_is_exact_and_names_what_it_refuses():
+    """layers_to_proto/layers_from_proto carry (W, b) pairs bit for bit; a non-pair or an
+    undecodable tensor is InvalidMessage naming the entry."""
+    pairs = Network([3, 4, 2], ["relu", "softmax"], "cross_entropy", dtype="float64", seed=2).get_weights()
+    back = layers_from_proto(layers_to_proto(pairs))
+    assert [(w.dtype, w.shape, w.tobytes(), b.dtype, b.shape, b.tobytes()) for w, b in back] == [
+        (w.dtype, w.shape, w.tobytes(), b.dtype, b.shape, b.tobytes()) for w, b in pairs]
+    with pytest.raises(InvalidMessage, match=r"weights\[1\]: got tuple of length 3, expected a pair \(W, b\)"):
+        layers_to_proto([pairs[0], (*pairs[1], pairs[1][1])])
+    layers = layers_to_proto(pairs)
+    layers[0].biases.content = b""
+    with pytest.raises(InvalidTensor, match=r"weights\[0\].biases: got 0 bytes, expected 32"):
+        layers_from_proto(layers)
 
 
 def test_spec_without_optional_fields_leaves_network_defaults_to_network():

@@ -155,6 +155,7 @@ def _requests(model):
         "Evaluate": pb.EvaluateRequest(model=model, x=to_tensor(x), y=to_tensor(y)),
         "GetState": pb.GetStateRequest(model=model),
         "SetState": pb.SetStateRequest(model=model, state=pb.ModelState()),
+        "SetWeights": pb.SetWeightsRequest(model=model),
         "DeleteModel": pb.DeleteModelRequest(model="no-such-model"),
     }
 
@@ -206,6 +207,26 @@ def test_tokens_are_required_and_scoped(tokens, caplog):
     logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     assert "auth_refused" in logged
     assert READ_TOKEN not in logged and WRITE_TOKEN not in logged and READ_TOKEN[:-1] not in logged
+
+
+def test_set_weights_needs_write_scope(tokens):
+    """SetWeights with valid weights is PERMISSION_DENIED for a read token (the model unchanged),
+    UNAUTHENTICATED without a token, and applied with a write token."""
+    assert "SetWeights" not in READ_METHODS
+    with serving(**tokens) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.ModelServiceStub(channel)
+        write_metadata = (("authorization", f"Bearer {WRITE_TOKEN}"),)
+        model = stub.CreateModel(pb.CreateModelRequest(spec=classifier_spec()), timeout=10,
+                                 metadata=write_metadata).model.id
+        weights = stub.GetState(pb.GetStateRequest(model=model), timeout=10, metadata=write_metadata).state.weights
+        request = pb.SetWeightsRequest(model=model, weights=weights)
+        before = snapshot_with(stub, model, write_metadata)
+        code, details = _call(stub, "SetWeights", request, READ_TOKEN)
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "expected write scope for SetWeights" in details
+        assert _call(stub, "SetWeights", request, None)[0] == grpc.StatusCode.UNAUTHENTICATED
+        assert snapshot_with(stub, model, write_metadata) == before
+        reply = stub.SetWeights(request, timeout=10, metadata=write_metadata)
+        assert (reply.step, reply.version) == (0, 1)
 
 
 def snapshot_with(stub, model, metadata):

@@ -192,3 +192,59 @@ def test_update_time_follows_weight_changes(live):
     assert restored.update_time.ToNanoseconds() > trained.update_time.ToNanoseconds()
     assert (restored.step, restored.version) == (1, 2)
     stub.DeleteModel(pb.DeleteModelRequest(model=model.id))
+
+
+@pytest.mark.parametrize("model_dtype, weights_dtype, hyper", [
+    (pb.DATA_TYPE_FLOAT32, np.float32, dict(optimizer=pb.OPTIMIZER_ADAM)),
+    (pb.DATA_TYPE_FLOAT64, np.float64, dict(optimizer=pb.OPTIMIZER_SGD, momentum=0.9)),
+    (pb.DATA_TYPE_FLOAT64, np.float32, dict(optimizer=pb.OPTIMIZER_ADAM)),
+], ids=["float32-adam", "float64-momentum", "float32-weights-into-float64"])
+def test_set_weights_replaces_weights_and_keeps_optimizer_state_and_step(live, model_dtype, weights_dtype,
+                                                                          hyper):
+    """SetWeights replaces the weights exactly, keeps step and optimizer slots, adds 1 to the
+    version, and the next TrainSteps equal an in-process Network's that did set_weights there."""
+    stub = live.stub
+    spec = classifier_spec((5, 7, 3), dtype=model_dtype, learning_rate=0.05, seed=3, **hyper)
+    local = Network(**spec_from_proto(spec))
+    rng = np.random.default_rng(11)
+    batches = [make_batch(rng, 8, 5, 3, local.dtype) for _ in range(4)]
+    model = _create(stub, spec)
+    for x, y in batches[:2]:
+        reply = stub.TrainStep(pb.TrainStepRequest(model=model.id, x=to_tensor(x), y=to_tensor(y)))
+        assert reply.loss == local.train_step(x, y)
+    before = stub.GetState(pb.GetStateRequest(model=model.id)).state
+    trained = stub.GetModel(pb.GetModelRequest(model=model.id)).model
+
+    weights = [(rng.normal(size=(5, 7)).astype(weights_dtype), rng.normal(size=7).astype(weights_dtype)),
+               (rng.normal(size=(7, 3)).astype(weights_dtype), rng.normal(size=3).astype(weights_dtype))]
+    reply = stub.SetWeights(pb.SetWeightsRequest(model=model.id, weights=[
+        pb.LayerParameters(weights=to_tensor(w), biases=to_tensor(b)) for w, b in weights]))
+    local.set_weights(weights)
+    assert (reply.step, reply.version) == (2, 3)
+
+    described = stub.GetModel(pb.GetModelRequest(model=model.id)).model
+    assert (described.step, described.version) == (2, 3)
+    assert described.update_time.ToNanoseconds() > trained.update_time.ToNanoseconds()
+    after = stub.GetState(pb.GetStateRequest(model=model.id)).state
+    assert after.step == 2 and len(after.weights) == 2
+    assert [s.SerializeToString() for s in after.slots] == [s.SerializeToString() for s in before.slots]
+    assert len(after.slots) == (2 if hyper["optimizer"] == pb.OPTIMIZER_ADAM else 1)
+    for (w, b), layer in zip(weights, after.weights):
+        got_w, got_b = to_array(layer.weights), to_array(layer.biases)
+        assert got_w.dtype == local.dtype and got_b.dtype == local.dtype
+        assert got_w.tobytes() == w.astype(local.dtype).tobytes()
+        assert got_b.tobytes() == b.astype(local.dtype).tobytes()
+
+    for number, (x, y) in enumerate(batches[2:], start=3):
+        reply = stub.TrainStep(pb.TrainStepRequest(model=model.id, x=to_tensor(x), y=to_tensor(y)))
+        assert reply.loss == local.train_step(x, y)
+        assert (reply.step, reply.version) == (number, number + 1)
+    final = stub.GetState(pb.GetStateRequest(model=model.id)).state
+    for (w, b), layer in zip(local.get_weights(), final.weights):
+        assert to_array(layer.weights).tobytes() == w.tobytes()
+        assert to_array(layer.biases).tobytes() == b.tobytes()
+    for slot in final.slots:
+        for (w, b), layer in zip(local.get_state()["slots"][slot.name], slot.layers):
+            assert to_array(layer.weights).tobytes() == w.tobytes()
+            assert to_array(layer.biases).tobytes() == b.tobytes()
+    stub.DeleteModel(pb.DeleteModelRequest(model=model.id))

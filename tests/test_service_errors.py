@@ -117,7 +117,7 @@ def test_byte_length_is_checked_before_the_model_is_looked_up(live):
 
 
 @pytest.mark.parametrize("rpc", ["GetModel", "DeleteModel", "GetState", "Predict", "TrainStep",
-                                 "Evaluate", "SetState"])
+                                 "Evaluate", "SetState", "SetWeights"])
 def test_unknown_model_is_not_found_and_empty_model_is_invalid(live, victim, unchanged, rpc):
     """An unknown id or name is NOT_FOUND, and an empty `model` INVALID_ARGUMENT, on every RPC."""
     method = getattr(live.stub, rpc)
@@ -127,6 +127,8 @@ def test_unknown_model_is_not_found_and_empty_model_is_invalid(live, victim, unc
         extra = {"x": to_tensor(X)} if rpc == "Predict" else {"x": to_tensor(X), "y": to_tensor(Y)}
     if rpc == "SetState":
         extra = {"state": live.stub.GetState(pb.GetStateRequest(model=victim)).state}
+    if rpc == "SetWeights":
+        extra = {"weights": live.stub.GetState(pb.GetStateRequest(model=victim)).state.weights}
     details = call_error(method, request_type(model="f" * 32, **extra), grpc.StatusCode.NOT_FOUND)
     assert f"got {'f' * 32!r}" in details
     call_error(method, request_type(model="nobody", **extra), grpc.StatusCode.NOT_FOUND)
@@ -260,6 +262,50 @@ def test_malformed_state_is_invalid_argument(live, victim, unchanged, breaker):
     state = _victim_state(live.stub, victim)
     message = breaker(state)
     details = call_error(live.stub.SetState, pb.SetStateRequest(model=victim, state=state), INVALID)
+    assert message in details
+
+
+def _layer(weights, biases):
+    return pb.LayerParameters(weights=to_tensor(weights), biases=to_tensor(biases))
+
+
+def _nan_at_end(array, value=np.nan):
+    array = array.copy()
+    array.flat[-1] = value
+    return array
+
+
+W0, B0 = np.ones((4, 8), np.float32), np.ones(8, np.float32)
+W1, B1 = np.ones((8, 3), np.float32), np.ones(3, np.float32)
+SHORT_BIASES = _layer(W1, B1)
+SHORT_BIASES.biases.content = SHORT_BIASES.biases.content[:-1]
+# name -> (weights of the (4, 8, 3) float32 victim with one defect, part of the expected message)
+BAD_WEIGHTS = {
+    "no-layers": ([], "weights: got 0 pairs, expected a list of 2 (W, b) pairs"),
+    "one-layer-short": ([_layer(W0, B0)], "weights: got 1 pairs, expected a list of 2"),
+    "one-layer-extra": ([_layer(W0, B0), _layer(W1, B1), _layer(W1, B1)], "weights: got 3 pairs"),
+    "transposed-weights": ([_layer(W0.T.copy(), B0), _layer(W1, B1)],
+                           "weights[0].W: got shape (8, 4), expected (4, 8)"),
+    "wrong-bias-shape": ([_layer(W0, B1), _layer(W1, B1)], "weights[0].b: got shape (3,), expected (8,)"),
+    "float64-into-float32": ([_layer(W0, B0), _layer(W1.astype(np.float64), B1)],
+                             "weights[1].W: got dtype float64, expected float32"),
+    "int32-into-float32": ([_layer(W0.astype(np.int32), B0), _layer(W1, B1)],
+                           "weights[0].W: got dtype int32, expected float32"),
+    "nan": ([_layer(W0, B0), _layer(W1, _nan_at_end(B1))], "weights[1].b: got non-finite values"),
+    "infinity": ([_layer(_nan_at_end(W0, -np.inf), B0), _layer(W1, B1)],
+                 "weights[0].W: got non-finite values"),
+    "short-bytes": ([_layer(W0, B0), SHORT_BIASES], "weights[1].biases: got 11 bytes, expected 12"),
+    "unset-biases": ([pb.LayerParameters(weights=to_tensor(W0)), _layer(W1, B1)],
+                     "weights[0].biases: got dtype DATA_TYPE_UNSPECIFIED"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_WEIGHTS)
+def test_malformed_weights_are_invalid_argument(live, victim, unchanged, name):
+    """SetWeights with another layer count, shape or dtype, a NaN or infinity, or a malformed
+    tensor is INVALID_ARGUMENT and changes nothing (weights, slots, step, version, times)."""
+    weights, message = BAD_WEIGHTS[name]
+    details = call_error(live.stub.SetWeights, pb.SetWeightsRequest(model=victim, weights=weights), INVALID)
     assert message in details
 
 

@@ -3,7 +3,7 @@
 Every request either succeeds legitimately or is refused with a status other than
 INTERNAL/UNKNOWN; the server stays SERVING; the "sentinel" models that existed before are
 bit-for-bit unchanged after every test. Requests that could legitimately change a
-sentinel (TrainStep, SetState) are sent to it only with a defect the contract forbids;
+sentinel (TrainStep, SetState, SetWeights) are sent to it only with a defect the contract forbids;
 anything goes for the "scratch" models, unknown models and the read-only methods.
 
 Bounded: a few hundred examples per test, the whole module in well under a minute. With
@@ -367,6 +367,30 @@ def test_fuzzed_states_to_scratch_models(guard, spec, step, weights, slots, mode
     _call(guard, "SetState", pb.SetStateRequest(model=model, state=state))
 
 
+WEIGHT_DEFECTS = ["drop-layer", "extra-layer", "transpose", "nan-weight", "short-bytes", "unsafe-dtype",
+                  "empty"]
+
+
+@FUZZ
+@given(defect=st.sampled_from(WEIGHT_DEFECTS), model=st.sampled_from(sorted(SENTINELS)),
+       seed=st.integers(0, 2**32 - 1))
+def test_defective_weights_are_refused_and_change_nothing(guard, defect, model, seed):
+    """SetWeights with a sentinel's own weights plus one defect is refused, and changes nothing."""
+    state = guard.stub.GetState(pb.GetStateRequest(model=model), timeout=30).state
+    bad = _defective_state(state, defect, np.random.default_rng(seed))
+    code, details = _call(guard, "SetWeights", pb.SetWeightsRequest(model=model, weights=bad.weights))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, f"{defect}: {code} {details}"
+
+
+@FUZZ
+@given(weights=st.lists(st.tuples(tensors(), tensors()), max_size=3),
+       model=st.sampled_from(sorted(SCRATCH) + ["no-such-model"]))
+def test_fuzzed_weights_to_scratch_models(guard, weights, model):
+    """SetWeights with any weights to the scratch models or an unknown one: applied or refused."""
+    _call(guard, "SetWeights", pb.SetWeightsRequest(
+        model=model, weights=[pb.LayerParameters(weights=w, biases=b) for w, b in weights]))
+
+
 # -- addressing, pages, raw bytes, sizes ---------------------------------------------------
 
 @FUZZ
@@ -403,14 +427,16 @@ def test_oversized_requests_and_replies_are_resource_exhausted(guard):
     huge = pb.Tensor(dtype=pb.DATA_TYPE_FLOAT32, shape=[MAX_MESSAGE // 4 + 8], content=b"\0" * (MAX_MESSAGE + 32))
     for method in METHODS:
         request = getattr(pb, f"{method}Request")()
-        for field in ("x", "spec", "state"):
+        for field in ("x", "spec", "state", "weights"):
             if field in request.DESCRIPTOR.fields_by_name:
                 if field == "x":
                     request.x.CopyFrom(huge)
                 elif field == "spec":
                     request.spec.betas.extend([0.5] * (MAX_MESSAGE // 8 + 8))
-                else:
+                elif field == "state":
                     request.state.weights.add(weights=huge)
+                else:
+                    request.weights.add(weights=huge)
         request_bytes = request.ByteSize()
         if request_bytes > MAX_MESSAGE:
             assert _call(guard, method, request)[0] == grpc.StatusCode.RESOURCE_EXHAUSTED, method

@@ -105,7 +105,7 @@ def test_reflection_lists_and_describes_the_service():
         service = descriptor_pool.DescriptorPool(database).FindServiceByName(SERVICE)
         assert [m.name for m in service.methods] == [
             "CreateModel", "GetModel", "ListModels", "DeleteModel", "TrainStep", "Predict",
-            "Evaluate", "GetState", "SetState"]
+            "Evaluate", "GetState", "SetState", "SetWeights"]
 
 
 def test_a_port_in_use_is_an_error_not_a_shared_port():

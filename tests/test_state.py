@@ -184,7 +184,7 @@ def test_float32_and_float64_networks_start_from_the_same_draws():
 
 
 def test_version_counts_weight_changes_and_step_counts_train_steps():
-    """version rises by 1 on train_step, set_weights and set_state; step rises only on train_step (set_state restores it)."""
+    """version rises by 1 on train_step, set_weights and set_state; step rises only on train_step (set_state restores it); the versioned calls return what they produced."""
     network = make_network("adam", "float64")
     x, y = batches("float64", 1)[0]
     assert (network.step, network.version) == (0, 0)
@@ -197,14 +197,18 @@ def test_version_counts_weight_changes_and_step_counts_train_steps():
 
     network.set_weights(network.get_weights())
     assert (network.step, network.version) == (2, 3)
+    assert network.set_weights_versioned(network.get_weights()) == (2, 4) == (network.step, network.version)
+    with pytest.raises(ValueError, match="got 1 pairs"):
+        network.set_weights_versioned(network.get_weights()[:1])
+    assert (network.step, network.version) == (2, 4)
 
     network.set_state(state_after_one)
-    assert (network.step, network.version) == (1, 4)
+    assert (network.step, network.version) == (1, 5)
 
     for read in (lambda: network.predict(x), lambda: network.evaluate(x, y),
                  lambda: network.gradients(x, y), network.get_weights, network.get_state):
         read()
-    assert (network.step, network.version) == (1, 4)
+    assert (network.step, network.version) == (1, 5)
 
 
 def test_set_state_restores_an_earlier_point_exactly():

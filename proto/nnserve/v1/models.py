@@ -13,7 +13,8 @@ from .nnserve_pb2 import (Activation, DataType, Init, LayerParameters, Loss, Mod
                           ModelState, Optimizer, OptimizerSlot)
 from .tensors import InvalidMessage, to_array, to_tensor
 
-__all__ = ["spec_from_proto", "spec_to_proto", "state_from_proto", "state_to_proto"]
+__all__ = ["layers_from_proto", "layers_to_proto", "spec_from_proto", "spec_to_proto",
+           "state_from_proto", "state_to_proto"]
 
 # Optional scalar fields: unset in the message means Network's default.
 _OPTIONAL = ("learning_rate", "momentum", "nesterov", "weight_decay", "eps", "seed")
@@ -109,15 +110,31 @@ def _dtype_name(dtype):
         return dtype
 
 
-def _layers_from_proto(layers, field):
+def layers_from_proto(layers, field="weights"):
+    """Return [(W, b), ...] (writable copies) from repeated LayerParameters.
+
+    Raises InvalidTensor for an undecodable tensor, named `field[i].weights` or
+    `field[i].biases`. Count, shapes, dtypes and values are Network's to check.
+    """
     return [(to_array(layer.weights, f"{field}[{i}].weights"),
              to_array(layer.biases, f"{field}[{i}].biases"))
             for i, layer in enumerate(layers)]
 
 
-def _layers_to_proto(pairs):
-    return [LayerParameters(weights=to_tensor(weights), biases=to_tensor(biases))
-            for weights, biases in pairs]
+def layers_to_proto(pairs, field="weights"):
+    """Return a list of LayerParameters from [(W, b), ...] like Network.get_weights().
+
+    Raises InvalidMessage when an entry is not a pair, InvalidTensor for an array whose
+    dtype the contract lacks.
+    """
+    layers = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes, dict)) or not hasattr(pair, "__len__") or len(pair) != 2:
+            got = f"of length {len(pair)}" if hasattr(pair, "__len__") else "without a length"
+            raise InvalidMessage(f"{field}[{i}]: got {type(pair).__name__} {got}, expected a pair (W, b)")
+        layers.append(LayerParameters(weights=to_tensor(pair[0], f"{field}[{i}].weights"),
+                                      biases=to_tensor(pair[1], f"{field}[{i}].biases")))
+    return layers
 
 
 def state_from_proto(message, field="state"):
@@ -131,11 +148,11 @@ def state_from_proto(message, field="state"):
         if slot.name in slots:
             raise InvalidMessage(f"{field}.slots[{i}]: got slot name {slot.name!r} a second time, "
                                  "expected each slot once")
-        slots[slot.name] = _layers_from_proto(slot.layers, f"{field}.slots[{i}].layers")
+        slots[slot.name] = layers_from_proto(slot.layers, f"{field}.slots[{i}].layers")
     return {
         "spec": spec_from_proto(message.spec, f"{field}.spec"),
         "step": message.step,
-        "weights": _layers_from_proto(message.weights, f"{field}.weights"),
+        "weights": layers_from_proto(message.weights, f"{field}.weights"),
         "slots": slots,
     }
 
@@ -145,7 +162,7 @@ def state_to_proto(state):
     return ModelState(
         spec=spec_to_proto(state["spec"]),
         step=state["step"],
-        weights=_layers_to_proto(state["weights"]),
-        slots=[OptimizerSlot(name=name, layers=_layers_to_proto(pairs))
+        weights=layers_to_proto(state["weights"], "state.weights"),
+        slots=[OptimizerSlot(name=name, layers=layers_to_proto(pairs, f"state.slots[{name!r}]"))
                for name, pairs in state["slots"].items()],
     )

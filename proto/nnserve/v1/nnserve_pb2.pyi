@@ -294,3 +294,19 @@ class SetStateResponse(_message.Message):
     step: int
     version: int
     def __init__(self, step: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class SetWeightsRequest(_message.Message):
+    __slots__ = ("model", "weights")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    weights: _containers.RepeatedCompositeFieldContainer[LayerParameters]
+    def __init__(self, model: _Optional[str] = ..., weights: _Optional[_Iterable[_Union[LayerParameters, _Mapping]]] = ...) -> None: ...
+
+class SetWeightsResponse(_message.Message):
+    __slots__ = ("step", "version")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    version: int
+    def __init__(self, step: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...

@@ -80,6 +80,11 @@ class ModelServiceStub:
                 request_serializer=nnserve_dot_v1_dot_nnserve__pb2.SetStateRequest.SerializeToString,
                 response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.SetStateResponse.FromString,
                 _registered_method=True)
+        self.SetWeights = channel.unary_unary(
+                '/nnserve.v1.ModelService/SetWeights',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.SetWeightsRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.SetWeightsResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -171,6 +176,21 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetWeights(self, request, context):
+        """Replaces a model's weights and biases, keeping its optimizer state (momentum, Adam's
+        moments), its step and its hyper-parameters; the version goes up by one. Atomic: it
+        waits for a running train step to finish, and a TrainStep runs wholly before or
+        wholly after it, so no train step is lost or undone (unlike GetState then SetState);
+        predictions see the old weights or the new ones, never a mix.
+        Errors: INVALID_ARGUMENT (empty `model`; a malformed tensor; another number of layers
+        than the model has; a weights or biases tensor of another shape or dtype than the
+        layer's; NaN or infinity), NOT_FOUND, RESOURCE_EXHAUSTED (a request larger than the
+        server's max message size).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +238,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.SetState,
                     request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.SetStateRequest.FromString,
                     response_serializer=nnserve_dot_v1_dot_nnserve__pb2.SetStateResponse.SerializeToString,
+            ),
+            'SetWeights': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWeights,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.SetWeightsRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.SetWeightsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -464,6 +489,33 @@ class ModelService:
             '/nnserve.v1.ModelService/SetState',
             nnserve_dot_v1_dot_nnserve__pb2.SetStateRequest.SerializeToString,
             nnserve_dot_v1_dot_nnserve__pb2.SetStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWeights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnserve.v1.ModelService/SetWeights',
+            nnserve_dot_v1_dot_nnserve__pb2.SetWeightsRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.SetWeightsResponse.FromString,
             options,
             channel_credentials,
             insecure,
