@@ -65,7 +65,8 @@ def _add_loadtest_arguments(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="nnserve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="nnserve", description="Train and serve feed-forward neural networks over gRPC.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     bench = commands.add_parser("bench", help="measure nnserve against references")
