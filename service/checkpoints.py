@@ -20,6 +20,11 @@ cost to a model's own calls is `Network.get_state()`'s copy under the model's re
 Requests for one model coalesce (a model queued to be saved is saved once, from its state
 at that moment), and a deletion is final: once a model is untracked nothing writes its
 file again.
+
+Versions never name two different weights, even across a crash: a shutdown that saved
+every model leaves DIR/.clean-shutdown behind (removed again at start). Without it, the
+last run may have handed out versions past its last checkpoints, so restored models
+continue VERSION_GAP_AFTER_CRASH versions later.
 """
 
 import collections
@@ -35,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMAT", "CheckpointStore", "Checkpointer", "CorruptCheckpoint", "NO_CHECKPOINTS",
-           "decode", "encode", "open_checkpoints"]
+__all__ = ["FORMAT", "VERSION_GAP_AFTER_CRASH", "CheckpointStore", "Checkpointer",
+           "CorruptCheckpoint", "NO_CHECKPOINTS", "decode", "encode", "open_checkpoints"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +50,10 @@ _SUFFIX = ".npz"
 _TEMPORARY = ".tmp"
 _QUARANTINE = ".corrupt"
 _LOCK_FILE = ".lock"
+_CLEAN_MARK = ".clean-shutdown"
+# More versions than one run could hand out between two checkpoints (2**32: a million
+# train steps a second for over an hour), and few enough that int64 lasts 2**31 crashes.
+VERSION_GAP_AFTER_CRASH = 1 << 32
 _META_KEYS = {"format": int, "id": str, "name": str, "spec": dict, "step": int, "version": int,
               "create_time_ns": int, "update_time_ns": int, "slots": list}
 
@@ -156,6 +165,10 @@ class CheckpointStore:
             leftover.unlink()
             logger.info("removed an unfinished checkpoint", extra={
                 "event": "checkpoint_leftover_removed", "file": leftover.name})
+        mark = self.directory / _CLEAN_MARK
+        self.last_shutdown_clean = mark.exists()
+        mark.unlink(missing_ok=True)  # from here on, only a clean close() writes it again
+        _fsync_directory(self.directory)
 
     def path(self, model_id):
         return self.directory / f"{model_id}{_SUFFIX}"
@@ -209,6 +222,11 @@ class CheckpointStore:
         os.replace(path, target)
         _fsync_directory(self.directory)
         return target
+
+    def mark_clean_shutdown(self):
+        """Record that every model's file is current (the next start restores versions as saved)."""
+        (self.directory / _CLEAN_MARK).touch()
+        _fsync_directory(self.directory)
 
     def close(self):
         if self._lock_descriptor is not None:
@@ -274,6 +292,7 @@ class Checkpointer:
         self._queue = collections.OrderedDict()  # model id -> _Job, oldest first
         self._closing = False
         self._closed = False
+        self._failures = 0  # failed writes: the shutdown is then not clean
         self._thread = threading.Thread(target=self._run, name="nnserve-checkpoints", daemon=True)
         self._thread.start()
 
@@ -332,6 +351,8 @@ class Checkpointer:
             self._closing = True
             self._condition.notify_all()
         self._thread.join()
+        if not self._failures:
+            self.store.mark_clean_shutdown()
         self.store.close()
         self._closed = True
         logger.info("checkpoints flushed", extra={"event": "checkpoints_flushed", "models": pending})
@@ -401,6 +422,7 @@ class Checkpointer:
                 elif job.kind == "remove":
                     self.store.remove(job.entry.id)
             except Exception as error:  # a full disk must not stop the other models' writes
+                self._failures += 1
                 job.error = f"{type(error).__name__}: {error}"
                 logger.error("checkpoint %s of model %s failed: %s", job.kind, job.entry.id, job.error,
                              extra={"event": "checkpoint_failed", "model_id": job.entry.id})
@@ -461,6 +483,12 @@ def restore(registry, checkpointer):
         except CorruptCheckpoint as error:
             _report_corrupt(store, path, error)
     records.sort(key=lambda item: (item[1]["create_time_ns"], item[1]["id"]))
+    if records and not store.last_shutdown_clean:
+        logger.warning("the last run did not shut down cleanly: restored models continue %d "
+                       "versions on", VERSION_GAP_AFTER_CRASH,
+                       extra={"event": "versions_skipped", "gap": VERSION_GAP_AFTER_CRASH})
+        for _, record in records:
+            record["version"] += VERSION_GAP_AFTER_CRASH
     loaded = 0
     for path, record in records:
         try:

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from threadpoolctl import threadpool_limits
 
 from nnserve.kernels import Network
+from nnserve.service.checkpoints import VERSION_GAP_AFTER_CRASH
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from nnserve.v1.models import state_from_proto, state_to_proto
 from process_support import ServeProcess
@@ -96,12 +97,18 @@ def _trainers(channel, seed):
             for i, (name, (_, n_in, n_classes, dtype)) in enumerate(SPECS.items())]
 
 
-def _check_restored(channel, trainer):
-    """Assert the model is exactly a state its trainer saw (or the unacknowledged next one); return its step."""
+def _check_restored(channel, trainer, *, crashes=0):
+    """Assert the model is exactly a state its trainer saw (or the unacknowledged next one); return its step.
+
+    Only train steps changed it, so its version is its step plus one gap per crash that
+    found its file without a newer save (versions handed out after the last checkpoint are
+    never reused): none after a clean shutdown, at least one after a crash."""
     stub = pb_grpc.ModelServiceStub(channel)
     model = stub.GetModel(pb.GetModelRequest(model=trainer.model), timeout=10).model
     state = stub.GetState(pb.GetStateRequest(model=trainer.model), timeout=10).state
-    assert model.step == state.step and model.version == state.step  # only train steps changed it
+    assert model.step == state.step
+    gaps, rest = divmod(model.version - state.step, VERSION_GAP_AFTER_CRASH)
+    assert rest == 0 and (1 <= gaps <= crashes if crashes else gaps == 0), (model.version, state.step)
     assert state == trainer.expected(state.step), f"{trainer.model} differs at step {state.step}"
     return state.step
 
@@ -132,7 +139,7 @@ def test_sigkill_mid_training_restores_every_model_exactly_at_its_last_checkpoin
         listed = pb_grpc.ModelServiceStub(channel).ListModels(pb.ListModelsRequest(), timeout=10).models
         assert {(m.name, m.id) for m in listed} == {(name, ids[name]) for name in SPECS}
         for trainer in trainers:
-            step = _check_restored(channel, trainer)
+            step = _check_restored(channel, trainer, crashes=1)
             # Checkpoints every 5 steps, written in the background (coalesced while it lags).
             assert 5 <= step <= trainer.acked + 1, (trainer.model, step, trainer.acked)
 
@@ -186,7 +193,7 @@ def test_random_kills_never_load_damaged_state(tmp_path):
                 _create_models(channel)
                 stub.CreateModel(pb.CreateModelRequest(spec=big, name="big"), timeout=30)
             for trainer in trainers:  # the state after the last round's kill
-                restored = _check_restored(channel, trainer)
+                restored = _check_restored(channel, trainer, crashes=rounds)
                 trainer.states = {s: v for s, v in trainer.states.items() if s <= restored}
                 trainer.batches = {}
             # Acknowledged lifecycle changes are durable before the reply.
@@ -210,7 +217,7 @@ def test_random_kills_never_load_damaged_state(tmp_path):
     with ServeProcess(*flags) as server, server.channel() as channel:
         assert not server.named("checkpoint_corrupt")
         for trainer in trainers:
-            _check_restored(channel, trainer)
+            _check_restored(channel, trainer, crashes=rounds)
         assert server.terminate() == 0
     assert rounds >= 3
     assert interrupted_writes >= 1  # some kill did land in the middle of a write
@@ -262,7 +269,8 @@ def test_damaged_checkpoints_are_reported_by_name_and_skipped(tmp_path):
         assert stub.GetModel(pb.GetModelRequest(model="intact"), timeout=10).model.version == 1
         server.terminate()
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted([".lock", f"{intact.id}.npz"] + [name + ".corrupt" for name in damaged])
+    assert names == sorted([".clean-shutdown", ".lock", f"{intact.id}.npz"]
+                           + [name + ".corrupt" for name in damaged])
 
 
 def test_a_second_server_on_the_same_state_directory_exits_1(tmp_path):
