@@ -13,6 +13,8 @@ from google.protobuf.message import DecodeError
 
 from nnserve.v1.tensors import InvalidMessage, InvalidTensor
 
+from .interceptors import UnaryMethodInterceptor
+
 __all__ = ["AlreadyExists", "ErrorInterceptor", "FailedPrecondition", "InvalidArgument",
            "InvalidMessage", "InvalidTensor", "LimitExceeded", "ModelNotFound", "ServiceError",
            "status_code"]
@@ -70,33 +72,20 @@ def status_code(error):
     return grpc.StatusCode.INTERNAL
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
+class ErrorInterceptor(UnaryMethodInterceptor):
     """Wrap every unary-unary method under `prefix` with the domain-error mapping.
 
-    Wrapped handlers are built once per method and reused, so a call pays one dict lookup
-    and one try block. The request is deserialized inside that block, so bytes that are no
-    valid message are INVALID_ARGUMENT (gRPC itself would answer INTERNAL).
+    A call pays one dict lookup and one try block. The request is deserialized inside that
+    block, so bytes that are no valid message are INVALID_ARGUMENT (gRPC itself would
+    answer INTERNAL).
     """
 
-    def __init__(self, prefix):
-        self._prefix = prefix
-        self._wrapped = {}  # method -> (handler from the continuation, wrapped handler)
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = grpc.unary_unary_rpc_method_handler(
+    def wrap(self, method, handler):
+        return grpc.unary_unary_rpc_method_handler(
             _guarded(method, handler.unary_unary, handler.request_deserializer),
             request_deserializer=None,  # raw bytes: _guarded decodes them
             response_serializer=handler.response_serializer,
         )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
 
 def _decoded(method, deserializer, data):

@@ -28,6 +28,8 @@ from concurrent import futures
 
 import grpc
 
+from .interceptors import UnaryMethodInterceptor
+
 __all__ = ["RESERVED_THREADS", "ConcurrencyLimit", "concurrency_limit", "rpc_executor", "rpc_limit"]
 
 RESERVED_THREADS = 8
@@ -47,33 +49,23 @@ def rpc_limit(settings):
     return settings.max_concurrent_rpcs + RESERVED_THREADS if settings.max_concurrent_rpcs else None
 
 
-class ConcurrencyLimit(grpc.ServerInterceptor):
+class ConcurrencyLimit(UnaryMethodInterceptor):
     """Admit at most `max_calls` calls under `prefix` at once; run at most `workers` of them."""
 
     def __init__(self, prefix, max_calls, workers):
-        self._prefix = prefix
+        super().__init__(prefix)
         self._max_calls = max_calls
         self._admitted = threading.BoundedSemaphore(max_calls)
         self._workers = threading.BoundedSemaphore(workers)
-        self._wrapped = {}  # method -> (handler from the continuation, wrapped handler)
         self._message = (f"limit max_concurrent_rpcs reached: got call {max_calls + 1}, expected at "
                          f"most {max_calls} ModelService calls at once (server option "
                          "--max-concurrent-rpcs / NNSERVE_MAX_CONCURRENT_RPCS); retry with backoff")
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = grpc.unary_unary_rpc_method_handler(
+    def wrap(self, method, handler):
+        return grpc.unary_unary_rpc_method_handler(
             self._limited(handler.unary_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _limited(self, behavior):
         def limited(request, context):
