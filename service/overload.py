@@ -54,7 +54,6 @@ class ConcurrencyLimit(UnaryMethodInterceptor):
 
     def __init__(self, prefix, max_calls, workers):
         super().__init__(prefix)
-        self._max_calls = max_calls
         self._admitted = threading.BoundedSemaphore(max_calls)
         self._workers = threading.BoundedSemaphore(workers)
         self._message = (f"limit max_concurrent_rpcs reached: got call {max_calls + 1}, expected at "
