@@ -80,7 +80,7 @@ class ErrorInterceptor(UnaryMethodInterceptor):
     answer INTERNAL).
     """
 
-    def wrap(self, method, handler):
+    def wrap_unary(self, method, handler):
         return grpc.unary_unary_rpc_method_handler(
             _guarded(method, handler.unary_unary, handler.request_deserializer),
             request_deserializer=None,  # raw bytes: _guarded decodes them

@@ -32,6 +32,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, Summary
 from prometheus_client import make_wsgi_app
 
+from .interceptors import MethodInterceptor
+
 __all__ = ["OVERFLOW_MODEL", "Metrics", "MetricsHTTPServer", "MetricsInterceptor", "NO_METRICS"]
 
 logger = logging.getLogger(__name__)
@@ -258,14 +260,19 @@ def _counted(iterator, counter):
         yield message
 
 
+def _started(series, request_or_iterator, request_streaming):
+    """Count a call's start and its request message(s); return (start time, request)."""
+    started = time.perf_counter()
+    series.started.inc()
+    if request_streaming:
+        return started, _counted(request_or_iterator, series.received)
+    series.received.inc()
+    return started, request_or_iterator
+
+
 def _observe_unary_response(behavior, series, request_streaming):
     def observed(request_or_iterator, context):
-        started = time.perf_counter()
-        series.started.inc()
-        if request_streaming:
-            request_or_iterator = _counted(request_or_iterator, series.received)
-        else:
-            series.received.inc()
+        started, request_or_iterator = _started(series, request_or_iterator, request_streaming)
         try:
             response = behavior(request_or_iterator, context)
         except BaseException:
@@ -280,12 +287,7 @@ def _observe_unary_response(behavior, series, request_streaming):
 
 def _observe_stream_response(behavior, series, request_streaming):
     def observed(request_or_iterator, context):
-        started = time.perf_counter()
-        series.started.inc()
-        if request_streaming:
-            request_or_iterator = _counted(request_or_iterator, series.received)
-        else:
-            series.received.inc()
+        started, request_or_iterator = _started(series, request_or_iterator, request_streaming)
         once = threading.Lock()
 
         def finish(code):
@@ -322,29 +324,17 @@ _KINDS = (
 )
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
+class MetricsInterceptor(MethodInterceptor):
     """Count and time every RPC of every service; put it first so it sees every status.
 
     Wrapped handlers and their label children are built once per method and reused.
     """
 
     def __init__(self, metrics):
+        super().__init__()
         self._metrics = metrics
-        self._wrapped = {}  # method -> (handler from the continuation, wrapped handler)
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
-            return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, method, handler):
+    def wrap(self, method, handler):
         service, _, name = method.lstrip("/").rpartition("/")
         for grpc_type, attribute, wrapper, request_streaming, factory in _KINDS:
             behavior = getattr(handler, attribute)

@@ -60,7 +60,7 @@ class ConcurrencyLimit(UnaryMethodInterceptor):
                          f"most {max_calls} ModelService calls at once (server option "
                          "--max-concurrent-rpcs / NNSERVE_MAX_CONCURRENT_RPCS); retry with backoff")
 
-    def wrap(self, method, handler):
+    def wrap_unary(self, method, handler):
         return grpc.unary_unary_rpc_method_handler(
             self._limited(handler.unary_unary),
             request_deserializer=handler.request_deserializer,
