@@ -1,9 +1,10 @@
 """The reference servers of `nnserve bench service`, run as their own processes.
 
     python -m nnserve.bench.bare_server floor    # decode the tensors, return a fixed result
+    python -m nnserve.bench.bare_server weights  # the floor, reading a model's weights per Predict
     python -m nnserve.bench.bare_server torch    # the same server calling a PyTorch model
 
-Both serve nnserve.v1.ModelService from the same generated code as nnserve, on a
+All three serve nnserve.v1.ModelService from the same generated code as nnserve, on a
 `grpc.server` with the same thread count, so the load generator and every byte on the wire
 are the same; they implement only what the benchmark calls (CreateModel, DeleteModel,
 Predict, TrainStep), without validation, limits, health or metrics. The bound port is
@@ -12,6 +13,11 @@ printed as `PORT <n>` on stdout; SIGTERM or SIGINT stops the server.
 - floor: the best any Python gRPC service can do here. Predict decodes x and returns a
   zero tensor of the right shape (prebuilt per batch size); TrainStep decodes x and y and
   returns a fixed reply.
+- weights: the floor whose Predict also reads every byte of a float32 copy of the model's
+  weights and biases once (numpy's max over each), then answers the same fixed result: the
+  best any service can do that reads its weights per request, as every batch-1 Predict
+  must. On a machine whose caches lose the weights between requests, this, not the floor,
+  is what memory bandwidth allows.
 - torch: what users would otherwise write: the layers of the spec as a
   `torch.nn.Sequential` (float32), Predict under `torch.inference_mode()` with softmax,
   TrainStep with `torch.optim.SGD` and `CrossEntropyLoss` on the logits, one lock per
@@ -32,7 +38,7 @@ from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from nnserve.v1.tensors import to_array, to_tensor
 
-__all__ = ["FloorServicer", "TorchServicer", "main"]
+__all__ = ["FloorServicer", "TorchServicer", "WeightsFloorServicer", "main"]
 
 WORKERS = 16  # nnserve serve's default --workers
 MAX_MESSAGE_BYTES = 64 << 20  # nnserve serve's default --max-message-bytes
@@ -66,6 +72,31 @@ class FloorServicer(pb_grpc.ModelServiceServicer):
     def TrainStep(self, request, context):
         to_array(request.x, "x"), to_array(request.y, "y")
         return pb.TrainStepResponse(loss=0.0, step=1, version=1)
+
+
+class WeightsFloorServicer(FloorServicer):
+    """The floor, reading a model-sized set of float32 arrays on each Predict."""
+
+    def __init__(self):
+        super().__init__()
+        self._weights = {}  # model id -> [weights, biases, ...] of the spec's shapes
+
+    def CreateModel(self, request, context):
+        reply = super().CreateModel(request, context)
+        layers = request.spec.layers
+        self._weights[reply.model.id] = [
+            array for n_in, n_out in zip(layers[:-1], layers[1:])
+            for array in (np.ones((n_in, n_out), np.float32), np.ones(n_out, np.float32))]
+        return reply
+
+    def DeleteModel(self, request, context):
+        self._weights.pop(request.model, None)
+        return super().DeleteModel(request, context)
+
+    def Predict(self, request, context):
+        for array in self._weights[request.model]:
+            array.max()
+        return super().Predict(request, context)
 
 
 class TorchServicer(pb_grpc.ModelServiceServicer):
@@ -119,12 +150,15 @@ class TorchServicer(pb_grpc.ModelServiceServicer):
         return pb.TrainStepResponse(loss=float(loss), step=1, version=1)
 
 
+SERVICERS = {"floor": FloorServicer, "weights": WeightsFloorServicer, "torch": TorchServicer}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=("floor", "torch"))
+    parser.add_argument("kind", choices=sorted(SERVICERS))
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    servicer = FloorServicer() if args.kind == "floor" else TorchServicer()
+    servicer = SERVICERS[args.kind]()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=WORKERS),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

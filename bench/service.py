@@ -6,6 +6,8 @@ concurrency:
 
 - floor: a bare `grpc.server` whose Predict only decodes the tensor and returns a fixed
   result (bench/bare_server.py), the best a Python gRPC service can do on this machine;
+- weights (batch-1 Predict cases only): the floor reading a float32 copy of the model's
+  weights once per Predict: the ceiling for any server that reads its weights per request;
 - torch: the same server calling a PyTorch model of the same architecture (skipped, and
   said so, when torch is not installed);
 - nnserve: `nnserve serve` with its defaults (metrics on).
@@ -42,6 +44,7 @@ CASES = (
     ("predict b256 x4", "predict", 256, 4),
     ("train b256 x4", "train", 256, 4),
 )
+BATCH_1_CASES = tuple(case for case in CASES if case[2] == 1)
 RPC = {"predict": "Predict", "train": "TrainStep"}
 CASE_WARMUP_SECONDS = 0.5
 STARTUP_SECONDS = 180  # nnserve compiles its kernels on a cold cache (~15 s)
@@ -108,14 +111,16 @@ def _nnserve_ready(line):
 
 
 def _servers():
-    """[(name, command, readiness parser)]; torch's is None when torch is not installed."""
+    """[(name, command, readiness parser, cases)]; torch's command is None without torch."""
     python = sys.executable
+    bare = [python, "-m", "nnserve.bench.bare_server"]
     return [
-        ("floor", [python, "-m", "nnserve.bench.bare_server", "floor"], _bare_ready),
-        ("torch", [python, "-m", "nnserve.bench.bare_server", "torch"], _bare_ready)
-        if importlib.util.find_spec("torch") else ("torch", None, None),
+        ("floor", bare + ["floor"], _bare_ready, CASES),
+        ("weights", bare + ["weights"], _bare_ready, BATCH_1_CASES),
+        ("torch", bare + ["torch"] if importlib.util.find_spec("torch") else None, _bare_ready,
+         CASES),
         ("nnserve", [python, "-m", "nnserve.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-                     "--metrics-port", "-1", "--log-format", "json"], _nnserve_ready),
+                     "--metrics-port", "-1", "--log-format", "json"], _nnserve_ready, CASES),
     ]
 
 
@@ -151,8 +156,8 @@ def _load(port, operation, batch, concurrency, seconds, warmup=CASE_WARMUP_SECON
     return report["rpcs"][RPC[operation]]
 
 
-def measure_server(name, command, ready, seconds):
-    """Start one server, warm it up, run every case; return its figures."""
+def measure_server(name, command, ready, seconds, cases=CASES):
+    """Start one server, warm it up, run the cases; return its figures."""
     server = ServerProcess(name, command, ready)
     try:
         # Warm-up load: every path and buffer the cases use, then idle.
@@ -161,29 +166,35 @@ def measure_server(name, command, ready, seconds):
         _load(server.port, "predict", 1, 8, 0.5, warmup=0)
         time.sleep(1.0)
         idle = server.memory_mib()
-        cases = {}
-        for case, operation, batch, concurrency in CASES:
-            cases[case] = _load(server.port, operation, batch, concurrency, seconds)
+        figures = {}
+        for case, operation, batch, concurrency in cases:
+            figures[case] = _load(server.port, operation, batch, concurrency, seconds)
         end = server.memory_mib()
     finally:
         server.stop()
     return {"rss_idle_mib": idle["rss"], "rss_end_mib": end["rss"], "rss_peak_mib": end["peak"],
-            "cases": cases}
+            "cases": figures}
 
 
 # -- report ----------------------------------------------------------------------------------
 
 def _ratios(results, in_process):
-    """Per case and server: req/s and p99 against the floor; TrainStep against in-process/torch."""
+    """Per case and server: req/s and p99 against the floor (and the weights floor where it
+    ran); TrainStep against in-process and torch."""
     floor = results["floor"]["cases"]
+    weights = results.get("weights", {"cases": {}})["cases"]
     ratios = {}
     for name, server in results.items():
         for case, row in server["cases"].items():
-            ratios.setdefault(case, {})[name] = {
+            ratio = ratios.setdefault(case, {})[name] = {
                 "requests_per_second_vs_floor": row["requests_per_second"]
                 / floor[case]["requests_per_second"],
                 "p99_vs_floor": row["p99_ms"] / floor[case]["p99_ms"],
             }
+            if case in weights and name != "weights":
+                ratio["requests_per_second_vs_weights_floor"] = (
+                    row["requests_per_second"] / weights[case]["requests_per_second"])
+                ratio["p99_vs_weights_floor"] = row["p99_ms"] / weights[case]["p99_ms"]
     train = "train b256 x4"
     nnserve = results["nnserve"]["cases"][train]["rows_per_second"]
     ratios[train]["nnserve"]["examples_per_second_vs_in_process"] = nnserve / in_process
@@ -222,16 +233,20 @@ def format_report(report):
     if report["torch"] is None:
         lines.append("torch: skipped (not installed; pip install 'nnserve[bench]')")
     lines.append(f"{'case':<16} {'server':<8} {'req/s':>9} {'rows/s':>10} {'p50 us':>8} "
-                 f"{'p99 us':>8} {'x floor':>8} {'p99 x floor':>11}")
+                 f"{'p99 us':>8} {'x floor':>8} {'p99 x floor':>11} {'x weights':>9}")
     for case, *_ in CASES:
         for name, server in results.items():
-            row = server["cases"][case]
+            row = server["cases"].get(case)
+            if row is None:
+                continue
             ratio = ratios[case][name]
+            versus_weights = ratio.get("requests_per_second_vs_weights_floor")
             lines.append(f"{case:<16} {name:<8} {row['requests_per_second']:>9.1f} "
                          f"{row['rows_per_second']:>10.0f} {row['p50_ms'] * 1e3:>8.0f} "
                          f"{row['p99_ms'] * 1e3:>8.0f} "
                          f"{ratio['requests_per_second_vs_floor']:>8.2f} "
-                         f"{ratio['p99_vs_floor']:>11.2f}")
+                         f"{ratio['p99_vs_floor']:>11.2f} "
+                         + (f"{versus_weights:>9.2f}" if versus_weights else f"{'':>9}"))
     lines.append(f"in-process Network.train_step b256: {report['in_process_examples_per_second']:.0f} "
                  "examples/s")
     lines.append("resident memory MiB (idle after warm-up / end of load / peak): " + ", ".join(
@@ -258,12 +273,12 @@ def run(args):
         torch_version = torch.__version__
     in_process = in_process_train(seconds)
     results = {}
-    for name, command, ready in _servers():
+    for name, command, ready, cases in _servers():
         if command is None:
             print(f"{name}: skipped, torch is not installed", file=sys.stderr)
             continue
         print(f"{name}: measuring ...", file=sys.stderr, flush=True)
-        results[name] = measure_server(name, command, ready, seconds)
+        results[name] = measure_server(name, command, ready, seconds, cases)
     ratios = _ratios(results, in_process)
     import grpc
 

@@ -35,10 +35,11 @@ def _exercise(port):
     return outputs, loss
 
 
-def test_floor_server_decodes_and_answers_a_fixed_result_of_the_right_shape():
-    """The floor process prints its port, answers Predict with zeros shaped (rows, n_out) and
-    TrainStep with a fixed reply, and reports its resident memory."""
-    server = _reference_server("floor")
+@pytest.mark.parametrize("kind", ["floor", "weights"])
+def test_floor_servers_decode_and_answer_a_fixed_result_of_the_right_shape(kind):
+    """The floor processes print their port, answer Predict with zeros shaped (rows, n_out)
+    and TrainStep with a fixed reply, and report their resident memory."""
+    server = _reference_server(kind)
     try:
         outputs, loss = _exercise(server.port)
         memory = server.memory_mib()
@@ -77,10 +78,17 @@ def test_report_ratios_and_targets_follow_the_figures():
 
     results = {"floor": server(1.0, 1.0, 50), "torch": server(0.5, 2.0, 330),
                "nnserve": server(0.9, 1.2, 200)}
+    results["weights"] = server(0.6, 1.5, 60)
+    results["weights"]["cases"] = {case: results["weights"]["cases"][case]
+                                   for case, *_ in service.BATCH_1_CASES}
     in_process = 1000 * 0.9 * 256 / 0.5  # nnserve's TrainStep examples/s is half of it
     ratios = service._ratios(results, in_process)
     assert ratios["predict b1 x1"]["nnserve"]["requests_per_second_vs_floor"] == pytest.approx(0.9)
     assert ratios["predict b1 x8"]["torch"]["p99_vs_floor"] == pytest.approx(2.0)
+    versus_weights = ratios["predict b1 x8"]["nnserve"]
+    assert versus_weights["requests_per_second_vs_weights_floor"] == pytest.approx(1.5)
+    assert versus_weights["p99_vs_weights_floor"] == pytest.approx(0.8)
+    assert "requests_per_second_vs_weights_floor" not in ratios["predict b256 x4"]["nnserve"]
     train = ratios["train b256 x4"]["nnserve"]
     assert train["examples_per_second_vs_in_process"] == pytest.approx(0.5)
     assert train["examples_per_second_vs_torch"] == pytest.approx(1.8)
@@ -94,3 +102,5 @@ def test_report_ratios_and_targets_follow_the_figures():
                                   "servers": results, "ratios": ratios,
                                   "targets": service._targets(results, ratios)})
     assert "MISSED" in text and "predict b256 x4" in text and "nnserve 200 / 210 / 220" in text
+    weights_rows = [line for line in text.splitlines() if line.split()[3:4] == ["weights"]]
+    assert len(weights_rows) == len(service.BATCH_1_CASES)
