@@ -17,7 +17,8 @@ With `--max-concurrent-rpcs N` (0: off):
   `--max-message-bytes`) are held at once; a call beyond that is refused by gRPC before
   its message is read ("Concurrent RPC limit exceeded!", also RESOURCE_EXHAUSTED). A
   flood large enough to fill the reserve as well can make a health check meet that
-  refusal too; a prober should treat RESOURCE_EXHAUSTED as "busy", not "down".
+  refusal too; a prober should treat RESOURCE_EXHAUSTED as "busy", not "down", or ask
+  `--health-port`, which this cap does not cover.
 
 Without the limit, the pool has `--workers` threads and calls beyond them queue.
 """

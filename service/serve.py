@@ -78,7 +78,8 @@ def run(settings):
         server.set_serving()
         logger.info("serving on %s:%d", settings.host, port,
                     extra={"event": "serving", "host": settings.host, "port": port,
-                           "metrics_port": server.metrics_port, "workers": settings.workers})
+                           "metrics_port": server.metrics_port,
+                           "health_port": server.health_port, "workers": settings.workers})
         stopping.wait()
         started = time.perf_counter()
         logger.info("shutting down", extra={"event": "shutting_down",

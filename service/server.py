@@ -4,12 +4,16 @@
 unstarted with the port it got. Health reports NOT_SERVING until `start()` (or
 `set_serving()`), and again from the moment `stop()` begins. Unless `metrics_port` is 0,
 it also binds the Prometheus /metrics port (`Server.metrics_port`; -1 picks a free one),
-served from `start()` until every RPC has ended after `stop()`.
+served from `start()` until every RPC has ended after `stop()`. With `health_port`, the
+same health service is also served in plaintext on a port and threads of its own
+(`Server.health_port`; -1 picks a free one), over the same span: for probes, which then
+neither speak TLS nor queue behind a flood on the main port.
 """
 
 import logging
 import threading
 import time
+from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,6 +35,8 @@ __all__ = ["Server", "create_server"]
 
 logger = logging.getLogger(__name__)
 
+HEALTH_THREADS = 4  # Check takes microseconds; each Watch stream holds one thread
+
 
 class Server:
     """A bound nnserve gRPC server; `registry` holds its models.
@@ -42,7 +48,7 @@ class Server:
     """
 
     def __init__(self, grpc_server, registry, health_servicer, settings, metrics=NO_METRICS,
-                 metrics_http=None):
+                 metrics_http=None, health_server=None, health_port=0):
         self.grpc_server = grpc_server
         self.registry = registry
         self.health = health_servicer
@@ -50,11 +56,15 @@ class Server:
         self.metrics = metrics
         self._metrics_http = metrics_http
         self.metrics_port = metrics_http.port if metrics_http is not None else 0
+        self._health_server = health_server
+        self.health_port = health_port
 
     def start(self, *, serving=True):
-        """Start answering RPCs (and scrapes); health turns SERVING unless serving=False."""
+        """Start answering RPCs (scrapes, probes); health turns SERVING unless serving=False."""
         if self._metrics_http is not None:
             self._metrics_http.start()
+        if self._health_server is not None:
+            self._health_server.start()
         self.grpc_server.start()
         if serving:
             self.set_serving()
@@ -75,11 +85,15 @@ class Server:
         if self.settings.drain_period:
             time.sleep(self.settings.drain_period)
         stopped = self._stop_then_close(grace)
+        # Scrapes and probes still see the drain and the last RPCs; their ports close after.
         if self._metrics_http is not None:
-            # Scrapes still see the drain and the last RPCs; the port closes after them.
             metrics_http, self._metrics_http = self._metrics_http, None
             threading.Thread(target=lambda: (stopped.wait(), metrics_http.close()),
                              name="nnserve-metrics-stop", daemon=True).start()
+        if self._health_server is not None:
+            health_server, self._health_server = self._health_server, None
+            threading.Thread(target=lambda: (stopped.wait(), health_server.stop(0)),
+                             name="nnserve-health-stop", daemon=True).start()
         return stopped
 
     def _stop_then_close(self, grace):
@@ -120,6 +134,31 @@ def _bind(server, address, credentials):
     if port == 0:  # older grpcio reports a failed bind this way
         raise OSError(f"cannot listen on {address}: got port 0 from gRPC, expected a bound port")
     return port
+
+
+def _metrics_http(metrics, settings):
+    """The bound (not yet serving) /metrics HTTP server of the settings."""
+    host = (settings.metrics_host or settings.host).strip("[]")
+    port_wanted = max(settings.metrics_port, 0)  # -1: any free port
+    try:
+        return MetricsHTTPServer(metrics.registry, host, port_wanted)
+    except OSError as error:
+        raise OSError(f"cannot listen on {_address(host, port_wanted)} for metrics: {error}") from None
+
+
+def _health_server(health_servicer, host, port_wanted):
+    """(grpc server, bound port): the health service alone, plaintext, on its own threads."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=HEALTH_THREADS, thread_name_prefix="nnserve-health"),
+        # Beyond this, refused at once rather than queued: a probe never waits behind a Watch.
+        maximum_concurrent_rpcs=HEALTH_THREADS,
+        options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = _address(host, port_wanted)
+    try:
+        return server, _bind(server, address, None)
+    except OSError as error:
+        raise OSError(f"{error} (--health-port)") from None
 
 
 def create_server(settings=None):
@@ -166,20 +205,20 @@ def create_server(settings=None):
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
                                         server)
 
-    address = _address(settings.host, settings.port)
+    metrics_http = health_server = None
+    health_port = 0
     try:
-        port = _bind(server, address, credentials)
+        port = _bind(server, _address(settings.host, settings.port), credentials)
+        if settings.metrics_port:
+            metrics_http = _metrics_http(metrics, settings)
+        if settings.health_port:
+            health_server, health_port = _health_server(health_servicer, settings.host,
+                                                        max(settings.health_port, 0))
     except OSError:
+        if metrics_http is not None:
+            metrics_http.close()
         registry.close()  # releases the state directory
         raise
-    metrics_http = None
-    if settings.metrics_port:
-        host = (settings.metrics_host or settings.host).strip("[]")
-        port_wanted = max(settings.metrics_port, 0)  # -1: any free port
-        try:
-            metrics_http = MetricsHTTPServer(metrics.registry, host, port_wanted)
-        except OSError as error:
-            raise OSError(f"cannot listen on {_address(host, port_wanted)} for metrics: "
-                          f"{error}") from None
     restore(registry, checkpoints)
-    return Server(server, registry, health_servicer, settings, metrics, metrics_http), port
+    return Server(server, registry, health_servicer, settings, metrics, metrics_http,
+                  health_server, health_port), port

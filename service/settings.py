@@ -74,6 +74,11 @@ class Settings:
                                 "--host")
     metrics_max_models: int = _option(100, "models with a metrics label of their own at once; "
                                       "further ones share model=\"__overflow__\"", low=0)
+    health_port: int = _option(
+        0, "plaintext port serving only the gRPC health service, on threads of its own, for "
+        "probes: reachable with --tls-cert on, and not refused by a flood of calls on the main "
+        "port (0: health on the main port only; -1 picks a free port, the log line says which)",
+        low=-1, high=65535)
     log_format: str = _option("text", "log lines as plain text or one JSON object each",
                               choices=_LOG_FORMATS)
     log_level: str = _option("info", "least severe level logged", choices=_LOG_LEVELS)

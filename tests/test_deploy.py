@@ -459,13 +459,15 @@ def test_servicemonitor_scrapes_each_pod_once(variant):
 
 
 def test_services_and_ports(variant):
-    """The Service exposes `grpc` 50051 and `metrics` 9464, the headless Service (clusterIP
-    None) is the StatefulSet's serviceName, and every targetPort names a container port."""
+    """The Service exposes `grpc` 50051 and `metrics` 9464 (not `health` 8081, the probes'),
+    the headless Service (clusterIP None) is the StatefulSet's serviceName, and every
+    targetPort names a container port."""
     _, resources = variant
     container_ports = {p["name"]: p["containerPort"] for p in server_container(resources)["ports"]}
-    assert container_ports == {"grpc": 50051, "metrics": 9464}
+    assert container_ports == {"grpc": 50051, "metrics": 9464, "health": 8081}
     service = find(resources, "Service", "nnserve")
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == container_ports
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
+        name: port for name, port in container_ports.items() if name != "health"}
     assert service["spec"].get("clusterIP") != "None"
     headless = find(resources, "Service", workload(resources)["spec"]["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
@@ -477,25 +479,28 @@ def test_services_and_ports(variant):
 
 
 def test_network_policy_ports_exist(variant):
-    """Every port the NetworkPolicy opens is a container port, and egress is closed."""
+    """The NetworkPolicy opens every container port but the probes' (traffic from the pod's
+    node is always allowed), and egress is closed."""
     _, resources = variant
     policy = find(resources, "NetworkPolicy")["spec"]
     names = {p["name"] for p in server_container(resources)["ports"]}
     opened = {port["port"] for rule in policy["ingress"] for port in rule["ports"]}
-    assert opened == names
+    assert opened == names - {"health"}
     assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["egress"] == []
 
 
 def test_probes_use_grpc_health(variant):
-    """Startup, liveness and readiness are native gRPC probes on the grpc port; readiness
-    asks for the service name the server registers, and startup allows for the warm-up."""
+    """Startup, liveness and readiness are native gRPC probes on the server's health port;
+    readiness asks for the service name the server registers, and startup allows for the
+    warm-up."""
     from nnserve.service.servicer import SERVICE_NAME
 
     _, resources = variant
     container = server_container(resources)
-    grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+    health_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "health")
+    assert effective_settings(resources).health_port == health_port
     for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[kind]["grpc"]["port"] == grpc_port, kind
+        assert container[kind]["grpc"]["port"] == health_port, kind
     assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
     assert container["livenessProbe"]["grpc"].get("service", "") == ""
     startup = container["startupProbe"]
@@ -529,14 +534,14 @@ def test_threads_match_cpu_limit(variant):
 
 
 def test_ports_match_server_settings(variant):
-    """The container's grpc and metrics ports are the ones the server binds with its settings."""
+    """The container's grpc, metrics and health ports are the ones the server binds with its
+    settings."""
     _, resources = variant
     settings = effective_settings(resources)
     ports = {p["name"]: p["containerPort"] for p in server_container(resources)["ports"]}
     assert ports["grpc"] == settings.port
-    if not hasattr(settings, "metrics_port"):
-        pytest.skip("Settings has no metrics_port yet")
     assert ports["metrics"] == settings.metrics_port
+    assert ports["health"] == settings.health_port
 
 
 def requests_held(settings):
@@ -825,8 +830,6 @@ def test_metric_table_is_the_servers():
     metrics registry holds: names, types and labels."""
     from nnserve.service import create_server
 
-    if "metrics_port" not in {field.name for field in dataclasses.fields(Settings)}:
-        pytest.skip("the server has no metrics yet: METRICS is the fixed list of issue 5")
     server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1))
     try:
         registry = server.metrics.registry
