@@ -4,8 +4,20 @@ Tokens come from files named by `--read-tokens-file` and `--write-tokens-file`: 
 per line, surrounding whitespace stripped, blank lines and lines starting with `#`
 ignored. A token is 16 to 4096 printable ASCII characters without spaces (a random
 32-byte token, `python -c "import secrets; print(secrets.token_urlsafe(32))"`, is what to
-use). A token listed in both files has write scope. The files are read once at start;
-restart (or roll the pods) to change them.
+use). A token listed in both files has write scope.
+
+The files are read at start (a missing or malformed file stops the start) and again when
+one of them changes on disk, because a restart would lose the models held in memory:
+rotating a token must not need one. A ModelService call looks at the files' stat
+signatures (mtime, size, inode, following symlinks, so the symlink swap Kubernetes does
+for a mounted Secret counts) at most once per `RELOAD_INTERVAL` seconds, on the caller's
+thread (no watcher thread; the call that looks pays a few stats, the others one clock
+read). A changed pair of files replaces the whole token table at once: a removed token is
+refused from then on, an added one accepted, a token moved between the files takes the
+scope of its new file; calls already admitted run on. A replacement that cannot be read
+or is malformed is logged once (`auth_reload_failed`, naming the file and line) and the
+previous tokens stay in use until the next change, so a bad edit cannot lock every
+client out.
 
 Clients send the metadata `authorization: Bearer <token>` on every call.
 
@@ -23,11 +35,15 @@ or digest is ever logged or put in an error message.
 import hashlib
 import hmac
 import logging
+import os
+import threading
+import time
 from pathlib import Path
 
 import grpc
 
-__all__ = ["READ", "READ_METHODS", "WRITE", "AuthInterceptor", "auth_interceptor", "read_tokens_file"]
+__all__ = ["READ", "READ_METHODS", "RELOAD_INTERVAL", "WRITE", "AuthInterceptor", "auth_interceptor",
+           "read_tokens_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +51,9 @@ READ, WRITE = "read", "write"
 READ_METHODS = frozenset({"GetModel", "ListModels", "Predict", "Evaluate", "GetState"})
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 4096
+# Seconds between two looks at the tokens files: a rotation takes effect within about this
+# long, and the calls in between pay one clock read instead of two stats.
+RELOAD_INTERVAL = 1.0
 
 
 def _valid_token(token):
@@ -88,21 +107,81 @@ def _refusal(code, message, method):
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    """Let a ModelService call (methods under `prefix`) through only with a token of its scope."""
+    """Let a ModelService call (methods under `prefix`) through only with a token of its scope.
 
-    def __init__(self, prefix, read_tokens=(), write_tokens=()):
+    The tokens come from the files and follow them when they change (see the module
+    docstring); `reload_interval` is the least number of seconds between two looks.
+    Raises OSError or ValueError when a file cannot be read or is malformed at start.
+    """
+
+    def __init__(self, prefix, read_tokens_file="", write_tokens_file="", *, reload_interval=RELOAD_INTERVAL):
         self._prefix = prefix
-        scopes = {_digest(token): READ for token in read_tokens}
-        scopes.update({_digest(token): WRITE for token in write_tokens})
-        self._scopes = list(scopes.items())
+        self._files = [(path, option, scope) for path, option, scope in (
+            (read_tokens_file, "read_tokens_file", READ), (write_tokens_file, "write_tokens_file", WRITE))
+            if path]
+        self._interval = reload_interval
+        self._lock = threading.Lock()  # one looker at a time, so a change is loaded and logged once
+        self._signatures = self._stat()  # before reading, so a write during the read shows up next time
+        self._scopes, self.counts = self._load()
+        self._next_look = time.monotonic() + reload_interval
         self._unauthenticated = {}  # method -> handler, built once
         self._denied = {}
+
+    def _stat(self):
+        signatures = []
+        for path, _, _ in self._files:
+            try:
+                info = os.stat(path)  # follows symlinks: a re-pointed link changes st_ino
+                signatures.append((info.st_mtime_ns, info.st_size, info.st_ino))
+            except OSError:
+                signatures.append(None)
+        return signatures
+
+    def _load(self):
+        """(digest table, token counts by scope) of the files; OSError or ValueError."""
+        scopes, counts = {}, {READ: 0, WRITE: 0}
+        for path, option, scope in self._files:  # the write file comes last: a token in both has write scope
+            tokens = read_tokens_file(path, option)
+            scopes.update((_digest(token), scope) for token in tokens)
+            counts[scope] = len(tokens)
+        return list(scopes.items()), counts
+
+    def _reload_if_changed(self):
+        if not self._lock.acquire(blocking=False):
+            return  # no call waits behind another's file reads; it uses the current table
+        try:
+            now = time.monotonic()
+            if now < self._next_look:  # another call looked since this one read the clock
+                return
+            self._next_look = now + self._interval
+            signatures = self._stat()
+            if signatures == self._signatures:
+                return
+            # Remembered even when the load fails: one error per bad state, and the next
+            # change (a fixed file) is tried again.
+            self._signatures = signatures
+            try:
+                scopes, counts = self._load()
+            except (OSError, ValueError) as error:  # their messages name the file and line only
+                logger.error("tokens files changed but cannot be loaded; keeping the previous tokens: %s",
+                             error, extra={"event": "auth_reload_failed"})
+                return
+            except Exception as error:  # never fail a call over it; the message might quote the file
+                logger.error("tokens files changed but cannot be loaded; keeping the previous tokens: %s",
+                             type(error).__name__, extra={"event": "auth_reload_failed"})
+                return
+            self._scopes = scopes  # one assignment: a call sees the old table or the new, whole
+            self.counts = counts
+            logger.info("bearer tokens reloaded", extra={
+                "event": "auth_reloaded", "read_tokens": counts[READ], "write_tokens": counts[WRITE]})
+        finally:
+            self._lock.release()
 
     def scope(self, token):
         """READ, WRITE or None: compared with every known token in constant time."""
         presented = _digest(token)
         found = None
-        for digest, scope in self._scopes:
+        for digest, scope in self._scopes:  # a reload rebinds the attribute; this loop keeps its list
             if hmac.compare_digest(presented, digest) and found != WRITE:
                 found = scope
         return found
@@ -111,6 +190,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
         if not method.startswith(self._prefix):
             return continuation(handler_call_details)  # health, reflection: open
+        if time.monotonic() >= self._next_look:
+            self._reload_if_changed()
         name = method[len(self._prefix):]
         token = _bearer(handler_call_details.invocation_metadata)
         scope = self.scope(token) if token is not None else None
@@ -137,12 +218,13 @@ def auth_interceptor(settings, prefix):
     """The AuthInterceptor the settings ask for, or None when neither tokens file is set."""
     if not (settings.read_tokens_file or settings.write_tokens_file):
         return None
-    read = read_tokens_file(settings.read_tokens_file, "read_tokens_file") if settings.read_tokens_file else ()
-    write = (read_tokens_file(settings.write_tokens_file, "write_tokens_file")
-             if settings.write_tokens_file else ())
+    # RELOAD_INTERVAL is looked up here, not bound as a default, so a test can shorten it.
+    interceptor = AuthInterceptor(prefix, settings.read_tokens_file, settings.write_tokens_file,
+                                  reload_interval=RELOAD_INTERVAL)
     logger.info("bearer tokens required", extra={
-        "event": "auth_enabled", "read_tokens": len(read), "write_tokens": len(write)})
+        "event": "auth_enabled", "read_tokens": interceptor.counts[READ],
+        "write_tokens": interceptor.counts[WRITE]})
     if not settings.tls_cert and settings.host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
         logger.warning("bearer tokens travel in clear text without --tls-cert", extra={
             "event": "auth_without_tls", "host": settings.host})
-    return AuthInterceptor(prefix, read, write)
+    return interceptor
