@@ -14,7 +14,8 @@ from . import training
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
 from .errors import NNServeError, encoding
-from .messages import ModelInfo, ModelMessages, create_request, delete_request, get_request, list_request
+from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
+                       list_request, message_limits)
 
 __all__ = ["AsyncClient", "AsyncRemoteModel"]
 
@@ -42,6 +43,7 @@ class AsyncClient:
         else:
             self._channel = grpc.aio.secure_channel(c.target, c.credentials, options=c.options)
         self._stub = pb_grpc.ModelServiceStub(self._channel)
+        self._message_limits = message_limits(c.options)  # how many rows one Predict can carry
         self._closed = False
 
     @property
@@ -140,15 +142,48 @@ class AsyncRemoteModel(ModelMessages):
         request = self._train_step_request(x, y)
         return self._on_train_step(await self._client._call("TrainStep", request))
 
-    async def predict(self, x):
-        """Return the output activations for x: (n_samples, n_out) of the model's dtype."""
-        request = self._predict_request(x)
-        return self._on_predict(await self._client._call("Predict", request))
+    async def _run(self, method, plan):
+        """Await the calls of a plan (messages.py) one after the other; return its result.
 
-    async def evaluate(self, x, y):
-        """Return {"loss": float} plus "accuracy" for classification losses; no update."""
-        request = self._evaluate_request(x, y)
-        return self._on_evaluate(await self._client._call("Evaluate", request))
+        Sequential on purpose, also for the chunks of one large predict: a chunk is
+        already as large as the server takes, so it keeps a server thread busy by itself
+        (its BLAS products run on one thread by default, and other clients want the
+        others); chunks in flight together would hold several chunks' requests and replies
+        in memory at once, count several times against the server's max_concurrent_rpcs
+        (refused with RESOURCE_EXHAUSTED at once), and answer in another order than the
+        sync client's calls. Sequential calls are the sync client's calls, so the two
+        return the same results bit for bit. Callers wanting parallelism gather several
+        predicts.
+        """
+        try:
+            request = next(plan)
+            while True:
+                request = plan.send(await self._client._call(method, request))
+        except StopIteration as done:
+            return done.value
+        finally:
+            plan.close()
+
+    async def predict(self, x, *, batch_size=None):
+        """Return the output activations for x: (n_samples, n_out) of the model's dtype.
+
+        Large x is split into calls exactly as RemoteModel.predict splits it (same
+        batch_size, same version rule, same errors), so the results are the same bit for bit.
+        """
+        request, plan = self._predict_calls(x, batch_size, self._client._message_limits)
+        if plan is None:  # one call
+            return self._on_predict(await self._client._call("Predict", request))
+        return await self._run("Predict", plan)
+
+    async def evaluate(self, x, y, *, batch_size=None):
+        """Return {"loss": float} plus "accuracy" for classification losses; no update.
+
+        Split and combined exactly as RemoteModel.evaluate does (see there).
+        """
+        request, plan = self._evaluate_calls(x, y, batch_size, self._client._message_limits)
+        if plan is None:  # one call
+            return self._on_evaluate(await self._client._call("Evaluate", request))
+        return await self._run("Evaluate", plan)
 
     async def get_state(self):
         """Return {"spec", "step", "weights", "slots"} as Network.get_state() does."""

@@ -1,7 +1,9 @@
 """The synchronous client: `Client` and the `RemoteModel` handles it returns.
 
 Every method is: build the request (messages.py) -> call with the client's deadline and
-metadata -> read the reply (messages.py); a grpc.RpcError becomes NNServeError.
+metadata -> read the reply (messages.py); a grpc.RpcError becomes NNServeError. predict and
+evaluate of more rows than one call carries make one such call per chunk of rows, as
+planned by messages.py (each call has the client's deadline).
 """
 
 import grpc
@@ -12,7 +14,8 @@ from . import training
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
 from .errors import NNServeError, encoding
-from .messages import ModelInfo, ModelMessages, create_request, delete_request, get_request, list_request
+from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
+                       list_request, message_limits)
 
 __all__ = ["Client", "RemoteModel"]
 
@@ -57,6 +60,7 @@ class Client:
         else:
             self._channel = grpc.secure_channel(c.target, c.credentials, options=c.options)
         self._stub = pb_grpc.ModelServiceStub(self._channel)
+        self._message_limits = message_limits(c.options)  # how many rows one Predict can carry
         self._closed = False
 
     @property
@@ -204,13 +208,66 @@ class RemoteModel(ModelMessages):
         """
         return self._on_train_step(self._client._call("TrainStep", self._train_step_request(x, y)))
 
-    def predict(self, x):
-        """Return the output activations for x (n_samples, n_in): (n_samples, n_out) of dtype."""
-        return self._on_predict(self._client._call("Predict", self._predict_request(x)))
+    def _run(self, method, plan):
+        """Make a plan's calls (messages.py: it yields requests, is sent replies); return its result."""
+        try:
+            request = next(plan)
+            while True:
+                request = plan.send(self._client._call(method, request))
+        except StopIteration as done:
+            return done.value
+        finally:
+            plan.close()
 
-    def evaluate(self, x, y):
-        """Return {"loss": float} plus "accuracy" for classification losses; no update."""
-        return self._on_evaluate(self._client._call("Evaluate", self._evaluate_request(x, y)))
+    def predict(self, x, *, batch_size=None):
+        """Return the output activations for x (n_samples, n_in): (n_samples, n_out) of dtype.
+
+        Any number of rows: x goes in one Predict call when it fits, else in chunks of
+        batch_size rows, one call each, made one after the other, whose outputs are
+        concatenated in order. Each chunk's outputs are exactly what one call with those
+        rows returns.
+
+        Parameters
+        ----------
+        x : array (n_samples, n_in)
+        batch_size : int >= 1 or None
+            Rows per call. None: the most rows within both MAX_ROWS_PER_CALL (16384, the
+            server's default max_rows_per_request) and the client's max_message_bytes
+            (see nnserve.clients.messages.rows_per_call). Pass a smaller one for a server
+            configured with a lower max_rows_per_request or max_message_bytes.
+
+        Raises
+        ------
+        ValueError
+            batch_size not None and not an integer >= 1 (before any call).
+        nnserve.clients.errors.MixedVersionsError (an NNServeError, code ABORTED)
+            Outputs are never mixed across weights versions: when the model changed between
+            the calls (a train step, set_weights or set_state elsewhere), the chunks answered
+            by an older version than the newest one seen are predicted again, up to
+            MAX_VERSION_ROUNDS (3) times; if the versions still differ this is raised.
+        NNServeError
+            As for one call: the first chunk's call that fails ends the predict with its
+            error (the server's limits apply to each call).
+        """
+        request, plan = self._predict_calls(x, batch_size, self._client._message_limits)
+        if plan is None:  # one call
+            return self._on_predict(self._client._call("Predict", request))
+        return self._run("Predict", plan)
+
+    def evaluate(self, x, y, *, batch_size=None):
+        """Return {"loss": float} plus "accuracy" for classification losses; no update.
+
+        Any number of rows, split into calls as predict splits them (batch_size, versions
+        and errors alike). Over several calls the metrics are combined as one call over all
+        rows computes them: the loss is the mean over samples, so each chunk's loss counts
+        by its rows; the accuracy is the fraction of correct answers, counted per chunk.
+        The accuracy equals one call's exactly; the loss may differ from it in the last
+        bits (float rounding: sums in another order, and one division per chunk).
+        """
+        request, plan = self._evaluate_calls(x, y, batch_size, self._client._message_limits)
+        if plan is None:  # one call
+            return self._on_evaluate(self._client._call("Evaluate", request))
+        return self._run("Evaluate", plan)
 
     def get_state(self):
         """Return {"spec", "step", "weights", "slots"} as Network.get_state() does."""

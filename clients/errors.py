@@ -1,10 +1,15 @@
-"""The SDK's one exception type, and the two places errors become it.
+"""The SDK's one exception type, and the places errors become it.
 
 Every RPC failure arrives as a `grpc.RpcError`; `NNServeError.from_rpc` keeps its status
 code and the server's message ("got X, expected Y"). A request the SDK cannot even encode
 (an unknown activation name, a complex-valued array) is refused before it is sent with
 the status code the server would have given it, INVALID_ARGUMENT, so callers handle a bad
 argument the same way wherever it is caught.
+
+A Predict or Evaluate split into several calls whose calls kept seeing different weights
+versions (the model trained meanwhile) fails with `MixedVersionsError`, an NNServeError
+with gRPC's code for a concurrency conflict, ABORTED: `except NNServeError` still catches
+every failure of an SDK call.
 """
 
 import contextlib
@@ -13,7 +18,7 @@ import grpc
 
 from nnserve.v1.tensors import InvalidMessage
 
-__all__ = ["NNServeError"]
+__all__ = ["MixedVersionsError", "NNServeError"]
 
 
 class NNServeError(Exception):
@@ -46,6 +51,28 @@ class NNServeError(Exception):
         code = error.code() if callable(getattr(error, "code", None)) else None
         details = error.details() if callable(getattr(error, "details", None)) else None
         return cls(code or grpc.StatusCode.UNKNOWN, details or str(error), method)
+
+
+class MixedVersionsError(NNServeError):
+    """A Predict or Evaluate split into several calls that did not get one weights version.
+
+    Raised, with code ABORTED, when the model kept changing between the calls even after
+    the calls that saw an older version were made again (messages.MAX_VERSION_ROUNDS
+    times): the results would mix two models, so none are returned. Retry, or use a larger
+    batch_size (fewer calls), or pause training.
+
+    Attributes
+    ----------
+    versions : list of int
+        The weights version of each chunk's last reply, in row order.
+    """
+
+    def __init__(self, message, method, versions):
+        super().__init__(grpc.StatusCode.ABORTED, message, method)
+        self.versions = list(versions)
+
+    def __reduce__(self):
+        return type(self), (self.message, self.method, self.versions)
 
 
 @contextlib.contextmanager
