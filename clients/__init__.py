@@ -18,11 +18,12 @@ grpcio, protobuf and tqdm: it never imports numba.
 from .aio import AsyncClient, AsyncRemoteModel
 from .channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, TLS
 from .client import Client, RemoteModel
-from .errors import NNServeError
+from .errors import MixedVersionsError, NNServeError
 from .messages import ModelInfo
 
 __all__ = ["DEFAULT_TARGET", "DEFAULT_TIMEOUT", "TLS", "AsyncClient", "AsyncRemoteModel", "Client",
-           "ModelInfo", "NNClassifier", "NNRegressor", "NNServeError", "RemoteModel"]
+           "MixedVersionsError", "ModelInfo", "NNClassifier", "NNRegressor", "NNServeError",
+           "RemoteModel"]
 
 
 def __getattr__(name):
