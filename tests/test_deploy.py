@@ -44,7 +44,7 @@ DASHBOARD = DEPLOY / "grafana" / "nnserve-dashboard.json"
 # is the oldest release still commonly supported) and the newest whose schemas
 # kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
-VARIANTS = ("base", "overlays/example", "overlays/durable")
+VARIANTS = ("base", "overlays/example", "overlays/durable", "overlays/secure")
 WORKLOAD = ("StatefulSet", "nnserve")
 
 # The metrics the server exports, as the dashboard may name them: exposition name ->
@@ -643,6 +643,35 @@ def test_durable_overlay_mounts_state_dir():
     assert mounts[container_env(resources)["NNSERVE_STATE_DIR"]] == claim["metadata"]["name"]
     assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
                                                             "whenScaled": "Retain"}
+
+
+def test_secure_overlay_mounts_tls_and_tokens_from_secrets():
+    """The secure overlay points every TLS and tokens setting at a file of a Secret mounted
+    read-only as a whole directory (so updates reach it), readable by the pod's group only,
+    and keeps the probes on the plaintext health port."""
+    resources = render(K8S / "overlays/secure").resources
+    container = server_container(resources)
+    environ = container_env(resources)
+    pod = workload(resources)["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    settings = effective_settings(resources)
+    paths = (settings.tls_cert, settings.tls_key, settings.read_tokens_file, settings.write_tokens_file)
+    assert all(paths)
+    for path in paths:
+        folder, _, key = path.rpartition("/")
+        mount = mounts[folder]
+        assert mount.get("readOnly") and "subPath" not in mount
+        secret = volumes[mount["name"]]["secret"]
+        assert secret["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == 10001
+        assert key in ({"tls.crt", "tls.key"} if folder.endswith("/tls") else {"read", "write"})
+    assert {volumes[mounts[path.rpartition("/")[0]]["name"]]["secret"]["secretName"]
+            for path in paths} == {"nnserve-tls", "nnserve-tokens"}
+    assert not [r for r in resources if r["kind"] == "Secret"]  # secrets stay out of git
+    health_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "health")
+    assert all(container[kind]["grpc"]["port"] == health_port
+               for kind in ("startupProbe", "livenessProbe", "readinessProbe"))
+    assert environ["NNSERVE_HEALTH_PORT"] == str(health_port)
 
 
 # -- Dockerfile ---------------------------------------------------------------------------------
