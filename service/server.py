@@ -44,7 +44,7 @@ class Server:
     start() -> serving; stop(grace) -> health NOT_SERVING, drain period, then in-flight
     RPCs get `grace` seconds while new ones are refused. `metrics` is the server's
     service.metrics.Metrics (NO_METRICS when disabled), `metrics_port` the bound /metrics
-    port (0 when disabled).
+    port (0 when disabled), `health_port` the bound plaintext health port (0 when disabled).
     """
 
     def __init__(self, grpc_server, registry, health_servicer, settings, metrics=NO_METRICS,
