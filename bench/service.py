@@ -1,6 +1,6 @@
 """`nnserve bench service`: nnserve over gRPC against the bare-gRPC floor and PyTorch behind grpcio.
 
-Three servers, one after another, each in its own process, all loaded by the same client
+Up to four servers, each in its own process, all loaded by the same client
 (`nnserve.clients.loadtest`, grpc.aio through the generated stubs) with the same
 concurrency:
 
@@ -13,11 +13,18 @@ concurrency:
 - nnserve: `nnserve serve` with its defaults (metrics on).
 
 Cases on [784, 256, 256, 10] (relu, relu, softmax; float32): batch-1 Predict with 1 and 8
-calls in flight, batch-256 Predict and batch-256 TrainStep with 4 in flight. Each case
-creates its model, makes one call of warm-up, loads for 0.5 s unreported, then for
-`--duration`. Resident memory (VmRSS of /proc/PID/status) is read at idle after a warm-up
-load, and at the end of the last case; VmHWM gives the peak. The in-process
-`Network.train_step` rate is measured first, in this process, with no server running.
+calls in flight, batch-256 Predict and batch-256 TrainStep with 4 in flight.
+
+The servers run side by side (idle but for the one under load) and take turns: each case
+runs `--rounds` rounds, and in each round every server is loaded for `--duration` /
+rounds (after creating its model, one warm-up call and 0.2 s unreported), in an order
+that rotates from round to round. A server's figures are the medians over the rounds,
+and a ratio between two servers is the median of the rounds' ratios, so a drift in the
+machine's speed (this 2-core machine is shared and noisy) reaches every server alike
+instead of favouring the one measured in a quiet minute. Resident memory (VmRSS of
+/proc/PID/status) is read at idle after a warm-up load, and at the end of the last case;
+VmHWM gives the peak. The in-process `Network.train_step` rate is measured first, in
+this process, with no server running.
 """
 
 import importlib.util
@@ -25,6 +32,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +54,8 @@ CASES = (
 )
 BATCH_1_CASES = tuple(case for case in CASES if case[2] == 1)
 RPC = {"predict": "Predict", "train": "TrainStep"}
-CASE_WARMUP_SECONDS = 0.5
+ROUNDS = 5  # each case's time is split into this many turns per server
+ROUND_WARMUP_SECONDS = 0.2  # unreported load before each turn
 STARTUP_SECONDS = 180  # nnserve compiles its kernels on a cold cache (~15 s)
 
 
@@ -146,7 +155,7 @@ def in_process_train(seconds, batch=256):
     return steps * batch / (time.perf_counter() - started)
 
 
-def _load(port, operation, batch, concurrency, seconds, warmup=CASE_WARMUP_SECONDS):
+def _load(port, operation, batch, concurrency, seconds, warmup):
     report = run_load(LoadSpec(target=f"127.0.0.1:{port}", duration=seconds,
                                concurrency=concurrency, mix={operation: 1}, batch=batch,
                                layers=LAYERS, models=1, warmup=warmup))
@@ -156,51 +165,94 @@ def _load(port, operation, batch, concurrency, seconds, warmup=CASE_WARMUP_SECON
     return report["rpcs"][RPC[operation]]
 
 
-def measure_server(name, command, ready, seconds, cases=CASES):
-    """Start one server, warm it up, run the cases; return its figures."""
-    server = ServerProcess(name, command, ready)
+def _warm_up(server):
+    """Load every path and buffer the cases use, then let the server idle."""
+    _load(server.port, "train", 256, 4, 1.0, warmup=0)
+    _load(server.port, "predict", 256, 4, 0.5, warmup=0)
+    _load(server.port, "predict", 1, 8, 0.5, warmup=0)
+
+
+def _median_row(rows):
+    """The median of each figure over the rounds' rows (keys of the first row)."""
+    return {key: statistics.median(row[key] for row in rows) for key, value in rows[0].items()
+            if isinstance(value, (int, float))}
+
+
+def measure_servers(servers, seconds, rounds=ROUNDS):
+    """Start every server, warm each up, then run each case in `rounds` rounds of
+    seconds / rounds each, the servers taking turns within a round (in an order that
+    rotates from round to round), so that a drift of the machine's speed during the run
+    reaches every server alike. Return {name: figures}, each case's row the median over
+    the rounds, with the rounds' rows under "rounds".
+
+    servers: [(name, command, readiness parser, cases)].
+    """
+    cases_of = {name: {case[0] for case in cases} for name, _, _, cases in servers}
+    started = {}
     try:
-        # Warm-up load: every path and buffer the cases use, then idle.
-        _load(server.port, "train", 256, 4, 1.0, warmup=0)
-        _load(server.port, "predict", 256, 4, 0.5, warmup=0)
-        _load(server.port, "predict", 1, 8, 0.5, warmup=0)
+        for name, command, ready, _ in servers:
+            print(f"{name}: starting ...", file=sys.stderr, flush=True)
+            started[name] = ServerProcess(name, command, ready)
+            _warm_up(started[name])
         time.sleep(1.0)
-        idle = server.memory_mib()
-        figures = {}
-        for case, operation, batch, concurrency in cases:
-            figures[case] = _load(server.port, operation, batch, concurrency, seconds)
-        end = server.memory_mib()
+        idle = {name: server.memory_mib() for name, server in started.items()}
+        runs = {name: {} for name in started}
+        names = list(started)
+        for case, operation, batch, concurrency in CASES:
+            print(f"{case}: {rounds} rounds ...", file=sys.stderr, flush=True)
+            for round_ in range(rounds):
+                for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                    if case in cases_of[name]:
+                        runs[name].setdefault(case, []).append(_load(
+                            started[name].port, operation, batch, concurrency, seconds / rounds,
+                            warmup=ROUND_WARMUP_SECONDS))
+        end = {name: server.memory_mib() for name, server in started.items()}
     finally:
-        server.stop()
-    return {"rss_idle_mib": idle["rss"], "rss_end_mib": end["rss"], "rss_peak_mib": end["peak"],
-            "cases": figures}
+        for server in started.values():
+            server.stop()
+    return {name: {"rss_idle_mib": idle[name]["rss"], "rss_end_mib": end[name]["rss"],
+                   "rss_peak_mib": end[name]["peak"],
+                   "cases": {case: _median_row(rows) for case, rows in runs[name].items()},
+                   "rounds": runs[name]}
+            for name in started}
 
 
 # -- report ----------------------------------------------------------------------------------
 
+def _rounds(server, case):
+    """The rows of a case's rounds (one row when the figures have no rounds)."""
+    return server.get("rounds", {}).get(case) or [server["cases"][case]]
+
+
+def _ratio(results, name, reference, case, key):
+    """The median over the rounds of name's figure divided by reference's in the same round."""
+    pairs = zip(_rounds(results[name], case), _rounds(results[reference], case))
+    return statistics.median(mine[key] / theirs[key] for mine, theirs in pairs)
+
+
 def _ratios(results, in_process):
     """Per case and server: req/s and p99 against the floor (and the weights floor where it
-    ran); TrainStep against in-process and torch."""
-    floor = results["floor"]["cases"]
-    weights = results.get("weights", {"cases": {}})["cases"]
+    ran), each the median of the rounds' ratios (a round's servers ran minutes apart at
+    most, seconds apart usually); TrainStep against in-process and torch."""
     ratios = {}
     for name, server in results.items():
-        for case, row in server["cases"].items():
+        for case in server["cases"]:
             ratio = ratios.setdefault(case, {})[name] = {
-                "requests_per_second_vs_floor": row["requests_per_second"]
-                / floor[case]["requests_per_second"],
-                "p99_vs_floor": row["p99_ms"] / floor[case]["p99_ms"],
+                "requests_per_second_vs_floor": _ratio(results, name, "floor", case,
+                                                       "requests_per_second"),
+                "p99_vs_floor": _ratio(results, name, "floor", case, "p99_ms"),
             }
-            if case in weights and name != "weights":
-                ratio["requests_per_second_vs_weights_floor"] = (
-                    row["requests_per_second"] / weights[case]["requests_per_second"])
-                ratio["p99_vs_weights_floor"] = row["p99_ms"] / weights[case]["p99_ms"]
+            if name != "weights" and case in results.get("weights", {}).get("cases", {}):
+                ratio["requests_per_second_vs_weights_floor"] = _ratio(
+                    results, name, "weights", case, "requests_per_second")
+                ratio["p99_vs_weights_floor"] = _ratio(results, name, "weights", case, "p99_ms")
     train = "train b256 x4"
     nnserve = results["nnserve"]["cases"][train]["rows_per_second"]
     ratios[train]["nnserve"]["examples_per_second_vs_in_process"] = nnserve / in_process
     if "torch" in results:
+        ratios[train]["nnserve"]["examples_per_second_vs_torch"] = _ratio(
+            results, "nnserve", "torch", train, "rows_per_second")
         torch = results["torch"]["cases"][train]["rows_per_second"]
-        ratios[train]["nnserve"]["examples_per_second_vs_torch"] = nnserve / torch
         ratios[train]["torch"]["examples_per_second_vs_in_process"] = torch / in_process
     return ratios
 
@@ -228,7 +280,8 @@ def _targets(results, ratios):
 
 def format_report(report):
     results, ratios = report["servers"], report["ratios"]
-    lines = [f"{report['duration_seconds']:g} s per case, layers {list(LAYERS)}, float32; "
+    lines = [f"{report['duration_seconds']:g} s per case and server in {report.get('rounds', 1)} "
+             f"rounds (medians), layers {list(LAYERS)}, float32; "
              f"{report['machine']['cpus']} CPUs; torch {report['torch'] or 'not installed'}"]
     if report["torch"] is None:
         lines.append("torch: skipped (not installed; pip install 'nnserve[bench]')")
@@ -272,17 +325,17 @@ def run(args):
 
         torch_version = torch.__version__
     in_process = in_process_train(seconds)
-    results = {}
-    for name, command, ready, cases in _servers():
-        if command is None:
-            print(f"{name}: skipped, torch is not installed", file=sys.stderr)
-            continue
-        print(f"{name}: measuring ...", file=sys.stderr, flush=True)
-        results[name] = measure_server(name, command, ready, seconds, cases)
+    servers = []
+    for server in _servers():
+        if server[1] is None:
+            print(f"{server[0]}: skipped, torch is not installed", file=sys.stderr)
+        else:
+            servers.append(server)
+    results = measure_servers(servers, seconds, args.rounds)
     ratios = _ratios(results, in_process)
     import grpc
 
-    report = {"duration_seconds": seconds, "layers": list(LAYERS),
+    report = {"duration_seconds": seconds, "rounds": args.rounds, "layers": list(LAYERS),
               "cases": [dict(zip(("case", "operation", "batch", "in_flight"), case)) for case in CASES],
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "grpcio": grpc.__version__, "platform": platform.platform()},

@@ -32,6 +32,16 @@ def _serve(args):
     return serve_command(args)
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected an integer >= 1")
+    return value
+
+
 def _add_loadtest_arguments(parser):
     # Here rather than in nnserve.clients.loadtest, whose imports (grpc, the SDK) would slow
     # down every `nnserve` command.
@@ -80,7 +90,11 @@ def build_parser():
     service = benches.add_parser(
         "service", help="requests/s, latency and memory over gRPC: nnserve vs a bare gRPC "
                         "server (the floor) vs PyTorch behind grpcio")
-    service.add_argument("--duration", default="5s", help="measured time per case (default 5s)")
+    service.add_argument("--duration", default="5s",
+                         help="measured time per case and server (default 5s)")
+    service.add_argument("--rounds", type=_positive_int, default=5,
+                         help="turns the servers take per case, the duration split among them; "
+                              "figures are the medians (default 5)")
     service.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     service.set_defaults(handler=_bench_service)
 

@@ -104,3 +104,34 @@ def test_report_ratios_and_targets_follow_the_figures():
     assert "MISSED" in text and "predict b256 x4" in text and "nnserve 200 / 210 / 220" in text
     weights_rows = [line for line in text.splitlines() if line.split()[3:4] == ["weights"]]
     assert len(weights_rows) == len(service.BATCH_1_CASES)
+
+
+def test_ratios_are_medians_of_each_rounds_ratio():
+    """With rounds, a ratio compares servers within each round, then takes the median: a
+    slow round (the machine busy) slows both servers and leaves the ratio alone."""
+    def server(per_round):
+        rounds = {case: [_row(rate, 1.0, batch) for rate in per_round] for case, _, batch, _ in CASES}
+        return {"rss_idle_mib": 1, "rss_end_mib": 1, "rss_peak_mib": 1, "rounds": rounds,
+                "cases": {case: service._median_row(rows) for case, rows in rounds.items()}}
+
+    results = {"floor": server([1000, 100, 1000]), "nnserve": server([800, 80, 800])}
+    ratios = service._ratios(results, in_process=1.0)
+    assert ratios["predict b1 x8"]["nnserve"]["requests_per_second_vs_floor"] == pytest.approx(0.8)
+    assert results["nnserve"]["cases"]["predict b1 x8"]["requests_per_second"] == 800
+
+
+def test_servers_take_turns_in_rounds_and_report_medians():
+    """measure_servers on the two floors, 2 rounds: every case the floor runs and only the
+    batch-1 cases for the weights floor, a row per round, the median as the case's figure,
+    and memory read from both processes."""
+    servers = [server for server in service._servers() if server[0] in ("floor", "weights")]
+    results = service.measure_servers(servers, seconds=0.2, rounds=2)
+    assert set(results) == {"floor", "weights"}
+    assert set(results["floor"]["cases"]) == {case for case, *_ in CASES}
+    assert set(results["weights"]["cases"]) == {case for case, *_ in service.BATCH_1_CASES}
+    for figures in results.values():
+        assert 0 < figures["rss_idle_mib"] and 0 < figures["rss_end_mib"] <= figures["rss_peak_mib"]
+        for case, rows in figures["rounds"].items():
+            assert len(rows) == 2 and all(row["requests_per_second"] > 0 for row in rows)
+            assert figures["cases"][case]["requests_per_second"] == pytest.approx(
+                (rows[0]["requests_per_second"] + rows[1]["requests_per_second"]) / 2)
