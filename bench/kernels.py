@@ -18,6 +18,7 @@ from nnserve.bench.numpy_mlp import NumpyMLP
 CASES = [
     # (label, layers, activations, loss, batch sizes)
     ("mnist-mlp", [784, 256, 256, 10], ["relu", "relu", "softmax"], "cross_entropy", [1, 32, 256, 1024]),
+    ("mnist-tanh", [784, 256, 256, 10], ["tanh", "tanh", "softmax"], "cross_entropy", [1, 256]),
     ("tiny", [2, 8, 8, 1], ["tanh", "tanh", "sigmoid"], "binary_cross_entropy", [1, 32]),
 ]
 LEARNING_RATE = 0.01

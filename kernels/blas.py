@@ -12,8 +12,10 @@ therefore run as plain loops.
 
 import llvmlite.binding as llvm
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.extending import get_cython_function_address
+
+from .jit import kernel
 
 _FORTRAN_GEMM = types.void(*([types.voidptr] * 13))
 
@@ -29,7 +31,7 @@ _TRANSPOSE = ord("T")
 SMALL_PRODUCT = 4096
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def matmul(a, b, out):
     """out <- a @ b, for C- or F-ordered views (a.T, W.T) as np.dot takes them."""
     n, k = a.shape
@@ -45,7 +47,7 @@ def matmul(a, b, out):
                 out[i, j] += scale * b[p, j]
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def gemm_transposed_a(a, b, c, alpha, beta):
     """c <- alpha * a.T @ b + beta * c, for C-ordered a (k, m), b (k, n), c (m, n).
 

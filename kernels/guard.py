@@ -12,9 +12,9 @@ backup that is restored when anything came out non-finite.
 """
 
 import numpy as np
-from numba import njit
 
 from .codes import ADAM
+from .jit import kernel
 from .optimizers import BETA1, EPS, LEARNING_RATE, MOMENTUM, NESTEROV, WEIGHT_DECAY
 
 # Positions in the float64 `bounds` vector: upper bounds on |params|, |slot 1|, |slot 2|.
@@ -45,7 +45,7 @@ def all_finite(arrays):
     return all(np.isfinite(array).all() for array in arrays)
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def gradient_limit(optimizer, hyper, bounds, step, top):
     """The largest gradient magnitude for which update number `step` stays under `top`."""
     lr = hyper[LEARNING_RATE]
@@ -70,7 +70,7 @@ def gradient_limit(optimizer, hyper, bounds, step, top):
     return effective - decay_term
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def advance(optimizer, hyper, bounds, gradient_bound, step):
     """Move the bounds past update number `step`, whose gradients were <= gradient_bound."""
     lr = hyper[LEARNING_RATE]

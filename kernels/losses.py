@@ -9,13 +9,13 @@ gradients are valid only for the pairings the API accepts:
 """
 
 import numpy as np
-from numba import njit
 
 from .codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE
+from .jit import kernel
 from .layers import times_derivative
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def loss_and_output_grad(logits, outputs, targets, class_ids, loss, activation, grad):
     """Return the batch-mean loss and write dL/dz of the output layer into `grad`.
 

@@ -14,11 +14,11 @@ divergence guard, then updates each layer in place.
 """
 
 import numpy as np
-from numba import njit
 
 from .blas import gemm_transposed_a, matmul
 from .codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, ROW_SUM_TOLERANCE, SGD
 from .guard import advance, gradient_limit
+from .jit import kernel
 from .layers import (activate, add_bias, add_column_squares, column_sums, hidden_activate,
                      times_derivative)
 from .losses import loss_and_output_grad
@@ -35,7 +35,7 @@ LOSS_NOT_FINITE = 2   # the loss before the update is not finite: nothing change
 BAD_BATCH = 3         # x or y holds a value the kernels refuse: nothing changed
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _param_offset(layer_sizes, layer):
     offset = 0
     for l in range(layer):
@@ -43,7 +43,7 @@ def _param_offset(layer_sizes, layer):
     return offset
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _weights(params, layer_sizes, layer):
     offset = _param_offset(layer_sizes, layer)
     n_in = layer_sizes[layer]
@@ -53,7 +53,7 @@ def _weights(params, layer_sizes, layer):
     return weights, biases
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _layer_rows(buffer, layer_sizes, layer, n_samples):
     offset = 0
     for l in range(layer):
@@ -62,7 +62,7 @@ def _layer_rows(buffer, layer_sizes, layer, n_samples):
     return buffer[offset:offset + n_samples * n_out].reshape((n_samples, n_out))
 
 
-@njit(nogil=True, cache=True, fastmath={"reassoc"})
+@kernel(fastmath={"reassoc"})
 def _all_finite(a):
     # v - v is 0 for a finite v and NaN otherwise; with reassociation allowed the sum
     # vectorizes (an early exit would not).
@@ -73,7 +73,7 @@ def _all_finite(a):
     return total == 0
 
 
-@njit(nogil=True, cache=True, fastmath={"reassoc"})
+@kernel(fastmath={"reassoc"})
 def _inputs_finite(x, squares):
     # One pass: finiteness as in _all_finite, and x's squared column norms for the guard.
     total = x[0, 0] - x[0, 0]
@@ -85,7 +85,7 @@ def _inputs_finite(x, squares):
     return total == 0
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def batch_is_valid(x, targets, class_ids, loss, n_out, squares):
     """Whether every value is one the kernels accept (shapes and dtypes are checked before).
 
@@ -119,7 +119,7 @@ def batch_is_valid(x, targets, class_ids, loss, n_out, squares):
     return True
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def forward(params, layer_sizes, activations, x, outputs, logits, squares):
     """Fill `outputs` with every layer's activations and `logits` with the last layer's z.
 
@@ -144,7 +144,7 @@ def forward(params, layer_sizes, activations, x, outputs, logits, squares):
         layer_input = a
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _norm_offset(layer_sizes, layer):
     """Where layer `layer`'s units (0: the inputs) start in a column-norm vector."""
     offset = 0
@@ -153,7 +153,7 @@ def _norm_offset(layer_sizes, layer):
     return offset
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads, weight_grads,
                    squares):
     """Every layer's dz (into `deltas`, the output layer's already there) and db (into `grads`).
@@ -199,7 +199,7 @@ def back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads, 
     return bound
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _largest(values):
     """The largest value, or NaN when any is NaN (the bound must not forget a NaN)."""
     peak = 0.0
@@ -211,7 +211,7 @@ def _largest(values):
     return peak
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyper, coeffs,
                   slot1, slot2):
     """Update every layer in place from its dz and input (back_propagate ran first).
@@ -248,7 +248,7 @@ def apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyp
             update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[start:end], start)
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def train_step(params, layer_sizes, activations, loss, x, targets, class_ids, outputs,
                logits, deltas, grads, optimizer, hyper, slot1, slot2, step, bounds, top,
                force):
@@ -284,7 +284,7 @@ def train_step(params, layer_sizes, activations, loss, x, targets, class_ids, ou
     return batch_loss, OK
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _total_width(layer_sizes):
     total = 0
     for l in range(1, layer_sizes.shape[0]):
@@ -292,7 +292,7 @@ def _total_width(layer_sizes):
     return total
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def predict(params, layer_sizes, activations, x):
     """Return (output activations, valid); allocates its own buffers (reentrant)."""
     n_samples = x.shape[0]
@@ -305,7 +305,7 @@ def predict(params, layer_sizes, activations, x):
     return _layer_rows(outputs, layer_sizes, layer_sizes.shape[0] - 2, n_samples).copy(), True
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def evaluate(params, layer_sizes, activations, loss, x, targets, class_ids):
     """Return (batch loss, output activations, valid) without touching `params`."""
     n_samples = x.shape[0]

@@ -12,9 +12,9 @@ Python float applied to a float32 tensor; the loops then stay in that dtype and 
 """
 
 import numpy as np
-from numba import njit
 
 from .codes import ADAM, SGD
+from .jit import kernel
 
 # Positions in the float64 hyper-parameter vector a Network passes to its train step.
 LEARNING_RATE, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS = range(7)
@@ -30,7 +30,7 @@ ADAM_STEP_SIZE, ADAM_ONE_MINUS_BETA1, ADAM_BETA2, ADAM_ONE_MINUS_BETA2, ADAM_EPS
 N_COEFFICIENTS = 7
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def coefficients(optimizer, hyper, step, params):
     """Return this step's scalars in params' dtype; `step` is the 1-based update count."""
     out = np.zeros(N_COEFFICIENTS, dtype=params.dtype)
@@ -51,7 +51,7 @@ def coefficients(optimizer, hyper, step, params):
     return out
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def sgd_update(params, momentum_buffer, grads, start, coeffs, nesterov):
     lr = coeffs[SGD_LR]
     momentum = coeffs[SGD_MOMENTUM]
@@ -78,7 +78,7 @@ def sgd_update(params, momentum_buffer, grads, start, coeffs, nesterov):
             p[i] = p[i] - lr * velocity
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def adam_update(params, exp_avg, exp_avg_sq, grads, start, coeffs):
     step_size = coeffs[ADAM_STEP_SIZE]
     one_minus_beta1 = coeffs[ADAM_ONE_MINUS_BETA1]
@@ -101,7 +101,7 @@ def adam_update(params, exp_avg, exp_avg_sq, grads, start, coeffs):
         p[i] = p[i] - step_size * (m / (np.sqrt(v) / correction2_sqrt + eps))
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def update(optimizer, nesterov, coeffs, params, slot1, slot2, grads, start):
     """Apply `optimizer` to params[start:start + len(grads)]; unused slots may be empty."""
     if optimizer == SGD:
@@ -110,7 +110,7 @@ def update(optimizer, nesterov, coeffs, params, slot1, slot2, grads, start):
         adam_update(params, slot1, slot2, grads, start, coeffs)
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def sgd_outer_update(params, start, layer_input, dz, coeffs):
     """Plain SGD on one weight block from a single sample's gradient outer(layer_input, dz).
 
