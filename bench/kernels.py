@@ -166,8 +166,10 @@ def run(args):
     from nnserve.kernels import warmup
 
     warmup()
-    sgemm = sgemm_gflops(args.repeats)
     rows, threads, torch_version = measure(args.repeats)
+    # After the cases: right after a multi-threaded 1024^3 sgemm, the first case's batch-1
+    # calls ran ~50% slower (measured), whatever that case was.
+    sgemm = sgemm_gflops(args.repeats)
     print(f"BLAS: {json.dumps(blas['blas'])}")
     print(f"OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={blas['OPENBLAS_L2_SIZE']}; "
           f"threads={threads}; torch={torch_version or 'not installed (torch columns skipped)'}")

@@ -5,65 +5,18 @@ these loops are serial on purpose: with BLAS threads owning the cores, a paralle
 elementwise region only adds launch cost and contention (see docs/design.md).
 """
 
-import numpy as np
-from numba import types
-from numba.extending import overload
-
 from .codes import IDENTITY, LEAKY_RELU, LEAKY_RELU_SLOPE, RELU, SIGMOID, SOFTMAX, TANH
 from .jit import kernel
-
-# tanh for float32: Eigen's 13/6 rational approximation, as TensorFlow and ONNX Runtime use.
-# libm's tanhf is a call per element that no loop around it can vectorize (this llvmlite has
-# no SVML): it took 2.2 of the 4.0 ms of a batch-256 train step of a [784, 256, 256, 10]
-# tanh network. The rational form vectorizes. Measured against tanh in float64 over every
-# 97th float32 in [-10, 10]: at most 6 ulp (absolute 3.6e-7, near +-1), 0.12 ulp on average
-# (numpy's float32 tanh: 1.4 and 0.04). float64 keeps libm's tanh: its reference tests ask 1e-10.
-_TANH_CLAMP = np.float32(9.0)  # beyond it tanh rounds to +-1 in float32
-_TANH_TINY = np.float32(4e-4)  # below it tanh(x) rounds to x
-_ONE = np.float32(1.0)
-_TANH_P = tuple(np.float32(c) for c in (  # x * P(x^2), from the x^13 coefficient down
-    -2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
-    1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03))
-_TANH_Q = tuple(np.float32(c) for c in (  # Q(x^2), from the x^6 coefficient down
-    1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03))
-
-
-def tanh(x):
-    """tanh of one float: a vectorizable rational approximation for float32, libm otherwise."""
-    return np.tanh(x)
-
-
-@overload(tanh, inline="always")
-def _tanh(x):
-    if x != types.float32:
-        return lambda x: np.tanh(x)
-    p13, p11, p9, p7, p5, p3, p1 = _TANH_P
-    q6, q4, q2, q0 = _TANH_Q
-
-    def tanh_float32(x):
-        # Each comparison is false for nan, which so passes through (the guard counts on it).
-        clamped = _TANH_CLAMP if x > _TANH_CLAMP else x
-        clamped = -_TANH_CLAMP if clamped < -_TANH_CLAMP else clamped
-        x2 = clamped * clamped
-        p = ((((((p13 * x2 + p11) * x2 + p9) * x2 + p7) * x2 + p5) * x2 + p3) * x2 + p1) * clamped
-        q = ((q6 * x2 + q4) * x2 + q2) * x2 + q0
-        ratio = p / q
-        # Near +-9 the ratio can pass 1 by an ulp; tanh never does.
-        ratio = _ONE if ratio > _ONE else ratio
-        ratio = -_ONE if ratio < -_ONE else ratio
-        return x if abs(x) < _TANH_TINY else ratio
-
-    return tanh_float32
+from .vector_math import exp, tanh
 
 
 @kernel(inline="always")
 def sigmoid(z, one):
-    # Two branches so exp never overflows. `one` is 1 in z's dtype: a float literal would
-    # turn float32 arithmetic into float64 (2x slower exp, conversions, no wide vectors).
-    if z >= 0:
-        return one / (one + np.exp(-z))
-    e = np.exp(z)
-    return e / (one + e)
+    # exp of -|z| never overflows; both branches' values are formed and one is selected, so
+    # a loop over this has no branch and vectorizes. `one` is 1 in z's dtype: a float
+    # literal would turn float32 arithmetic into float64 (conversions, no wide vectors).
+    e = exp(-abs(z))
+    return one / (one + e) if z >= 0 else e / (one + e)
 
 
 @kernel(inline="always")
@@ -114,7 +67,7 @@ def activate(z, activation, out):
                 peak = max(peak, z[i, j])
             total = 0.0
             for j in range(n_out):
-                e = np.exp(z[i, j] - peak)
+                e = exp(z[i, j] - peak)
                 out[i, j] = e
                 total += e
             for j in range(n_out):

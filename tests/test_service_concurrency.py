@@ -6,7 +6,6 @@ from collections import defaultdict
 
 import grpc
 import numpy as np
-import pytest
 
 from nnserve.kernels import Network, warmup
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc

@@ -1,6 +1,5 @@
 """Operations: health, reflection, graceful shutdown, settings, logs and `nnserve serve` as a process."""
 
-import io
 import json
 import logging
 import os
