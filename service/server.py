@@ -146,12 +146,14 @@ def _metrics_http(metrics, settings):
         raise OSError(f"cannot listen on {_address(host, port_wanted)} for metrics: {error}") from None
 
 
-def _health_server(health_servicer, host, port_wanted):
-    """(grpc server, bound port): the health service alone, plaintext, on its own threads."""
+def _health_server(health_servicer, host, port_wanted, metrics):
+    """(grpc server, bound port): the health service alone, plaintext, on its own threads;
+    its calls are counted in the same grpc_server_* series as on the main port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=HEALTH_THREADS, thread_name_prefix="nnserve-health"),
         # Beyond this, refused at once rather than queued: a probe never waits behind a Watch.
         maximum_concurrent_rpcs=HEALTH_THREADS,
+        interceptors=[MetricsInterceptor(metrics)] if metrics is not NO_METRICS else [],
         options=[("grpc.so_reuseport", 0)])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = _address(host, port_wanted)
@@ -213,7 +215,7 @@ def create_server(settings=None):
             metrics_http = _metrics_http(metrics, settings)
         if settings.health_port:
             health_server, health_port = _health_server(health_servicer, settings.host,
-                                                        max(settings.health_port, 0))
+                                                        max(settings.health_port, 0), metrics)
     except OSError:
         if metrics_http is not None:
             metrics_http.close()

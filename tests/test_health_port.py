@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nnserve.kernels import warmup
 from nnserve.service import Settings, create_server
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
+from metrics_support import rpc, scrape, value
 from process_support import ServeProcess
 from security_support import Authority
 from service_support import classifier_spec, make_batch, pb, to_tensor
@@ -149,3 +150,20 @@ def test_serve_logs_the_health_port_and_probes_reach_it():
         health_port = process.events[-1]["health_port"]
         assert health_port > 0 and _status(health_port) == SERVING
         assert _status(health_port, health.OVERALL_HEALTH) == SERVING
+
+
+def test_checks_on_the_health_port_are_counted_in_the_servers_metrics():
+    """A Check on the health port moves grpc_server_handled_total for the health service, as
+    one on the main port does (scraped over HTTP and parsed)."""
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, health_port=-1))
+    server.start()
+    labels = rpc("Check", "OK", service=health.SERVICE_NAME)
+    try:
+        before = value(scrape(server.metrics_port), "grpc_server_handled_total", **labels)
+        for _ in range(3):
+            assert _status(server.health_port) == SERVING
+        assert _status(port) == SERVING
+        after = value(scrape(server.metrics_port), "grpc_server_handled_total", **labels)
+    finally:
+        server.stop(0).wait(10)
+    assert after - before == 4
