@@ -16,10 +16,12 @@ import numpy as np
 from nnserve.bench.numpy_mlp import NumpyMLP
 
 CASES = [
-    # (label, layers, activations, loss, batch sizes)
-    ("mnist-mlp", [784, 256, 256, 10], ["relu", "relu", "softmax"], "cross_entropy", [1, 32, 256, 1024]),
-    ("mnist-tanh", [784, 256, 256, 10], ["tanh", "tanh", "softmax"], "cross_entropy", [1, 256]),
-    ("tiny", [2, 8, 8, 1], ["tanh", "tanh", "sigmoid"], "binary_cross_entropy", [1, 32]),
+    # (label, layers, activations, loss, optimizer, batch sizes); numpy's MLP is plain SGD only
+    ("mnist-mlp", [784, 256, 256, 10], ["relu", "relu", "softmax"], "cross_entropy", "sgd",
+     [1, 32, 256, 1024]),
+    ("mnist-tanh", [784, 256, 256, 10], ["tanh", "tanh", "softmax"], "cross_entropy", "sgd", [1, 256]),
+    ("mnist-adam", [784, 256, 256, 10], ["relu", "relu", "softmax"], "cross_entropy", "adam", [1, 256]),
+    ("tiny", [2, 8, 8, 1], ["tanh", "tanh", "sigmoid"], "binary_cross_entropy", "sgd", [1, 32]),
 ]
 LEARNING_RATE = 0.01
 
@@ -84,9 +86,11 @@ def _torch_model(torch, weights, activations):
     return torch.nn.Sequential(*modules)
 
 
-def _torch_calls(torch, weights, activations, loss, x, y):
+def _torch_calls(torch, weights, activations, loss, optimizer_name, x, y):
     model = _torch_model(torch, weights, activations)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    # Adam with nnserve's defaults (betas 0.9, 0.999; eps 1e-8), which are torch's too.
+    kind = torch.optim.Adam if optimizer_name == "adam" else torch.optim.SGD
+    optimizer = kind(model.parameters(), lr=LEARNING_RATE)
     tx = torch.from_numpy(x)
     if loss == "cross_entropy":
         ty, criterion, head = torch.from_numpy(y), torch.nn.CrossEntropyLoss(), torch.softmax
@@ -118,9 +122,10 @@ def measure(repeats):
         torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     rows = []
-    for label, layers, activations, loss, batches in CASES:
+    for label, layers, activations, loss, optimizer, batches in CASES:
         for batch in batches:
-            network = Network(layers, activations, loss, learning_rate=LEARNING_RATE, dtype="float32")
+            network = Network(layers, activations, loss, optimizer=optimizer,
+                              learning_rate=LEARNING_RATE, dtype="float32")
             x = rng.standard_normal((batch, layers[0]), dtype=np.float32)
             if loss == "cross_entropy":
                 y = rng.integers(0, layers[-1], batch)
@@ -128,14 +133,17 @@ def measure(repeats):
             else:
                 y = rng.integers(0, 2, batch)
                 one_hot = y.astype(np.float32).reshape(-1, 1)
-            reference = NumpyMLP(network.get_weights(), activations, LEARNING_RATE)
-            row = {"case": label, "layers": layers, "batch": batch,
+            row = {"case": label, "layers": layers, "batch": batch, "optimizer": optimizer,
                    "nnserve_train_us": _median_seconds(lambda: network.train_step(x, y), repeats) * 1e6,
-                   "nnserve_predict_us": _median_seconds(lambda: network.predict(x), repeats) * 1e6,
-                   "numpy_train_us": _median_seconds(lambda: reference.train_step(x, one_hot), repeats) * 1e6,
-                   "numpy_predict_us": _median_seconds(lambda: reference.predict(x), repeats) * 1e6}
+                   "nnserve_predict_us": _median_seconds(lambda: network.predict(x), repeats) * 1e6}
+            if optimizer == "sgd":
+                reference = NumpyMLP(network.get_weights(), activations, LEARNING_RATE)
+                row["numpy_train_us"] = _median_seconds(lambda: reference.train_step(x, one_hot),
+                                                        repeats) * 1e6
+                row["numpy_predict_us"] = _median_seconds(lambda: reference.predict(x), repeats) * 1e6
             if torch is not None:
-                train, predict = _torch_calls(torch, network.get_weights(), activations, loss, x, y)
+                train, predict = _torch_calls(torch, network.get_weights(), activations, loss,
+                                              optimizer, x, y)
                 row["torch_train_us"] = _median_seconds(train, repeats) * 1e6
                 row["torch_predict_us"] = _median_seconds(predict, repeats) * 1e6
                 row["train_speedup_vs_torch"] = row["torch_train_us"] / row["nnserve_train_us"]
@@ -174,7 +182,7 @@ def run(args):
     print(f"OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={blas['OPENBLAS_L2_SIZE']}; "
           f"threads={threads}; torch={torch_version or 'not installed (torch columns skipped)'}")
     print(f"numba compile: cold {cold:.2f} s, from cache {cached:.2f} s; sgemm {sgemm:.1f} GFLOP/s")
-    print(f"medians of {args.repeats} calls, float32, SGD lr={LEARNING_RATE}")
+    print(f"medians of {args.repeats} calls, float32, lr={LEARNING_RATE} (SGD unless the case says adam)")
     print(_format_table(rows, sgemm))
     if args.json:
         with open(args.json, "w") as handle:
