@@ -110,7 +110,8 @@ def _torch_calls(torch, weights, activations, loss, optimizer_name, x, y):
     return train, predict
 
 
-def measure(repeats):
+def measure(repeats, cases=CASES):
+    """Rows of timings, one per case and batch size; (rows, BLAS threads, torch version)."""
     from nnserve.kernels import Network
 
     try:
@@ -122,7 +123,7 @@ def measure(repeats):
         torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     rows = []
-    for label, layers, activations, loss, optimizer, batches in CASES:
+    for label, layers, activations, loss, optimizer, batches in cases:
         for batch in batches:
             network = Network(layers, activations, loss, optimizer=optimizer,
                               learning_rate=LEARNING_RATE, dtype="float32")
