@@ -731,7 +731,8 @@ def test_dockerfile_installs_server_extra_from_project_files():
 
 
 def test_dockerfile_cache_path_and_ports_match_manifests():
-    """NUMBA_CACHE_DIR and EXPOSEd ports in the image are those the manifests mount and name."""
+    """NUMBA_CACHE_DIR, the health port and EXPOSEd ports in the image are those the manifests
+    mount and name."""
     final = dockerfile_stages()[-1]
     env = {}
     for arguments in instructions(final, "ENV"):
@@ -740,6 +741,8 @@ def test_dockerfile_cache_path_and_ports_match_manifests():
             env[key] = value
     resources = render(K8S / "base").resources
     assert env["NUMBA_CACHE_DIR"] == container_env(resources)["NUMBA_CACHE_DIR"]
+    # A plain `docker run` listens where the image says: the health port too.
+    assert env["NNSERVE_HEALTH_PORT"] == container_env(resources)["NNSERVE_HEALTH_PORT"]
     exposed = {int(port) for arguments in instructions(final, "EXPOSE")
                for port in arguments.split()}
     assert exposed == {p["containerPort"] for p in server_container(resources)["ports"]}
