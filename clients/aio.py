@@ -15,7 +15,7 @@ from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT
                       model_ref)
 from .errors import NNServeError, encoding
 from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
-                       list_request, message_limits)
+                       list_request)
 
 __all__ = ["AsyncClient", "AsyncRemoteModel"]
 
@@ -43,7 +43,6 @@ class AsyncClient:
         else:
             self._channel = grpc.aio.secure_channel(c.target, c.credentials, options=c.options)
         self._stub = pb_grpc.ModelServiceStub(self._channel)
-        self._message_limits = message_limits(c.options)  # how many rows one Predict can carry
         self._closed = False
 
     @property
@@ -170,7 +169,7 @@ class AsyncRemoteModel(ModelMessages):
         Large x is split into calls exactly as RemoteModel.predict splits it (same
         batch_size, same version rule, same errors), so the results are the same bit for bit.
         """
-        request, plan = self._predict_calls(x, batch_size, self._client._message_limits)
+        request, plan = self._predict_calls(x, batch_size, self._client._connection.max_message_bytes)
         if plan is None:  # one call
             return self._on_predict(await self._client._call("Predict", request))
         return await self._run("Predict", plan)
@@ -180,7 +179,7 @@ class AsyncRemoteModel(ModelMessages):
 
         Split and combined exactly as RemoteModel.evaluate does (see there).
         """
-        request, plan = self._evaluate_calls(x, y, batch_size, self._client._message_limits)
+        request, plan = self._evaluate_calls(x, y, batch_size, self._client._connection.max_message_bytes)
         if plan is None:  # one call
             return self._on_evaluate(await self._client._call("Evaluate", request))
         return await self._run("Evaluate", plan)

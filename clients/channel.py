@@ -151,6 +151,7 @@ class Connection:
     metadata: tuple
     credentials: object
     options: list
+    max_message_bytes: int  # either direction (the options say the same); < 0: no limit
 
 
 def connection(target, *, timeout, token, tls, max_message_bytes):
@@ -163,7 +164,8 @@ def connection(target, *, timeout, token, tls, max_message_bytes):
     return Connection(target=target, timeout=float(timeout), metadata=auth_metadata(token),
                       credentials=credentials,
                       options=channel_options(max_message_bytes=max_message_bytes,
-                                              server_name=server_name))
+                                              server_name=server_name),
+                      max_message_bytes=max_message_bytes)
 
 
 def model_ref(model):

@@ -15,7 +15,7 @@ from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT
                       model_ref)
 from .errors import NNServeError, encoding
 from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
-                       list_request, message_limits)
+                       list_request)
 
 __all__ = ["Client", "RemoteModel"]
 
@@ -60,7 +60,6 @@ class Client:
         else:
             self._channel = grpc.secure_channel(c.target, c.credentials, options=c.options)
         self._stub = pb_grpc.ModelServiceStub(self._channel)
-        self._message_limits = message_limits(c.options)  # how many rows one Predict can carry
         self._closed = False
 
     @property
@@ -249,7 +248,7 @@ class RemoteModel(ModelMessages):
             As for one call: the first chunk's call that fails ends the predict with its
             error (the server's limits apply to each call).
         """
-        request, plan = self._predict_calls(x, batch_size, self._client._message_limits)
+        request, plan = self._predict_calls(x, batch_size, self._client._connection.max_message_bytes)
         if plan is None:  # one call
             return self._on_predict(self._client._call("Predict", request))
         return self._run("Predict", plan)
@@ -264,7 +263,7 @@ class RemoteModel(ModelMessages):
         The accuracy equals one call's exactly; the loss may differ from it in the last
         bits (float rounding: sums in another order, and one division per chunk).
         """
-        request, plan = self._evaluate_calls(x, y, batch_size, self._client._message_limits)
+        request, plan = self._evaluate_calls(x, y, batch_size, self._client._connection.max_message_bytes)
         if plan is None:  # one call
             return self._on_evaluate(self._client._call("Evaluate", request))
         return self._run("Evaluate", plan)

@@ -35,7 +35,7 @@ from .errors import MixedVersionsError, encoding
 
 __all__ = ["MAX_ROWS_PER_CALL", "MAX_VERSION_ROUNDS", "MESSAGE_HEADROOM", "ModelInfo",
            "ModelMessages", "check_batch_size", "create_request", "inputs_array",
-           "inputs_tensor", "message_limits", "rows_per_call", "targets_array",
+           "inputs_tensor", "rows_per_call", "targets_array",
            "targets_tensor"]
 
 _WIRE_DTYPES = ("float32", "float64", "int32", "int64")
@@ -49,22 +49,6 @@ MESSAGE_HEADROOM = 64 << 10
 # Times the chunks that saw an older weights version than the newest one are re-run before
 # a split Predict/Evaluate gives up with MixedVersionsError.
 MAX_VERSION_ROUNDS = 3
-_DEFAULT_LIMITS = (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES)
-
-
-def message_limits(options):
-    """(send, receive) message size limits in bytes of a channel with these options.
-
-    options: the (key, value) pairs the channel was created with (channel.channel_options,
-    which sets both). A limit missing from them counts as DEFAULT_MAX_MESSAGE_BYTES; a
-    negative one (gRPC's "unlimited") is None.
-    """
-    values = dict(options or ())
-    limits = []
-    for key in ("grpc.max_send_message_length", "grpc.max_receive_message_length"):
-        value = values.get(key, DEFAULT_MAX_MESSAGE_BYTES)
-        limits.append(None if value < 0 else int(value))
-    return tuple(limits)
 
 
 def check_batch_size(batch_size):
@@ -78,21 +62,19 @@ def check_batch_size(batch_size):
     return int(batch_size)
 
 
-def rows_per_call(batch_size, request_row_bytes, reply_row_bytes, limits=None):
+def rows_per_call(batch_size, request_row_bytes, reply_row_bytes,
+                  max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
     """Rows of one Predict/Evaluate call: batch_size, or when it is None the most rows whose
-    request fits the send limit and whose reply fits the receive limit (MESSAGE_HEADROOM
-    aside), and at most MAX_ROWS_PER_CALL; at least 1.
-
-    limits: (send, receive) bytes as message_limits returns; None: the SDK's defaults.
+    request and reply both fit the client's message size (MESSAGE_HEADROOM aside; a
+    negative size is gRPC's "no limit"), and at most MAX_ROWS_PER_CALL; at least 1.
     """
     if batch_size is not None:
         return batch_size
-    send, receive = limits or _DEFAULT_LIMITS
     rows = MAX_ROWS_PER_CALL
-    if send is not None and request_row_bytes > 0:
-        rows = min(rows, (send - MESSAGE_HEADROOM) // request_row_bytes)
-    if receive is not None and reply_row_bytes > 0:
-        rows = min(rows, (receive - MESSAGE_HEADROOM) // reply_row_bytes)
+    if max_message_bytes >= 0:
+        for row_bytes in (request_row_bytes, reply_row_bytes):
+            if row_bytes > 0:
+                rows = min(rows, (max_message_bytes - MESSAGE_HEADROOM) // row_bytes)
     return max(rows, 1)
 
 
@@ -298,7 +280,7 @@ class ModelMessages:
 
     # -- Predict and Evaluate in as many calls as the rows need ---------------------------
 
-    def _predict_calls(self, x, batch_size=None, limits=None):
+    def _predict_calls(self, x, batch_size=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
         """The Predict calls for x: (request, None) or (None, plan).
 
         (request, None) when x fits in one call (the common case, as cheap as it always
@@ -312,7 +294,7 @@ class ModelMessages:
             x = inputs_array(x, self._dtype)
             # Another shape than 2-D goes whole: the server says what is wrong with it.
             if x.ndim != 2 or len(x) <= (rows := rows_per_call(
-                    batch_size, x.shape[1] * x.dtype.itemsize, self._reply_row_bytes, limits)):
+                    batch_size, x.shape[1] * x.dtype.itemsize, self._reply_row_bytes, max_message_bytes)):
                 return pb.PredictRequest(model=self.id, x=to_tensor(x, "x")), None
         return None, self._predict_chunks(x, rows)
 
@@ -324,7 +306,7 @@ class ModelMessages:
         # Views of the replies' bytes; concatenate makes the one copy.
         return np.concatenate([to_array(reply.outputs, "outputs", copy=False) for reply in replies])
 
-    def _evaluate_calls(self, x, y, batch_size=None, limits=None):
+    def _evaluate_calls(self, x, y, batch_size=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
         """The Evaluate calls for (x, y): (request, None) or (None, plan), as _predict_calls.
 
         Split, the chunks' metrics are combined as one call over every row computes them:
@@ -337,7 +319,7 @@ class ModelMessages:
             x = inputs_array(x, self._dtype)
             y = targets_array(y, self._dtype, loss)
             if x.ndim != 2 or len(x) <= (rows := rows_per_call(
-                    batch_size, _row_bytes(x) + _row_bytes(y), 0, limits)):  # the reply: 2 numbers
+                    batch_size, _row_bytes(x) + _row_bytes(y), 0, max_message_bytes)):  # the reply: 2 numbers
                 return pb.EvaluateRequest(model=self.id, x=to_tensor(x, "x"),
                                           y=to_tensor(y, "y")), None
             if y.ndim == 0 or len(y) != len(x):  # refused whole, as the server would refuse it
