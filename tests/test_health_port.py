@@ -6,6 +6,7 @@ the main port a health check shares gRPC's concurrent-RPC cap with a flood of ca
 
 import contextlib
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -63,13 +64,12 @@ def test_health_port_follows_the_server_from_start_to_stop():
     stopper = threading.Thread(target=lambda: statuses.append(server.stop(1)))
     stopper.start()
     # During the drain period the health port is still up and says NOT_SERVING.
-    pause = threading.Event()  # never set: wait() is a sleep
     seen = None
     for _ in range(50):
         seen = _status(health_port)
         if seen == NOT_SERVING:
             break
-        pause.wait(0.01)
+        time.sleep(0.01)
     assert seen == NOT_SERVING
     stopper.join(10)
     assert statuses[0].wait(10)
@@ -77,7 +77,7 @@ def test_health_port_follows_the_server_from_start_to_stop():
         with pytest.raises(grpc.RpcError) as caught:
             for _ in range(100):  # the port closes just after the server's Event is set
                 health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                pause.wait(0.05)
+                time.sleep(0.05)
     assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
