@@ -55,7 +55,7 @@ def sgemm_gflops(repeats):
 
 
 def blas_report():
-    from nnserve.kernels import runtime_info
+    from nnserve.model import runtime_info
 
     info = runtime_info()
     info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
@@ -65,7 +65,7 @@ def blas_report():
 
 def compile_seconds():
     """Seconds for warmup() in fresh processes: cold (empty cache), then from that cache."""
-    code = "import time; t = time.perf_counter(); from nnserve.kernels import warmup; warmup(); print(time.perf_counter() - t)"
+    code = "import time; t = time.perf_counter(); from nnserve.model import warmup; warmup(); print(time.perf_counter() - t)"
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         return [float(subprocess.run([sys.executable, "-c", code], env=env, check=True,
@@ -112,7 +112,7 @@ def _torch_calls(torch, weights, activations, loss, optimizer_name, x, y):
 
 def measure(repeats, cases=CASES):
     """Rows of timings, one per case and batch size; (rows, BLAS threads, torch version)."""
-    from nnserve.kernels import Network
+    from nnserve.model import Network
 
     try:
         import torch
@@ -172,7 +172,7 @@ def _format_table(rows, sgemm):
 def run(args):
     blas = blas_report()
     cold, cached = compile_seconds()
-    from nnserve.kernels import warmup
+    from nnserve.model import warmup
 
     warmup()
     rows, threads, torch_version = measure(args.repeats)

@@ -137,7 +137,7 @@ def _servers():
 
 def in_process_train(seconds, batch=256):
     """Examples/s of Network.train_step on batch-`batch` float32 steps, here, for `seconds`."""
-    from nnserve.kernels import Network, warmup
+    from nnserve.model import Network, warmup
 
     warmup()
     rng = np.random.default_rng(0)

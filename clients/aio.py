@@ -10,7 +10,7 @@ import grpc.aio
 
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
-from . import training
+from nnserve.model import fit as training
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
 from .errors import NNServeError, encoding
@@ -185,13 +185,13 @@ class AsyncRemoteModel(ModelMessages):
         return await self._run("Evaluate", plan)
 
     async def get_state(self):
-        """Return {"spec", "step", "weights", "slots"} as Network.get_state() does."""
+        """Return {"spec", "step", "version", "weights", "slots"} as Network.get_state() does."""
         return self._on_get_state(await self._client._call("GetState", self._get_state_request()))
 
     async def set_state(self, state):
         """Load a state from get_state(); see RemoteModel.set_state."""
         request = self._set_state_request(state)
-        self._on_set_state(await self._client._call("SetState", request))
+        return self._on_set_state(await self._client._call("SetState", request))
 
     async def get_weights(self):
         """Return a copy of the weights as [(W, b), ...]."""
@@ -200,7 +200,7 @@ class AsyncRemoteModel(ModelMessages):
     async def set_weights(self, weights):
         """Replace the weights in one atomic SetWeights call; see RemoteModel.set_weights."""
         request = self._set_weights_request(weights)
-        self._on_set_weights(await self._client._call("SetWeights", request))
+        return self._on_set_weights(await self._client._call("SetWeights", request))
 
     async def fit(self, x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
                   progress=None):

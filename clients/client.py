@@ -10,7 +10,7 @@ import grpc
 
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
-from . import training
+from nnserve.model import fit as training
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
 from .errors import NNServeError, encoding
@@ -87,7 +87,7 @@ class Client:
                      betas=None, eps=None, init="he", seed=None, dtype="float32"):
         """Create a model on the server and return its handle.
 
-        The arguments are Network's (see nnserve.kernels.Network and ModelSpec in
+        The arguments are Network's (see nnserve.model.Network and ModelSpec in
         nnserve.proto); those left None take the server's defaults, which are Network's.
 
         Parameters
@@ -167,7 +167,7 @@ class Client:
 
 
 class RemoteModel(ModelMessages):
-    """A model that lives on an nnserve server, with the methods of nnserve.kernels.Network.
+    """A model that lives on an nnserve server, with the methods of nnserve.model.Network.
 
     Obtained from Client.create_model, get_model or list_models. Arrays go out as raw
     bytes and results come back as numpy arrays of the model's dtype. Every method may
@@ -192,7 +192,8 @@ class RemoteModel(ModelMessages):
         return self._on_delete(self._client._call("DeleteModel", self._delete_request()))
 
     def train_step(self, x, y):
-        """Apply one optimizer step on a batch; return the batch loss before the update.
+        """Apply one optimizer step on a batch; return the batch loss before the update (a
+        StepLoss: a float with the .step and .version the step produced).
 
         Parameters
         ----------
@@ -203,7 +204,7 @@ class RemoteModel(ModelMessages):
 
         Returns
         -------
-        float
+        StepLoss
         """
         return self._on_train_step(self._client._call("TrainStep", self._train_step_request(x, y)))
 
@@ -232,7 +233,7 @@ class RemoteModel(ModelMessages):
         batch_size : int >= 1 or None
             Rows per call. None: the most rows within both MAX_ROWS_PER_CALL (16384, the
             server's default max_rows_per_request) and the client's max_message_bytes
-            (see nnserve.clients.messages.rows_per_call). Pass a smaller one for a server
+            (see nnserve.clients.chunking.rows_per_call). Pass a smaller one for a server
             configured with a lower max_rows_per_request or max_message_bytes.
 
         Raises
@@ -269,16 +270,17 @@ class RemoteModel(ModelMessages):
         return self._run("Evaluate", plan)
 
     def get_state(self):
-        """Return {"spec", "step", "weights", "slots"} as Network.get_state() does."""
+        """Return {"spec", "step", "version", "weights", "slots"} as Network.get_state() does."""
         return self._on_get_state(self._client._call("GetState", self._get_state_request()))
 
     def set_state(self, state):
-        """Load a state from get_state() (of this model, another or a Network).
+        """Load a state from get_state() (of this model, another or a Network); return the
+        Change (step, version) it made.
 
         Raises NNServeError FAILED_PRECONDITION when the state's layers, activations,
         loss, optimizer or dtype differ from the model's.
         """
-        self._on_set_state(self._client._call("SetState", self._set_state_request(state)))
+        return self._on_set_state(self._client._call("SetState", self._set_state_request(state)))
 
     def get_weights(self):
         """Return a copy of the weights as [(W (n_in, n_out), b (n_out,)), ...]."""
@@ -288,7 +290,8 @@ class RemoteModel(ModelMessages):
         """Replace the weights, keeping the optimizer state and the step count.
 
         One SetWeights call, atomic on the server: a concurrent train step runs wholly
-        before or after it, and none is lost. The version goes up by one.
+        before or after it, and none is lost. The version goes up by one. Returns the
+        Change (step, version) it made.
 
         Parameters
         ----------
@@ -302,14 +305,14 @@ class RemoteModel(ModelMessages):
             INVALID_ARGUMENT (another number of layers, shape or dtype, NaN or infinity;
             the model is unchanged), NOT_FOUND.
         """
-        self._on_set_weights(self._client._call("SetWeights", self._set_weights_request(weights)))
+        return self._on_set_weights(self._client._call("SetWeights", self._set_weights_request(weights)))
 
     def fit(self, x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
             progress=None):
         """Train for `epochs` passes over (x, y) in mini-batches of batch_size rows.
 
         One TrainStep per batch; with validation_data, one Evaluate per epoch. The batches
-        are those Network would get from nnserve.clients.training.fit_plan with the same
+        are those Network would get from nnserve.model.fit.fit_plan with the same
         seed, so a fit here equals the same fit in-process bit for bit.
 
         Parameters

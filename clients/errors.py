@@ -57,7 +57,7 @@ class MixedVersionsError(NNServeError):
     """A Predict or Evaluate split into several calls that did not get one weights version.
 
     Raised, with code ABORTED, when the model kept changing between the calls even after
-    the calls that saw an older version were made again (messages.MAX_VERSION_ROUNDS
+    the calls that saw an older version were made again (chunking.MAX_VERSION_ROUNDS
     times): the results would mix two models, so none are returned. Retry, or use a larger
     batch_size (fewer calls), or pause training.
 

@@ -1,6 +1,6 @@
 """scikit-learn estimators on nnserve networks: `NNClassifier` and `NNRegressor`.
 
-Both train in-process (a `nnserve.kernels.Network`, which needs numba: the `server` extra)
+Both train in-process (a `nnserve.model.Network`, which needs numba: the `server` extra)
 or, given `target=`, on an nnserve server through `Client` (no numba needed). Either way
 the model sees the same spec, the same seeds and the same batches (`training.fit_plan`),
 so the two modes give bit-identical models.
@@ -20,7 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import training
+from nnserve.model import fit as training
 from .channel import DEFAULT_TIMEOUT
 
 __all__ = ["NNClassifier", "NNRegressor"]
@@ -94,7 +94,7 @@ class _NNEstimator(BaseEstimator):
         """Create the model (a Network, or a RemoteModel on `target`), optionally with a state."""
         self.close()
         if self.target is None:
-            from nnserve.kernels import Network
+            from nnserve.model import Network
 
             model = Network(**spec)
         else:

@@ -2,86 +2,32 @@
 
 Nothing here does I/O. Each RPC is three steps: build the request (here), call it (the
 sync or the grpc.aio client), read the reply (here). So `Client` and `AsyncClient` differ
-only in how they wait, and cannot drift apart in what they send or return.
-
-Predict and Evaluate of many rows are split into several calls (at most MAX_ROWS_PER_CALL
-rows, and within the channel's message sizes, per call). `_predict_calls` and
-`_evaluate_calls` return either the one request of an input that fits in one call, or a
-plan: a generator (like training.fit_plan) that yields each chunk's request, is sent each
-reply, and returns the combined result. The sync client drives it with blocking calls and
-the async one with awaited calls, so both send the same chunks and combine the same
-replies in the same order.
+only in how they wait, and cannot drift apart in what they send or return. Predict and
+Evaluate of more rows than one call carries are planned in chunking.py.
 
 Arrays are encoded by the contract's codec (`nnserve.v1.tensors`): one `tobytes()` per
-array, no Python loop over elements. Casts follow `nnserve.kernels.Network`: lists become
-arrays of the model's dtype, arrays of a dtype the wire has are sent as they are (the
-server refuses lossy ones, as Network does), other dtypes that cast safely are cast.
+array, no Python loop over elements, after the batch rule's casts (nnserve.model.batches,
+which the server applies too). Results are the model layer's result types, carrying the
+weights version each reply named (nnserve.model.results), as in-process calls return them.
 """
 
 import datetime
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from nnserve.model import fit as training
+from nnserve.model.batches import inputs_array, targets_array
+from nnserve.model.results import Change, Evaluation, Outputs, StepLoss
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1.models import (layers_to_proto, spec_from_proto, spec_to_proto, state_from_proto,
                                state_to_proto)
 from nnserve.v1.tensors import to_array, to_tensor
 
-from . import training
-from .channel import DEFAULT_MAX_MESSAGE_BYTES
-from .errors import MixedVersionsError, encoding
+from .chunking import ChunkedReads
+from .errors import encoding
 
-__all__ = ["MAX_ROWS_PER_CALL", "MAX_VERSION_ROUNDS", "MESSAGE_HEADROOM", "ModelInfo",
-           "ModelMessages", "check_batch_size", "create_request", "inputs_array",
-           "inputs_tensor", "rows_per_call", "targets_array",
-           "targets_tensor"]
-
-_WIRE_DTYPES = ("float32", "float64", "int32", "int64")
-
-# Rows per Predict/Evaluate call when batch_size is None: the server's default
-# max_rows_per_request (service/settings.py). A server configured lower needs batch_size=.
-MAX_ROWS_PER_CALL = 16384
-# Bytes of a request or reply besides its arrays' rows: model id or name, tensor shapes and
-# dtypes, protobuf framing (a few hundred bytes; the rest is margin).
-MESSAGE_HEADROOM = 64 << 10
-# Times the chunks that saw an older weights version than the newest one are re-run before
-# a split Predict/Evaluate gives up with MixedVersionsError.
-MAX_VERSION_ROUNDS = 3
-
-
-def check_batch_size(batch_size):
-    """batch_size as an int, or None (automatic); ValueError for anything else or < 1."""
-    if batch_size is None:
-        return None
-    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1):
-        raise ValueError(f"batch_size: got {batch_size!r}, expected None (automatic) or an "
-                         "integer >= 1 (rows per call)")
-    return int(batch_size)
-
-
-def rows_per_call(batch_size, request_row_bytes, reply_row_bytes,
-                  max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
-    """Rows of one Predict/Evaluate call: batch_size, or when it is None the most rows whose
-    request and reply both fit the client's message size (MESSAGE_HEADROOM aside; a
-    negative size is gRPC's "no limit"), and at most MAX_ROWS_PER_CALL; at least 1.
-    """
-    if batch_size is not None:
-        return batch_size
-    rows = MAX_ROWS_PER_CALL
-    if max_message_bytes >= 0:
-        for row_bytes in (request_row_bytes, reply_row_bytes):
-            if row_bytes > 0:
-                rows = min(rows, (max_message_bytes - MESSAGE_HEADROOM) // row_bytes)
-    return max(rows, 1)
-
-
-def _row_bytes(array):
-    """Bytes of one row of an array as the wire carries it (0 for a scalar)."""
-    return math.prod(array.shape[1:]) * array.dtype.itemsize if array.ndim else 0
-
+__all__ = ["ModelInfo", "ModelMessages", "create_request", "inputs_tensor", "targets_tensor"]
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -126,39 +72,17 @@ def create_request(layers, activations, loss, *, name=None, optimizer="sgd", ini
         return pb.CreateModelRequest(spec=spec_to_proto(spec), name=name or "")
 
 
-def inputs_array(x, dtype):
-    """Inputs as an array to send to a model computing in `dtype`, cast only as Network would."""
-    if not isinstance(x, np.ndarray):
-        return np.asarray(x, dtype=dtype)
-    if x.dtype.name not in _WIRE_DTYPES and np.can_cast(x.dtype, dtype, "safe"):
-        return x.astype(dtype)
-    return x
-
-
-def targets_array(y, dtype, loss):
-    """Targets as an array to send: class ids (n,) as integers for cross_entropy, else of `dtype`."""
-    class_ids = loss == "cross_entropy" and np.ndim(y) == 1
-    if not isinstance(y, np.ndarray):
-        y = np.asarray(y) if class_ids else np.asarray(y, dtype=dtype)
-    if y.dtype.name not in _WIRE_DTYPES:
-        if class_ids and y.dtype.kind in "iu" and np.can_cast(y.dtype, np.int64, "safe"):
-            return y.astype(np.int64)
-        if np.can_cast(y.dtype, dtype, "safe"):
-            return y.astype(dtype)
-    return y
-
-
 def inputs_tensor(x, dtype, name="x"):
-    """Encode inputs (see inputs_array) as a Tensor."""
+    """Encode inputs (batches.inputs_array) as a Tensor."""
     return to_tensor(inputs_array(x, dtype), name)
 
 
 def targets_tensor(y, dtype, loss, name="y"):
-    """Encode targets (see targets_array) as a Tensor."""
+    """Encode targets (batches.targets_array) as a Tensor."""
     return to_tensor(targets_array(y, dtype, loss), name)
 
 
-class ModelMessages:
+class ModelMessages(ChunkedReads):
     """Requests and reply handling of one model's RPCs, shared by both RemoteModel kinds.
 
     Holds the model's description and the latest step and version this handle has seen.
@@ -256,7 +180,7 @@ class ModelMessages:
 
     def _on_train_step(self, reply):
         self._saw(reply.version, reply.step)
-        return reply.loss
+        return StepLoss(reply.loss, reply.step, reply.version)
 
     def _predict_request(self, x):
         with encoding("Predict"):
@@ -264,7 +188,7 @@ class ModelMessages:
 
     def _on_predict(self, reply):
         self._saw(reply.version)
-        return to_array(reply.outputs, "outputs")
+        return Outputs.of(to_array(reply.outputs, "outputs"), reply.version)
 
     def _evaluate_request(self, x, y):
         with encoding("Evaluate"):
@@ -276,107 +200,14 @@ class ModelMessages:
         metrics = {"loss": reply.loss}
         if reply.HasField("accuracy"):
             metrics["accuracy"] = reply.accuracy
-        return metrics
-
-    # -- Predict and Evaluate in as many calls as the rows need ---------------------------
-
-    def _predict_calls(self, x, batch_size=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
-        """The Predict calls for x: (request, None) or (None, plan).
-
-        (request, None) when x fits in one call (the common case, as cheap as it always
-        was: x converted and encoded once, whole, no other copy); _on_predict reads the
-        reply. Else (None, plan): a generator yielding one request per chunk of
-        rows_per_call rows, in order, sent each reply, returning the chunks' outputs
-        concatenated, all of one weights version (see _consistent_replies).
-        """
-        batch_size = check_batch_size(batch_size)
-        with encoding("Predict"):
-            x = inputs_array(x, self._dtype)
-            # Another shape than 2-D goes whole: the server says what is wrong with it.
-            if x.ndim != 2 or len(x) <= (rows := rows_per_call(
-                    batch_size, x.shape[1] * x.dtype.itemsize, self._reply_row_bytes, max_message_bytes)):
-                return pb.PredictRequest(model=self.id, x=to_tensor(x, "x")), None
-        return None, self._predict_chunks(x, rows)
-
-    def _predict_chunks(self, x, rows):
-        starts = range(0, len(x), rows)
-        replies = yield from self._consistent_replies(
-            "Predict", [lambda start=start: self._predict_request(x[start:start + rows])
-                        for start in starts])
-        # Views of the replies' bytes; concatenate makes the one copy.
-        return np.concatenate([to_array(reply.outputs, "outputs", copy=False) for reply in replies])
-
-    def _evaluate_calls(self, x, y, batch_size=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
-        """The Evaluate calls for (x, y): (request, None) or (None, plan), as _predict_calls.
-
-        Split, the chunks' metrics are combined as one call over every row computes them:
-        the loss weighted by each chunk's rows, the accuracy from each chunk's count of
-        correct answers.
-        """
-        batch_size = check_batch_size(batch_size)
-        loss = self._info.spec["loss"]
-        with encoding("Evaluate"):
-            x = inputs_array(x, self._dtype)
-            y = targets_array(y, self._dtype, loss)
-            if x.ndim != 2 or len(x) <= (rows := rows_per_call(
-                    batch_size, _row_bytes(x) + _row_bytes(y), 0, max_message_bytes)):  # the reply: 2 numbers
-                return pb.EvaluateRequest(model=self.id, x=to_tensor(x, "x"),
-                                          y=to_tensor(y, "y")), None
-            if y.ndim == 0 or len(y) != len(x):  # refused whole, as the server would refuse it
-                raise ValueError(f"y: got {len(y) if y.ndim else 0} rows, expected {len(x)} "
-                                 "(one per row of x)")
-        return None, self._evaluate_chunks(x, y, rows)
-
-    def _evaluate_chunks(self, x, y, rows):
-        starts = range(0, len(x), rows)
-        replies = yield from self._consistent_replies(
-            "Evaluate", [lambda start=start: self._evaluate_request(x[start:start + rows],
-                                                                    y[start:start + rows])
-                         for start in starts])
-        counts = [min(rows, len(x) - start) for start in starts]
-        metrics = {"loss": math.fsum(reply.loss * n for reply, n in zip(replies, counts)) / len(x)}
-        if all(reply.HasField("accuracy") for reply in replies):
-            # The server's accuracy is a fraction of answers (one per row for cross_entropy,
-            # one per output for binary_cross_entropy), so each chunk's count comes back
-            # exactly and the total is one call's accuracy to the last bit.
-            per_row = self.n_outputs if self._info.spec["loss"] == "binary_cross_entropy" else 1
-            correct = sum(round(reply.accuracy * n * per_row) for reply, n in zip(replies, counts))
-            metrics["accuracy"] = correct / (len(x) * per_row)
-        return metrics
-
-    def _consistent_replies(self, method, requests):
-        """Yield each chunk's request (requests: one function per chunk that builds it) and
-        receive its reply; return the replies, in order, all of one weights version.
-
-        A model trained between two chunks' calls answers them with different versions.
-        The chunks that saw an older version than the newest one seen are then asked again,
-        up to MAX_VERSION_ROUNDS times; after that MixedVersionsError is raised (a result
-        mixing two models is never returned).
-        """
-        replies = [None] * len(requests)
-        pending = range(len(requests))
-        for _ in range(1 + MAX_VERSION_ROUNDS):
-            for index in pending:
-                reply = yield requests[index]()
-                self._saw(reply.version)
-                replies[index] = reply
-            versions = [reply.version for reply in replies]
-            newest = max(versions)
-            pending = [index for index, version in enumerate(versions) if version < newest]
-            if not pending:
-                return replies
-        raise MixedVersionsError(
-            f"got chunks answered by weights versions {sorted(set(versions))} after "
-            f"{MAX_VERSION_ROUNDS} re-runs of the older ones, expected one version (the model "
-            "kept changing between the calls: retry, or pass a larger batch_size)", method,
-            versions)
+        return Evaluation(metrics, reply.version)
 
     def _get_state_request(self):
         return pb.GetStateRequest(model=self.id)
 
-    @staticmethod
-    def _on_get_state(reply):
-        return state_from_proto(reply.state)
+    def _on_get_state(self, reply):
+        self._saw(reply.version)
+        return {**state_from_proto(reply.state), "version": reply.version}
 
     def _set_state_request(self, state):
         with encoding("SetState"):
@@ -386,6 +217,7 @@ class ModelMessages:
 
     def _on_set_state(self, reply):
         self._saw(reply.version, reply.step)
+        return Change(reply.step, reply.version)
 
     def _fit_plan(self, x, y, **options):
         """training.fit_plan over x and y converted once, as train_step would convert them."""
@@ -409,6 +241,7 @@ class ModelMessages:
 
     def _on_set_weights(self, reply):
         self._saw(reply.version, reply.step)
+        return Change(reply.step, reply.version)
 
     def __repr__(self):
         spec = self._info.spec

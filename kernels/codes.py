@@ -14,9 +14,6 @@ LEAKY_RELU_SLOPE = 0.01
 LOSSES = ("mse", "binary_cross_entropy", "cross_entropy")
 MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY = range(len(LOSSES))
 
-# How far a row of cross_entropy probability targets may sum from 1.
-ROW_SUM_TOLERANCE = 1e-3
-
 OPTIMIZERS = ("sgd", "adam")
 SGD, ADAM = range(len(OPTIMIZERS))
 

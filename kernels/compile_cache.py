@@ -2,8 +2,10 @@
 
 Numba keys a cached function by its own source file only: a caller whose callee changed in
 another file would load stale machine code. The cache therefore lives in a folder named
-after a hash of every kernel source, under NUMBA_CACHE_DIR when set, else under the user's
-cache folder (so it also works when the installed package is read-only).
+after a hash of every file of this package (compiled code and the constants it freezes in,
+nothing else: the model layer lives in nnserve.model, so editing it recompiles nothing),
+under NUMBA_CACHE_DIR when set, else under the user's cache folder (so it also works when
+the installed package is read-only).
 """
 
 import hashlib

@@ -16,7 +16,7 @@ divergence guard, then updates each layer in place.
 import numpy as np
 
 from .blas import gemm_transposed_a, matmul
-from .codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, ROW_SUM_TOLERANCE, SGD
+from .codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, SGD
 from .guard import advance, gradient_limit
 from .jit import kernel
 from .layers import (activate, add_bias, add_column_squares, column_sums, hidden_activate,
@@ -86,11 +86,11 @@ def _inputs_finite(x, squares):
 
 
 @kernel()
-def batch_is_valid(x, targets, class_ids, loss, n_out, squares):
+def batch_is_valid(x, targets, class_ids, loss, n_out, row_sum_tolerance, squares):
     """Whether every value is one the kernels accept (shapes and dtypes are checked before).
 
     x finite; class ids in [0, n_out); targets finite, in [0, 1] for binary_cross_entropy,
-    rows >= 0 summing to 1 for cross_entropy. The Network explains a refusal with numpy.
+    rows >= 0 summing to 1 (within row_sum_tolerance) for cross_entropy. The Network explains a refusal with numpy.
     Adds x's squared column norms to squares[:n_in].
     """
     if not _inputs_finite(x, squares):
@@ -114,7 +114,7 @@ def batch_is_valid(x, targets, class_ids, loss, n_out, squares):
                 if targets[i, j] < 0:
                     return False
                 row_sum += targets[i, j]
-            if abs(row_sum - 1.0) > ROW_SUM_TOLERANCE:
+            if abs(row_sum - 1.0) > row_sum_tolerance:
                 return False
     return True
 
@@ -249,9 +249,9 @@ def apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyp
 
 
 @kernel()
-def train_step(params, layer_sizes, activations, loss, x, targets, class_ids, outputs,
-               logits, deltas, grads, optimizer, hyper, slot1, slot2, step, bounds, top,
-               force):
+def train_step(params, layer_sizes, activations, loss, x, targets, class_ids,
+               row_sum_tolerance, outputs, logits, deltas, grads, optimizer, hyper, slot1, slot2,
+               step, bounds, top, force):
     """One optimizer step on `params`, in place; return (batch loss before it, status).
 
     Status OK: applied, and the guard's `bounds` advanced past it. Otherwise nothing
@@ -262,7 +262,8 @@ def train_step(params, layer_sizes, activations, loss, x, targets, class_ids, ou
     n_samples = x.shape[0]
     last = layer_sizes.shape[0] - 2
     squares = np.zeros(_norm_offset(layer_sizes, last + 2), dtype=params.dtype)
-    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1], squares):
+    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1], row_sum_tolerance,
+                          squares):
         return np.nan, BAD_BATCH
     forward(params, layer_sizes, activations, x, outputs, logits, squares)
     batch_loss = loss_and_output_grad(
@@ -306,13 +307,14 @@ def predict(params, layer_sizes, activations, x):
 
 
 @kernel()
-def evaluate(params, layer_sizes, activations, loss, x, targets, class_ids):
+def evaluate(params, layer_sizes, activations, loss, x, targets, class_ids, row_sum_tolerance):
     """Return (batch loss, output activations, valid) without touching `params`."""
     n_samples = x.shape[0]
     outputs = np.empty(n_samples * _total_width(layer_sizes), dtype=params.dtype)
     logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
     squares = np.zeros(_norm_offset(layer_sizes, layer_sizes.shape[0]), dtype=params.dtype)
-    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1], squares):
+    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1], row_sum_tolerance,
+                          squares):
         return np.nan, logits, False
     forward(params, layer_sizes, activations, x, outputs, logits, squares)
     last = layer_sizes.shape[0] - 2

@@ -256,20 +256,11 @@ class _Tracked:
 
 
 def _snapshot(entry):
-    """The model's record, its arrays and version from one moment (one weights version).
-
-    get_state() copies under the model's read lock; the version is read before and after,
-    and a write in between (which would change it) means trying again.
-    """
-    for _ in range(1000):
-        version = entry.version
-        state = entry.network.get_state()
-        if entry.version == version:
-            break
-    else:  # trained without pause: label it with a version no older than its weights
-        version = entry.version
+    """The model's record: its state as get_state() copied it, from one weights version,
+    labelled with that version."""
+    state = entry.network.get_state()
     return {"id": entry.id, "name": entry.name, "spec": state["spec"], "step": int(state["step"]),
-            "version": int(version), "create_time_ns": entry.create_time_ns,
+            "version": int(state["version"]), "create_time_ns": entry.create_time_ns,
             "update_time_ns": entry.update_time_ns, "weights": state["weights"],
             "slots": state["slots"]}
 

@@ -49,7 +49,7 @@ def build_info():
     """nnserve_build_info's labels: version, threading_layer, threads (the kernels' BLAS), blas."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from nnserve.kernels import runtime_info
+    from nnserve.model import runtime_info
 
     try:
         nnserve_version = version("nnserve")

@@ -5,11 +5,13 @@ one model's work never waits for another's. Each `Network` holds its own reader-
 lock (train steps alone, predictions together), so no lock of ours is held around a
 kernel call.
 
-Network raises ValueError ("got X, expected Y") for a bad spec or bad arrays, and
-NonFiniteStep for a train step its divergence guard refused; either way it has changed
-nothing. `_checked` turns them into InvalidArgument and FailedPrecondition here.
+The model layer refuses with its own errors (nnserve.model.errors) and changes nothing
+when it does; `_model_errors_as_status` maps exactly those: InvalidInput (spec, batch,
+state) to InvalidArgument, IncompatibleState and NonFiniteStep to FailedPrecondition.
+Anything else out of a Network is a bug, left to the ErrorInterceptor (INTERNAL, logged).
 """
 
+import contextlib
 import itertools
 import logging
 import re
@@ -17,7 +19,7 @@ import threading
 import time
 import uuid
 
-from nnserve.kernels import Network, NonFiniteStep
+from nnserve.model import IncompatibleState, InvalidInput, Network, NonFiniteStep
 
 from .checkpoints import NO_CHECKPOINTS
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, ModelNotFound
@@ -30,8 +32,6 @@ logger = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
 _ID_FORM = re.compile(r"[0-9a-fA-F]{32}")  # uuid4().hex; names may not take this form
 _ITEMSIZE = {"float32": 4, "float64": 8}
-# The spec keys that fix a network's structure: a state moves only between equal ones.
-_STRUCTURE = ("layers", "activations", "loss", "optimizer", "dtype")
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -40,7 +40,7 @@ class ModelEntry:
     """One model in the table: its identity, its Network and its timestamps (ns)."""
 
     __slots__ = ("id", "name", "network", "sequence", "parameter_bytes", "create_time_ns",
-                 "update_time_ns", "version_offset")
+                 "update_time_ns")
 
     def __init__(self, model_id, name, network, sequence):
         self.id = model_id
@@ -49,24 +49,17 @@ class ModelEntry:
         self.sequence = sequence  # creation order, for stable pagination
         self.parameter_bytes = network.num_parameters * network.dtype.itemsize
         self.create_time_ns = self.update_time_ns = time.time_ns()
-        # Clients' version = the Network's + this; a restored model continues its saved count.
-        self.version_offset = 0
-
-    @property
-    def version(self):
-        """The weights version clients see: +1 per TrainStep, SetState and SetWeights, kept
-        across restarts."""
-        return self.network.version + self.version_offset
 
 
-def _checked(method, *args, **kwargs):
-    """Call a Network method; its ValueError (nothing changed) becomes InvalidArgument."""
+@contextlib.contextmanager
+def _model_errors_as_status():
+    """Turn the model layer's refusals (nothing changed) into the service's domain errors."""
     try:
-        return method(*args, **kwargs)
-    except ValueError as error:
-        raise InvalidArgument(str(error)) from None
-    except NonFiniteStep as error:
+        yield
+    except (IncompatibleState, NonFiniteStep) as error:
         raise FailedPrecondition(str(error)) from None
+    except InvalidInput as error:
+        raise InvalidArgument(str(error)) from None
 
 
 def _count_parameters(layers):
@@ -131,7 +124,8 @@ class Registry:
             if itemsize is not None:
                 with self._lock:
                     self._check_room(name, n_parameters * itemsize)
-        network = _checked(Network, **spec)
+        with _model_errors_as_status():
+            network = Network(**spec)
         with self._lock:
             entry = ModelEntry(uuid.uuid4().hex, name, network, next(self._sequence))
             self._check_room(name, entry.parameter_bytes)
@@ -151,16 +145,14 @@ class Registry:
     def restore(self, record):
         """Add a model from its checkpoint record (service.checkpoints) with its id, name,
         times, step and version; InvalidArgument if the record is not a valid model."""
-        network = _checked(Network, **record["spec"])
-        _checked(network.set_state, {"spec": record["spec"], "step": record["step"],
-                                     "weights": record["weights"], "slots": record["slots"]})
+        with _model_errors_as_status():
+            network = Network.from_state(record)
         with self._lock:
             entry = ModelEntry(record["id"], record["name"], network, next(self._sequence))
             if entry.id in self._models:
                 raise AlreadyExists(f"id: got {entry.id!r}, expected an id not in use")
             self._check_room(entry.name, entry.parameter_bytes)
             entry.create_time_ns, entry.update_time_ns = record["create_time_ns"], record["update_time_ns"]
-            entry.version_offset = record["version"] - network.version
             self._models[entry.id] = entry
             if entry.name:
                 self._names[entry.name] = entry
@@ -170,7 +162,7 @@ class Registry:
             self._checkpoints.track(entry)
         logger.info("model restored", extra={"event": "model_restored", "model_id": entry.id,
                                               "model_name": entry.name, "step": network.step,
-                                              "version": entry.version})
+                                              "version": network.version})
         return entry
 
     def close(self):
@@ -245,58 +237,54 @@ class Registry:
                                                f"{limit} rows"))
 
     def train_step(self, model, x, y):
-        """Return (loss, step, version) of one optimizer step."""
+        """Return the StepLoss of one optimizer step (its .step and .version)."""
         entry = self.get(model)
         self._check_rows(x)
         started = time.perf_counter()
-        result = _checked(entry.network.train_step_versioned, x, y)
-        self._metrics.trained(entry, x.shape[0], result[0], time.perf_counter() - started)
+        with _model_errors_as_status():
+            loss = entry.network.train_step(x, y)
+        self._metrics.trained(entry, x.shape[0], loss, time.perf_counter() - started)
         entry.update_time_ns = time.time_ns()
         self._checkpoints.trained(entry)
-        loss, step, version = result
-        return loss, step, version + entry.version_offset
+        return loss
 
     def predict(self, model, x):
-        """Return (outputs, version)."""
+        """Return the Outputs (their .version is the one that computed them)."""
         entry = self.get(model)
         self._check_rows(x)
         started = time.perf_counter()
-        result = _checked(entry.network.predict_versioned, x)
+        with _model_errors_as_status():
+            outputs = entry.network.predict(x)
         self._metrics.predicted(entry, x.shape[0], time.perf_counter() - started)
-        outputs, version = result
-        return outputs, version + entry.version_offset
+        return outputs
 
     def evaluate(self, model, x, y):
-        """Return ({"loss", ["accuracy"]}, version)."""
+        """Return the Evaluation ({"loss", ["accuracy"]} and .version)."""
         entry = self.get(model)
         self._check_rows(x)
-        metrics, version = _checked(entry.network.evaluate_versioned, x, y)
-        return metrics, version + entry.version_offset
+        with _model_errors_as_status():
+            return entry.network.evaluate(x, y)
 
     def get_state(self, model):
-        """Return Network.get_state()'s dict."""
+        """Return Network.get_state()'s dict (with the version it was copied from)."""
         return self.get(model).network.get_state()
 
     def set_state(self, model, state):
-        """Load a state dict (as from get_state); return (step, version) right after."""
+        """Load a state dict (as from get_state); return the Change (step, version) it made.
+        Checkpointed before returning."""
         entry = self.get(model)
-        mine = entry.network.spec
-        theirs = state["spec"]
-        for key in _STRUCTURE:
-            if theirs.get(key) != mine[key]:
-                raise FailedPrecondition(
-                    f"state.spec.{key}: got {theirs.get(key)!r}, expected {mine[key]!r} (the "
-                    "model's); create a model with state.spec to load this state")
-        _checked(entry.network.set_state, state)
+        with _model_errors_as_status():
+            change = entry.network.set_state(state)
         entry.update_time_ns = time.time_ns()
         self._checkpoints.save(entry)
-        return state["step"], entry.version
+        return change
 
     def set_weights(self, model, weights):
-        """Replace the weights ([(W, b), ...]), keeping optimizer state and step; return
-        (step, version) as this change left them. Checkpointed before returning, as set_state."""
+        """Replace the weights ([(W, b), ...]), keeping optimizer state and step; return the
+        Change (step, version) it made. Checkpointed before returning, as set_state."""
         entry = self.get(model)
-        step, version = _checked(entry.network.set_weights_versioned, weights)
+        with _model_errors_as_status():
+            change = entry.network.set_weights(weights)
         entry.update_time_ns = time.time_ns()
         self._checkpoints.save(entry)
-        return step, version + entry.version_offset
+        return change

@@ -36,7 +36,7 @@ def limit_threads(threads):
 def run(settings):
     """Serve until SIGTERM/SIGINT; return the exit status (0 after a graceful shutdown)."""
     configure_logging(settings.log_format, settings.log_level)
-    from nnserve.kernels import runtime_info, warmup
+    from nnserve.model import runtime_info, warmup
 
     from .server import create_server
 

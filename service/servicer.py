@@ -40,7 +40,7 @@ def describe(entry):
     network = entry.network
     return pb.Model(id=entry.id, name=entry.name, spec=spec_to_proto(network.spec),
                     num_parameters=network.num_parameters, step=network.step,
-                    version=entry.version, create_time=_timestamp(entry.create_time_ns),
+                    version=network.version, create_time=_timestamp(entry.create_time_ns),
                     update_time=_timestamp(entry.update_time_ns))
 
 
@@ -66,29 +66,30 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def TrainStep(self, request, context):
         x, y = to_array(request.x, "x"), to_array(request.y, "y")
-        loss, step, version = self._registry.train_step(request.model, x, y)
-        return pb.TrainStepResponse(loss=loss, step=step, version=version)
+        loss = self._registry.train_step(request.model, x, y)
+        return pb.TrainStepResponse(loss=loss, step=loss.step, version=loss.version)
 
     def Predict(self, request, context):
         x = to_array(request.x, "x")
-        outputs, version = self._registry.predict(request.model, x)
-        return pb.PredictResponse(outputs=to_tensor(outputs, "outputs"), version=version)
+        outputs = self._registry.predict(request.model, x)
+        return pb.PredictResponse(outputs=to_tensor(outputs, "outputs"), version=outputs.version)
 
     def Evaluate(self, request, context):
         x, y = to_array(request.x, "x"), to_array(request.y, "y")
-        metrics, version = self._registry.evaluate(request.model, x, y)
+        metrics = self._registry.evaluate(request.model, x, y)
         return pb.EvaluateResponse(loss=metrics["loss"], accuracy=metrics.get("accuracy"),
-                                   version=version)
+                                   version=metrics.version)
 
     def GetState(self, request, context):
-        return pb.GetStateResponse(state=state_to_proto(self._registry.get_state(request.model)))
+        state = self._registry.get_state(request.model)
+        return pb.GetStateResponse(state=state_to_proto(state), version=state["version"])
 
     def SetState(self, request, context):
         state = state_from_proto(_required(request, "state"))
-        step, version = self._registry.set_state(request.model, state)
-        return pb.SetStateResponse(step=step, version=version)
+        change = self._registry.set_state(request.model, state)
+        return pb.SetStateResponse(step=change.step, version=change.version)
 
     def SetWeights(self, request, context):
         weights = layers_from_proto(request.weights, "weights")
-        step, version = self._registry.set_weights(request.model, weights)
-        return pb.SetWeightsResponse(step=step, version=version)
+        change = self._registry.set_weights(request.model, weights)
+        return pb.SetWeightsResponse(step=change.step, version=change.version)

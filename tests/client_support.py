@@ -12,7 +12,7 @@ __all__ = ["batches", "live_server", "same_arrays"]
 @contextlib.contextmanager
 def live_server(**settings):
     """Yield a started server (service_support.Running) on a free loopback port, kernels warm."""
-    from nnserve.kernels import warmup
+    from nnserve.model import warmup
 
     warmup()
     with running_server(**settings) as running:

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from nnserve.kernels import Network
+from nnserve.model import Network
 from nnserve.service.checkpoints import (CheckpointStore, Checkpointer, CorruptCheckpoint, decode,
                                          encode)
 from nnserve.service.registry import ModelEntry
@@ -34,7 +34,7 @@ def _entry(network, name="m"):
 def _record(entry):
     state = entry.network.get_state()
     return {"id": entry.id, "name": entry.name, "spec": state["spec"], "step": state["step"],
-            "version": entry.version, "create_time_ns": entry.create_time_ns,
+            "version": state["version"], "create_time_ns": entry.create_time_ns,
             "update_time_ns": entry.update_time_ns, "weights": state["weights"], "slots": state["slots"]}
 
 

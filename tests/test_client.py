@@ -10,8 +10,8 @@ import pytest
 
 from client_support import batches, live_server, same_arrays
 from nnserve.clients import Client, ModelInfo, NNServeError, RemoteModel
-from nnserve.clients.training import fit_plan, run
-from nnserve.kernels import Network
+from nnserve.model.fit import fit_plan, run
+from nnserve.model import Network
 
 MAX_ROWS = 256
 MAX_PARAMETERS = 100_000

@@ -100,7 +100,7 @@ def test_set_weights_is_one_set_weights_call_never_retried():
     service = ScriptedService()
     with scripted_server(service) as target, Client(target, timeout=10) as client:
         model = client.get_model("scripted")
-        assert model.set_weights(weights) is None
+        assert model.set_weights(weights) == (3, 7)
         assert (model.step, model.version) == (3, 7)
 
         async def set_async():

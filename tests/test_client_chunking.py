@@ -14,8 +14,8 @@ import pytest
 from client_support import live_server, same_arrays
 from nnserve.clients import AsyncClient, Client, NNServeError
 from nnserve.clients.errors import MixedVersionsError
-from nnserve.clients.messages import MAX_ROWS_PER_CALL, MAX_VERSION_ROUNDS, MESSAGE_HEADROOM
-from nnserve.kernels import Network
+from nnserve.clients.chunking import MAX_ROWS_PER_CALL, MAX_VERSION_ROUNDS, MESSAGE_HEADROOM
+from nnserve.model import Network
 
 SMALL_MAX_ROWS = 64
 READS = ("Predict", "Evaluate")

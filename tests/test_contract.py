@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2
 
-from nnserve.kernels import ACTIVATIONS, INITS, LOSSES, OPTIMIZERS, Network
+from nnserve.model import ACTIVATIONS, INITS, LOSSES, OPTIMIZERS, Network
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1.models import (layers_from_proto, layers_to_proto, spec_from_proto, spec_to_proto,
                                state_from_proto, state_to_proto)

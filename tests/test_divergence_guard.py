@@ -5,7 +5,7 @@ import grpc
 import numpy as np
 import pytest
 
-from nnserve.kernels import Network, NonFiniteStep
+from nnserve.model import Network, NonFiniteStep
 from service_support import call_error, classifier_spec, make_batch, pb, running_server, snapshot, to_tensor
 
 OPTIMIZERS = [
@@ -77,17 +77,20 @@ def test_the_guard_changes_no_result_of_ordinary_training(options, batch):
     x, y = _batch("float64", 1.0, batch)
     for _ in range(50):
         guarded.train_step(x, y)
-        # _guarded_step refreshes the exact bounds first and then runs the same kernel.
+        # settle() refreshes the exact bounds first and then runs the same kernel.
         with checked._lock.write:
             step = checked._step + 1
-            checked._guarded_step(x, *_targets(checked, y, x), checked._workspace(batch), step)
+            targets, class_ids = _targets(checked, y, x)
+            workspace = checked._workspace(batch)
+            assert checked._guard.settle(lambda force: checked._run_step(
+                x, targets, class_ids, workspace, checked._optimizer_code, step, force=force)[1])
             checked._step, checked._version = step, checked._version + 1
     for (w1, b1), (w2, b2) in zip(guarded.get_weights(), checked.get_weights()):
         assert np.array_equal(w1, w2) and np.array_equal(b1, b2)
 
 
 def _targets(network, y, x):
-    from nnserve.kernels.validation import check_targets
+    from nnserve.model.batches import check_targets
 
     return check_targets(y, "cross_entropy", network.n_outputs, x.shape[0], network.dtype)
 

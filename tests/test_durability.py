@@ -15,7 +15,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from threadpoolctl import threadpool_limits
 
-from nnserve.kernels import Network
+from nnserve.model import Network
 from nnserve.service.checkpoints import VERSION_GAP_AFTER_CRASH
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from nnserve.v1.models import state_from_proto, state_to_proto

@@ -10,7 +10,7 @@ import pytest
 import reference
 from kernel_cases import (HIDDEN_ACTIVATIONS, OUTPUT_LOSS_PAIRS, assert_close_to_scale, pair_id,
                           random_inputs, random_targets, random_weights)
-from nnserve.kernels import Network
+from nnserve.model import Network
 
 LAYERS = [3, 4, 3, 2]
 N_SAMPLES = 5

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from nnserve.kernels import warmup
+from nnserve.model import warmup
 from nnserve.service import Settings, create_server
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from metrics_support import rpc, scrape, value

@@ -7,7 +7,7 @@ one lucky seed; the measured spread is given in each docstring.
 import numpy as np
 import pytest
 
-from nnserve.kernels import Network
+from nnserve.model import Network
 
 XOR_INPUTS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
 XOR_LABELS = np.array([0, 1, 1, 0])

@@ -7,7 +7,7 @@ weights and optimizer slots bit-identical, step and version unchanged.
 import numpy as np
 import pytest
 
-from nnserve.kernels import Network
+from nnserve.model import Network
 
 VALID_SPEC = dict(layers=[3, 4, 2], activations=["relu", "softmax"], loss="cross_entropy")
 
@@ -357,13 +357,13 @@ _ADAM_SLOTS = _adam_state()["slots"]
 _NAN_SLOT = [(W.copy(), b.copy()) for W, b in _ADAM_SLOTS["exp_avg"]]
 _NAN_SLOT[0][1][0] = np.nan
 SET_STATE_CASES = [
-    pytest.param(_adam_state_with_spec(layers=[3, 5, 2]), ["layers=[3, 5, 2]", "[3, 4, 2]"],
+    pytest.param(_adam_state_with_spec(layers=[3, 5, 2]), ["state.spec.layers: got [3, 5, 2]", "[3, 4, 2]"],
                  id="other_layers"),
     pytest.param(_adam_state_with_spec(activations=["tanh", "softmax"]), ["activations", "'tanh'"],
                  id="other_activations"),
-    pytest.param(_adam_state_with_spec(loss="mse"), ["loss='mse'", "'cross_entropy'"], id="other_loss"),
-    pytest.param(_adam_state_with_spec(optimizer="sgd"), ["optimizer='sgd'", "'adam'"], id="other_optimizer"),
-    pytest.param(_adam_state_with_spec(dtype="float64"), ["dtype='float64'", "'float32'"], id="other_dtype"),
+    pytest.param(_adam_state_with_spec(loss="mse"), ["state.spec.loss: got 'mse'", "'cross_entropy'"], id="other_loss"),
+    pytest.param(_adam_state_with_spec(optimizer="sgd"), ["state.spec.optimizer: got 'sgd'", "'adam'"], id="other_optimizer"),
+    pytest.param(_adam_state_with_spec(dtype="float64"), ["state.spec.dtype: got 'float64'", "'float32'"], id="other_dtype"),
     pytest.param({**_adam_state(), "slots": {"exp_avg": _ADAM_SLOTS["exp_avg"]}},
                  ["['exp_avg']", "['exp_avg', 'exp_avg_sq']"], id="missing_slot"),
     pytest.param({**_adam_state(), "slots": {}}, ["[]", "['exp_avg', 'exp_avg_sq']"], id="no_slots"),

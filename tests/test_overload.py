@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from nnserve.kernels import warmup
+from nnserve.model import warmup
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from process_support import ServeProcess
 from service_support import classifier_spec, make_batch, pb, running_server, to_tensor

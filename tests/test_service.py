@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 
-from nnserve.kernels import Network, warmup
+from nnserve.model import Network, warmup
 from nnserve.v1.models import spec_from_proto
 from service_support import (call_error, classifier_spec, make_batch, pb, running_server,
                              to_array, to_tensor)

@@ -7,7 +7,7 @@ from collections import defaultdict
 import grpc
 import numpy as np
 
-from nnserve.kernels import Network, warmup
+from nnserve.model import Network, warmup
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from nnserve.v1.models import spec_from_proto
 from service_support import classifier_spec, make_batch, pb, running_server, to_array, to_tensor

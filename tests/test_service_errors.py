@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from nnserve.kernels import warmup
+from nnserve.model import warmup
 from nnserve.service.errors import ErrorInterceptor, InvalidArgument
 from service_support import (call_error, classifier_spec, make_batch, pb, running_server, snapshot,
                              to_tensor)

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nnserve.kernels import warmup
+from nnserve.model import warmup
 from service_support import classifier_spec, pb, running_server, snapshot, to_tensor
 
 MAX_MESSAGE = 1 << 20

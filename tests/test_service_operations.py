@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from nnserve.cli.main import build_parser, main
-from nnserve.kernels import warmup
+from nnserve.model import warmup
 from nnserve.service import Settings, create_server
 from nnserve.service.logs import JsonFormatter, TextFormatter
 from nnserve.service.settings import settings_from_args

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nnserve.kernels import Network
+from nnserve.model import Network
 
 N_BEFORE = 7
 N_AFTER = 5
@@ -192,14 +192,15 @@ def test_version_counts_weight_changes_and_step_counts_train_steps():
     network.train_step(x, y)
     assert (network.step, network.version) == (1, 1)
     state_after_one = network.get_state()
-    loss, step, version = network.train_step_versioned(x, y)
+    loss = network.train_step(x, y)
+    step, version = loss.step, loss.version
     assert isinstance(loss, float) and (step, version) == (2, 2) == (network.step, network.version)
 
     network.set_weights(network.get_weights())
     assert (network.step, network.version) == (2, 3)
-    assert network.set_weights_versioned(network.get_weights()) == (2, 4) == (network.step, network.version)
+    assert network.set_weights(network.get_weights()) == (2, 4) == (network.step, network.version)
     with pytest.raises(ValueError, match="got 1 pairs"):
-        network.set_weights_versioned(network.get_weights()[:1])
+        network.set_weights(network.get_weights()[:1])
     assert (network.step, network.version) == (2, 4)
 
     network.set_state(state_after_one)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from nnserve.kernels import Network
+from nnserve.model import Network
 
 N_THREADS = 8
 
@@ -101,7 +101,7 @@ def test_train_steps_from_eight_threads_on_one_network_lose_no_update():
         sequential.train_step(x, y)
 
     shared = Network(**spec, seed=2)
-    results = run_together([lambda: [shared.train_step_versioned(x, y) for _ in range(25)]] * N_THREADS)
+    results = run_together([lambda: [(lambda loss: (float(loss), loss.step, loss.version))(shared.train_step(x, y)) for _ in range(25)]] * N_THREADS)
 
     assert shared.step == 200 and shared.version == 200
     assert_bit_identical(shared.get_weights(), sequential.get_weights())
@@ -141,7 +141,8 @@ def test_predict_during_training_always_sees_one_published_version():
     def versioned_reader():
         seen = []
         while not training_done.is_set():
-            outputs, version = network.predict_versioned(probe)
+            outputs = network.predict(probe)
+            version = outputs.version
             assert np.array_equal(outputs, expected_predictions[version]), f"version {version}"
             seen.append(version)
         return seen

@@ -11,7 +11,7 @@ import pytest
 
 import reference
 from kernel_cases import assert_close_to_scale, random_inputs, random_targets
-from nnserve.kernels import Network
+from nnserve.model import Network
 
 N_STEPS = 100
 TRAJECTORY_RTOL = 1e-10

@@ -274,10 +274,12 @@ class GetStateRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class GetStateResponse(_message.Message):
-    __slots__ = ("state",)
+    __slots__ = ("state", "version")
     STATE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     state: ModelState
-    def __init__(self, state: _Optional[_Union[ModelState, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, state: _Optional[_Union[ModelState, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class SetStateRequest(_message.Message):
     __slots__ = ("model", "state")

@@ -4,26 +4,29 @@
 ("evaluate", x, y); whoever drives it sends each call's result back in and finally gets
 the history. `run` drives it on anything with Network's methods (a Network, a RemoteModel);
 `run_async` awaits an AsyncRemoteModel's. So the batches, their order and the history are
-the same whether a model trains in-process, through Client or through AsyncClient.
+the same whether a model trains in-process (Network.fit), through Client or through
+AsyncClient. Numpy only (tqdm when a progress bar is shown).
 """
 
 import sys
 
 import numpy as np
 
+from .errors import InvalidBatch, InvalidInput
+
 __all__ = ["fit_plan", "run", "run_async"]
 
 
 def _check_count(name, value, low):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name}: got {value!r}, expected an integer >= {low}")
+        raise InvalidInput(f"{name}: got {value!r}, expected an integer >= {low}")
     return int(value)
 
 
 def _rows(name, array):
     array = array if isinstance(array, np.ndarray) else np.asarray(array)
     if array.ndim == 0:
-        raise ValueError(f"{name}: got a scalar, expected an array with one row per sample")
+        raise InvalidBatch(f"{name}: got a scalar, expected an array with one row per sample")
     return array
 
 
@@ -55,12 +58,13 @@ def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=
     x, y = _rows("x", x), _rows("y", y)
     n_samples = len(x)
     if len(y) != n_samples:
-        raise ValueError(f"y: got {len(y)} rows, expected {n_samples} (one per row of x)")
+        raise InvalidBatch(f"y: got {len(y)} rows, expected {n_samples} (one per row of x)")
     if n_samples == 0:
-        raise ValueError("x: got 0 samples, expected at least one")
+        raise InvalidBatch("x: got 0 samples, expected at least one")
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data: expected a pair (x_val, y_val)")
+            raise InvalidInput(f"validation_data: got {type(validation_data).__name__}, expected "
+                               "a pair (x_val, y_val)")
         x_val, y_val = validation_data
     rng = np.random.default_rng(seed)
     starts = range(0, n_samples, batch_size)

@@ -1,0 +1,28 @@
+"""The stateful model between the service and the kernels: `Network` (its lock, validation,
+divergence guard, state and version), the batch rule and the fit loop.
+
+`batches`, `errors`, `fit` and `results` need numpy only, so the client SDK shares them;
+`Network`, `warmup` and `runtime_info` import the compiled kernels (numba) when first
+named.
+"""
+
+from .errors import (IncompatibleState, InvalidBatch, InvalidInput, InvalidSpec, InvalidState,
+                     NonFiniteStep)
+from .results import Change, Evaluation, Outputs, StepLoss
+
+__all__ = ["ACTIVATIONS", "Change", "Evaluation", "INITS", "IncompatibleState", "InvalidBatch",
+           "InvalidInput", "InvalidSpec", "InvalidState", "LOSSES", "Network", "NonFiniteStep",
+           "OPTIMIZERS", "Outputs", "StepLoss", "runtime_info", "warmup"]
+
+_NEEDS_KERNELS = {"Network": ".network", "warmup": ".runtime", "runtime_info": ".runtime",
+                  "ACTIVATIONS": "nnserve.kernels.codes", "INITS": "nnserve.kernels.codes",
+                  "LOSSES": "nnserve.kernels.codes", "OPTIMIZERS": "nnserve.kernels.codes"}
+
+
+def __getattr__(name):
+    module = _NEEDS_KERNELS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)
