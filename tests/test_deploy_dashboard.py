@@ -121,8 +121,9 @@ def test_dashboard_uses_only_exported_labels():
 
 
 def test_dashboard_plots_what_operators_need():
-    """The dashboard plots loss per model, train examples/s, predict latency quantiles and
-    request rate by status code, with unique panel ids and defined variables."""
+    """The dashboard plots loss per model, train examples/s, predict latency quantiles,
+    request rate by status code and an error ratio that reads 0 while no request failed, with
+    unique panel ids and defined variables."""
     dashboard = json.loads(DASHBOARD.read_text())
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
@@ -141,6 +142,14 @@ def test_dashboard_plots_what_operators_need():
     assert re.search(r"histogram_quantile\(0\.99, sum by \(le[^)]*\) "
                      r"\(rate\(grpc_server_handling_seconds_bucket", joined)
     assert re.search(r"sum by \(grpc_code\) \(rate\(grpc_server_handled_total", joined)
+    # The error ratio is 0, not "no data", while no request failed: until a first failure no
+    # non-OK series exists (test_error_ratio_has_no_failed_series_before_a_failure), so the
+    # numerator falls back to a label-less 0 that divides by the same label-less sum.
+    (ratio,) = [t["expr"] for p in panels if p["title"] == "Error ratio" for t in p["targets"]]
+    found = re.fullmatch(r"\(sum\(rate\(grpc_server_handled_total\{(.*), grpc_code!=\"OK\"\}"
+                         r"\[1m\]\)\) or vector\(0\)\) / "
+                         r"sum\(rate\(grpc_server_handled_total\{(.*)\}\[1m\]\)\)", ratio)
+    assert found and found[1] == found[2], ratio
 
 
 def test_metric_table_is_the_servers():
@@ -170,3 +179,16 @@ def test_metric_table_is_the_servers():
         assert set(labels) >= {name for name, (_, names) in METRICS.items() if names}
     finally:
         server.stop(0).wait()
+
+
+def test_error_ratio_has_no_failed_series_before_a_failure():
+    """A server that answered only OK exports no non-OK grpc_server_handled_total series,
+    which is why the error ratio's numerator falls back to `vector(0)`."""
+    from service_support import pb, running_server
+
+    with running_server() as live:
+        live.stub.ListModels(pb.ListModelsRequest(), timeout=30)
+        codes = {sample.labels["grpc_code"] for family in live.server.metrics.registry.collect()
+                 if family.name == "grpc_server_handled" for sample in family.samples
+                 if sample.name == "grpc_server_handled_total"}
+    assert codes == {"OK"}
