@@ -41,9 +41,11 @@ def classifier(client):
 
 
 def test_importing_the_sdk_does_not_import_numba():
-    """`import nnserve.clients` loads neither numba, the kernels, the service nor scikit-learn."""
+    """`import nnserve.clients` loads neither numba, the kernels, the Network, the service nor
+    scikit-learn (it shares only the model layer's numpy-only batch rule, fit loop and results)."""
     code = ("import sys, nnserve.clients; "
-            "bad = [m for m in ('numba', 'nnserve.kernels', 'nnserve.service', 'sklearn') if m in sys.modules]; "
+            "bad = [m for m in ('numba', 'nnserve.kernels', 'nnserve.model.network', 'nnserve.service', "
+            "'sklearn') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -248,6 +250,29 @@ def test_fit_equals_the_same_plan_run_in_process(client):
         assert set(history) == {"loss", "val_loss", "val_accuracy"} and len(history["loss"]) == 3
         assert (model.step, model.version) == (3 * 4, 3 * 4)
         assert same_arrays(model.predict(x), network.predict(x))
+    finally:
+        model.delete()
+
+
+@pytest.mark.parametrize("optimizer, hyper, shuffle", [
+    ("sgd", {"momentum": 0.9}, True), ("adam", {}, True), ("sgd", {"momentum": 0.9}, False)])
+def test_network_fit_equals_remote_fit_bit_for_bit(client, optimizer, hyper, shuffle):
+    """Network.fit in-process and RemoteModel.fit through the server give the same history and
+    the same weights, bit for bit, with and without shuffling and with validation."""
+    arguments = dict(layers=[4, 8, 3], activations=["tanh", "softmax"], loss="cross_entropy",
+                     optimizer=optimizer, learning_rate=0.05, seed=3, **hyper)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(45, 4)).astype(np.float32)  # 45 rows: the last batch is smaller
+    y = rng.integers(0, 3, size=45)
+    validation = (x[:9], y[:9])
+    options = dict(epochs=3, batch_size=8, shuffle=shuffle, seed=5, validation_data=validation)
+    network = Network(**arguments)
+    model = client.create_model(**arguments)
+    try:
+        assert model.fit(x, y, **options) == network.fit(x, y, **options)
+        assert (model.step, model.version) == (network.step, network.version) == (18, 18)
+        for (w_remote, b_remote), (w_local, b_local) in zip(model.get_weights(), network.get_weights()):
+            assert same_arrays(w_remote, w_local) and same_arrays(b_remote, b_local)
     finally:
         model.delete()
 

@@ -412,3 +412,34 @@ def test_unexpected_exception_is_internal_logged_once_and_server_keeps_serving(c
             assert call("fine") == b"ok"
     finally:
         server.stop(0).wait(10)
+
+
+def test_a_bug_in_the_model_layer_is_internal_and_only_its_refusals_are_invalid_argument(monkeypatch, caplog):
+    """A ValueError that is no InvalidInput (a bug, not a refusal) out of the model layer is
+    INTERNAL and logged, while an InvalidBatch from the same place is INVALID_ARGUMENT."""
+    from nnserve.model import InvalidBatch
+    from nnserve.model.batches import BatchRule
+
+    warmup()
+    with running_server() as running:
+        stub = running.stub
+        model = stub.CreateModel(pb.CreateModelRequest(spec=classifier_spec())).model
+        x, _ = make_batch(np.random.default_rng(0), 3, 4, 3)
+        request = pb.PredictRequest(model=model.id, x=to_tensor(x))
+        assert stub.Predict(request, timeout=10).version == 0
+
+        def buggy(self, x):
+            raise ValueError("operands could not be broadcast together")
+
+        monkeypatch.setattr(BatchRule, "inputs", buggy)
+        with caplog.at_level(logging.ERROR, logger="nnserve.service.errors"):
+            assert "ValueError" in call_error(stub.Predict, request, grpc.StatusCode.INTERNAL)
+        assert [r.levelname for r in caplog.records if r.name == "nnserve.service.errors"] == ["ERROR"]
+
+        def refusing(self, x):
+            raise InvalidBatch("x: got a refusal, expected none")
+
+        monkeypatch.setattr(BatchRule, "inputs", refusing)
+        assert call_error(stub.Predict, request, INVALID) == "x: got a refusal, expected none"
+        monkeypatch.undo()
+        assert stub.Predict(request, timeout=10).version == 0
