@@ -46,6 +46,24 @@ class Init(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INIT_UNSPECIFIED: _ClassVar[Init]
     INIT_HE: _ClassVar[Init]
     INIT_XAVIER: _ClassVar[Init]
+
+class TrainingJobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRAINING_JOB_STATE_UNSPECIFIED: _ClassVar[TrainingJobState]
+    TRAINING_JOB_STATE_QUEUED: _ClassVar[TrainingJobState]
+    TRAINING_JOB_STATE_RUNNING: _ClassVar[TrainingJobState]
+    TRAINING_JOB_STATE_SUCCEEDED: _ClassVar[TrainingJobState]
+    TRAINING_JOB_STATE_FAILED: _ClassVar[TrainingJobState]
+    TRAINING_JOB_STATE_CANCELLED: _ClassVar[TrainingJobState]
+
+class TrainingJobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRAINING_JOB_EVENT_KIND_UNSPECIFIED: _ClassVar[TrainingJobEventKind]
+    TRAINING_JOB_EVENT_KIND_CURRENT: _ClassVar[TrainingJobEventKind]
+    TRAINING_JOB_EVENT_KIND_STARTED: _ClassVar[TrainingJobEventKind]
+    TRAINING_JOB_EVENT_KIND_PROGRESS: _ClassVar[TrainingJobEventKind]
+    TRAINING_JOB_EVENT_KIND_EPOCH_END: _ClassVar[TrainingJobEventKind]
+    TRAINING_JOB_EVENT_KIND_ENDED: _ClassVar[TrainingJobEventKind]
 DATA_TYPE_UNSPECIFIED: DataType
 DATA_TYPE_FLOAT32: DataType
 DATA_TYPE_FLOAT64: DataType
@@ -68,6 +86,18 @@ OPTIMIZER_ADAM: Optimizer
 INIT_UNSPECIFIED: Init
 INIT_HE: Init
 INIT_XAVIER: Init
+TRAINING_JOB_STATE_UNSPECIFIED: TrainingJobState
+TRAINING_JOB_STATE_QUEUED: TrainingJobState
+TRAINING_JOB_STATE_RUNNING: TrainingJobState
+TRAINING_JOB_STATE_SUCCEEDED: TrainingJobState
+TRAINING_JOB_STATE_FAILED: TrainingJobState
+TRAINING_JOB_STATE_CANCELLED: TrainingJobState
+TRAINING_JOB_EVENT_KIND_UNSPECIFIED: TrainingJobEventKind
+TRAINING_JOB_EVENT_KIND_CURRENT: TrainingJobEventKind
+TRAINING_JOB_EVENT_KIND_STARTED: TrainingJobEventKind
+TRAINING_JOB_EVENT_KIND_PROGRESS: TrainingJobEventKind
+TRAINING_JOB_EVENT_KIND_EPOCH_END: TrainingJobEventKind
+TRAINING_JOB_EVENT_KIND_ENDED: TrainingJobEventKind
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "content")
@@ -312,3 +342,243 @@ class SetWeightsResponse(_message.Message):
     step: int
     version: int
     def __init__(self, step: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class Dataset(_message.Message):
+    __slots__ = ("id", "name", "rows", "x_shape", "y_shape", "x_dtype", "y_dtype", "bytes", "sha256", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    X_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    Y_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    X_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    Y_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    rows: int
+    x_shape: _containers.RepeatedScalarFieldContainer[int]
+    y_shape: _containers.RepeatedScalarFieldContainer[int]
+    x_dtype: DataType
+    y_dtype: DataType
+    bytes: int
+    sha256: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., rows: _Optional[int] = ..., x_shape: _Optional[_Iterable[int]] = ..., y_shape: _Optional[_Iterable[int]] = ..., x_dtype: _Optional[_Union[DataType, str]] = ..., y_dtype: _Optional[_Union[DataType, str]] = ..., bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DatasetHeader(_message.Message):
+    __slots__ = ("name", "rows", "x_dtype", "x_width", "y_dtype", "y_width")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    X_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    X_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    Y_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    Y_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rows: int
+    x_dtype: DataType
+    x_width: int
+    y_dtype: DataType
+    y_width: int
+    def __init__(self, name: _Optional[str] = ..., rows: _Optional[int] = ..., x_dtype: _Optional[_Union[DataType, str]] = ..., x_width: _Optional[int] = ..., y_dtype: _Optional[_Union[DataType, str]] = ..., y_width: _Optional[int] = ...) -> None: ...
+
+class DatasetChunk(_message.Message):
+    __slots__ = ("x", "y")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    x: Tensor
+    y: Tensor
+    def __init__(self, x: _Optional[_Union[Tensor, _Mapping]] = ..., y: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class UploadDatasetRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: DatasetHeader
+    chunk: DatasetChunk
+    def __init__(self, header: _Optional[_Union[DatasetHeader, _Mapping]] = ..., chunk: _Optional[_Union[DatasetChunk, _Mapping]] = ...) -> None: ...
+
+class UploadDatasetResponse(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: Dataset
+    def __init__(self, dataset: _Optional[_Union[Dataset, _Mapping]] = ...) -> None: ...
+
+class GetDatasetRequest(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    def __init__(self, dataset: _Optional[str] = ...) -> None: ...
+
+class GetDatasetResponse(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: Dataset
+    def __init__(self, dataset: _Optional[_Union[Dataset, _Mapping]] = ...) -> None: ...
+
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets", "next_page_token")
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[Dataset]
+    next_page_token: str
+    def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteDatasetRequest(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    def __init__(self, dataset: _Optional[str] = ...) -> None: ...
+
+class DeleteDatasetResponse(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: Dataset
+    def __init__(self, dataset: _Optional[_Union[Dataset, _Mapping]] = ...) -> None: ...
+
+class EpochMetrics(_message.Message):
+    __slots__ = ("loss", "val_loss", "val_accuracy")
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    VAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    loss: float
+    val_loss: float
+    val_accuracy: float
+    def __init__(self, loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ...) -> None: ...
+
+class TrainingJob(_message.Message):
+    __slots__ = ("id", "model", "dataset", "validation_dataset", "state", "epochs", "batch_size", "shuffle", "seed", "epoch", "step", "total_steps", "examples_per_second", "history", "error", "create_time", "start_time", "end_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_DATASET_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHUFFLE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model: str
+    dataset: str
+    validation_dataset: str
+    state: TrainingJobState
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    seed: int
+    epoch: int
+    step: int
+    total_steps: int
+    examples_per_second: float
+    history: _containers.RepeatedCompositeFieldContainer[EpochMetrics]
+    error: str
+    create_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., validation_dataset: _Optional[str] = ..., state: _Optional[_Union[TrainingJobState, str]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., shuffle: _Optional[bool] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., examples_per_second: _Optional[float] = ..., history: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateTrainingJobRequest(_message.Message):
+    __slots__ = ("model", "dataset", "epochs", "batch_size", "shuffle", "seed", "validation_dataset", "progress_every_steps", "progress_every_seconds")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHUFFLE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_DATASET_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_EVERY_STEPS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_EVERY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dataset: str
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    seed: int
+    validation_dataset: str
+    progress_every_steps: int
+    progress_every_seconds: float
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., shuffle: _Optional[bool] = ..., seed: _Optional[int] = ..., validation_dataset: _Optional[str] = ..., progress_every_steps: _Optional[int] = ..., progress_every_seconds: _Optional[float] = ...) -> None: ...
+
+class CreateTrainingJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: TrainingJob
+    def __init__(self, job: _Optional[_Union[TrainingJob, _Mapping]] = ...) -> None: ...
+
+class GetTrainingJobRequest(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    def __init__(self, job: _Optional[str] = ...) -> None: ...
+
+class GetTrainingJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: TrainingJob
+    def __init__(self, job: _Optional[_Union[TrainingJob, _Mapping]] = ...) -> None: ...
+
+class ListTrainingJobsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "model")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    model: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ListTrainingJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[TrainingJob]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[TrainingJob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelTrainingJobRequest(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    def __init__(self, job: _Optional[str] = ...) -> None: ...
+
+class CancelTrainingJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: TrainingJob
+    def __init__(self, job: _Optional[_Union[TrainingJob, _Mapping]] = ...) -> None: ...
+
+class WatchTrainingJobRequest(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    def __init__(self, job: _Optional[str] = ...) -> None: ...
+
+class TrainingJobEvent(_message.Message):
+    __slots__ = ("kind", "job", "recent_loss", "version")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    RECENT_LOSS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    kind: TrainingJobEventKind
+    job: TrainingJob
+    recent_loss: float
+    version: int
+    def __init__(self, kind: _Optional[_Union[TrainingJobEventKind, str]] = ..., job: _Optional[_Union[TrainingJob, _Mapping]] = ..., recent_loss: _Optional[float] = ..., version: _Optional[int] = ...) -> None: ...

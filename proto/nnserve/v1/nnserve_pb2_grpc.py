@@ -85,6 +85,51 @@ class ModelServiceStub:
                 request_serializer=nnserve_dot_v1_dot_nnserve__pb2.SetWeightsRequest.SerializeToString,
                 response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.SetWeightsResponse.FromString,
                 _registered_method=True)
+        self.UploadDataset = channel.stream_unary(
+                '/nnserve.v1.ModelService/UploadDataset',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.UploadDatasetRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.UploadDatasetResponse.FromString,
+                _registered_method=True)
+        self.GetDataset = channel.unary_unary(
+                '/nnserve.v1.ModelService/GetDataset',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.GetDatasetRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.GetDatasetResponse.FromString,
+                _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/nnserve.v1.ModelService/ListDatasets',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/nnserve.v1.ModelService/DeleteDataset',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
+        self.CreateTrainingJob = channel.unary_unary(
+                '/nnserve.v1.ModelService/CreateTrainingJob',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.CreateTrainingJobRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.CreateTrainingJobResponse.FromString,
+                _registered_method=True)
+        self.GetTrainingJob = channel.unary_unary(
+                '/nnserve.v1.ModelService/GetTrainingJob',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.GetTrainingJobRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.GetTrainingJobResponse.FromString,
+                _registered_method=True)
+        self.ListTrainingJobs = channel.unary_unary(
+                '/nnserve.v1.ModelService/ListTrainingJobs',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.ListTrainingJobsRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.ListTrainingJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelTrainingJob = channel.unary_unary(
+                '/nnserve.v1.ModelService/CancelTrainingJob',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.CancelTrainingJobRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.CancelTrainingJobResponse.FromString,
+                _registered_method=True)
+        self.WatchTrainingJob = channel.unary_stream(
+                '/nnserve.v1.ModelService/WatchTrainingJob',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.WatchTrainingJobRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.TrainingJobEvent.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -191,6 +236,99 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadDataset(self, request_iterator, context):
+        """-- Datasets: training data uploaded once, kept in the server's memory ------------------
+
+        Uploads a dataset: first a message with `header` (name, x and y dtypes and shapes),
+        then messages with `chunk`s of rows, in order, until `header` rows have come.
+        All or nothing: a malformed chunk (byte length, dtype or width other than the
+        header's, NaN or infinity, more rows than announced, fewer at the end) fails the call
+        and stores nothing. Targets are checked against a model when a job starts.
+        Errors: INVALID_ARGUMENT, ALREADY_EXISTS (name taken), RESOURCE_EXHAUSTED (max dataset
+        bytes, max total dataset bytes, max datasets; the message names the flag).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataset(self, request, context):
+        """Describes one dataset. Errors: INVALID_ARGUMENT (empty `dataset`), NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """Lists datasets in upload order, one page at a time.
+        Errors: INVALID_ARGUMENT (negative page_size, malformed page_token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Deletes a dataset; the training jobs that use it are cancelled first.
+        Errors: INVALID_ARGUMENT (empty `dataset`), NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTrainingJob(self, request, context):
+        """-- Training jobs: the fit loop run next to the weights ----------------------------------
+
+        Starts training a model on an uploaded dataset: the fit loop of nnserve.model.fit
+        (the SDK's RemoteModel.fit and the in-process Network.fit run the same loop, so the
+        weights and history are equal bit for bit). The job is QUEUED until a job worker is
+        free (--job-workers), then RUNNING. While a job runs, Predict, Evaluate, GetModel and
+        GetState on its model work, each on one version; TrainStep, SetState and SetWeights
+        get FAILED_PRECONDITION naming the job. A model has at most one unfinished job: a
+        second one is refused with FAILED_PRECONDITION naming the first.
+        Errors: INVALID_ARGUMENT (epochs, batch_size, progress intervals; the dataset's
+        width or targets do not fit the model, with TrainStep's messages), NOT_FOUND (model
+        or dataset), FAILED_PRECONDITION (the model has an unfinished job),
+        RESOURCE_EXHAUSTED (--max-jobs unfinished jobs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrainingJob(self, request, context):
+        """Describes one job. Errors: INVALID_ARGUMENT (empty `job`), NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTrainingJobs(self, request, context):
+        """Lists jobs in creation order, one page at a time, optionally those of one model.
+        Errors: INVALID_ARGUMENT (negative page_size, malformed page_token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTrainingJob(self, request, context):
+        """Cancels a QUEUED or RUNNING job: it stops before its next step (the model keeps every
+        step applied so far) and ends CANCELLED. A finished job is returned as it is.
+        Errors: INVALID_ARGUMENT (empty `job`), NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTrainingJob(self, request, context):
+        """Streams a job's progress: its current state at once, then an event at each epoch end
+        and at every progress interval, and a last event with the end state, after which the
+        stream ends OK. Any number of watchers; a watcher that goes away does not affect the
+        job. A watcher too slow to read every event skips to the newest ones (events are
+        snapshots: the latest is complete).
+        Errors: INVALID_ARGUMENT (empty `job`), NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -243,6 +381,51 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.SetWeights,
                     request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.SetWeightsRequest.FromString,
                     response_serializer=nnserve_dot_v1_dot_nnserve__pb2.SetWeightsResponse.SerializeToString,
+            ),
+            'UploadDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDataset,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.UploadDatasetRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.UploadDatasetResponse.SerializeToString,
+            ),
+            'GetDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataset,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.GetDatasetRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.GetDatasetResponse.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.DeleteDatasetResponse.SerializeToString,
+            ),
+            'CreateTrainingJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTrainingJob,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.CreateTrainingJobRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.CreateTrainingJobResponse.SerializeToString,
+            ),
+            'GetTrainingJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainingJob,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.GetTrainingJobRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.GetTrainingJobResponse.SerializeToString,
+            ),
+            'ListTrainingJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrainingJobs,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.ListTrainingJobsRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.ListTrainingJobsResponse.SerializeToString,
+            ),
+            'CancelTrainingJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTrainingJob,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.CancelTrainingJobRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.CancelTrainingJobResponse.SerializeToString,
+            ),
+            'WatchTrainingJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTrainingJob,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.WatchTrainingJobRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.TrainingJobEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +699,249 @@ class ModelService:
             '/nnserve.v1.ModelService/SetWeights',
             nnserve_dot_v1_dot_nnserve__pb2.SetWeightsRequest.SerializeToString,
             nnserve_dot_v1_dot_nnserve__pb2.SetWeightsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/nnserve.v1.ModelService/UploadDataset',
+            nnserve_dot_v1_dot_nnserve__pb2.UploadDatasetRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.UploadDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnserve.v1.ModelService/GetDataset',
+            nnserve_dot_v1_dot_nnserve__pb2.GetDatasetRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.GetDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnserve.v1.ModelService/ListDatasets',
+            nnserve_dot_v1_dot_nnserve__pb2.ListDatasetsRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnserve.v1.ModelService/DeleteDataset',
+            nnserve_dot_v1_dot_nnserve__pb2.DeleteDatasetRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.DeleteDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTrainingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnserve.v1.ModelService/CreateTrainingJob',
+            nnserve_dot_v1_dot_nnserve__pb2.CreateTrainingJobRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.CreateTrainingJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnserve.v1.ModelService/GetTrainingJob',
+            nnserve_dot_v1_dot_nnserve__pb2.GetTrainingJobRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.GetTrainingJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrainingJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnserve.v1.ModelService/ListTrainingJobs',
+            nnserve_dot_v1_dot_nnserve__pb2.ListTrainingJobsRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.ListTrainingJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTrainingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnserve.v1.ModelService/CancelTrainingJob',
+            nnserve_dot_v1_dot_nnserve__pb2.CancelTrainingJobRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.CancelTrainingJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTrainingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nnserve.v1.ModelService/WatchTrainingJob',
+            nnserve_dot_v1_dot_nnserve__pb2.WatchTrainingJobRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.TrainingJobEvent.FromString,
             options,
             channel_credentials,
             insecure,
