@@ -461,7 +461,7 @@ def restore(registry, checkpointer):
     A damaged file is logged by name and renamed to *.corrupt; a model the registry refuses
     (a limit lowered since, a name taken) is logged and its file left in place.
     """
-    from .errors import InvalidArgument, ServiceError
+    from ..errors import InvalidArgument, ServiceError
 
     if checkpointer is NO_CHECKPOINTS:
         return 0
