@@ -13,7 +13,7 @@ import time
 
 import grpc
 
-from .interceptors import MethodInterceptor
+from .interceptor_base import MethodInterceptor
 
 __all__ = ["MetricsInterceptor"]
 

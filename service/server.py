@@ -26,9 +26,9 @@ from .checkpoints import open_checkpoints, restore
 from .errors import ErrorInterceptor
 from .grpc_metrics import MetricsInterceptor
 from .metrics import NO_METRICS, Metrics, MetricsHTTPServer
-from .registry import Registry
-from .servicer import SERVICE_NAME, ModelServicer
+from .model_service import SERVICE_NAME, ModelServicer
 from .overload import concurrency_limit, rpc_executor, rpc_limit
+from .registry import Registry
 from .settings import Settings
 from .tls import server_credentials
 
