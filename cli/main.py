@@ -27,7 +27,7 @@ def _loadtest(args):
 
 
 def _serve(args):
-    from nnserve.service.serve import serve_command
+    from nnserve.service.process import serve_command
 
     return serve_command(args)
 

@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError
 
 from nnserve.v1.tensors import InvalidMessage, InvalidTensor
 
-from .interceptors import UnaryMethodInterceptor
+from .interceptor_base import UnaryMethodInterceptor
 
 __all__ = ["AlreadyExists", "ErrorInterceptor", "FailedPrecondition", "InvalidArgument",
            "InvalidMessage", "InvalidTensor", "LimitExceeded", "ModelNotFound", "ServiceError",

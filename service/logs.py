@@ -4,7 +4,7 @@ Code logs an event with a short message and its fields as `extra`:
 
     logger.info("listening", extra={"event": "listening", "host": host, "port": port})
 
-text:  2025-01-01T12:00:00.000Z INFO nnserve.service.serve listening event=listening port=50051
+text:  2025-01-01T12:00:00.000Z INFO nnserve.service listening event=listening port=50051
 json:  {"time": "...", "level": "info", "logger": "...", "message": "listening", "event": ...}
 
 A traceback is part of its event: a "traceback" field in JSON, indented lines in text.

@@ -29,7 +29,7 @@ from concurrent import futures
 
 import grpc
 
-from .interceptors import UnaryMethodInterceptor
+from .interceptor_base import UnaryMethodInterceptor
 
 __all__ = ["RESERVED_THREADS", "ConcurrencyLimit", "concurrency_limit", "rpc_executor", "rpc_limit"]
 

@@ -24,10 +24,11 @@ from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from .auth import auth_interceptor
 from .checkpoints import open_checkpoints, restore
 from .errors import ErrorInterceptor
-from .metrics import NO_METRICS, Metrics, MetricsHTTPServer, MetricsInterceptor
-from .registry import Registry
-from .servicer import SERVICE_NAME, ModelServicer
+from .grpc_metrics import MetricsInterceptor
+from .metrics import NO_METRICS, Metrics, MetricsHTTPServer
+from .model_service import SERVICE_NAME, ModelServicer
 from .overload import concurrency_limit, rpc_executor, rpc_limit
+from .registry import Registry
 from .settings import Settings
 from .tls import server_credentials
 

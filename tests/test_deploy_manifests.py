@@ -251,7 +251,7 @@ def test_probes_use_grpc_health(variant):
     """Startup, liveness and readiness are native gRPC probes on the server's health port;
     readiness asks for the service name the server registers, and startup allows for the
     warm-up."""
-    from nnserve.service.servicer import SERVICE_NAME
+    from nnserve.service.model_service import SERVICE_NAME
 
     _, resources = variant
     container = server_container(resources)

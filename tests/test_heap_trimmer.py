@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from nnserve.service.memory import _malloc_trim, start_heap_trimmer
+from nnserve.service.heap_trimmer import _malloc_trim, start_heap_trimmer
 
 pytestmark = pytest.mark.skipif(_malloc_trim() is None, reason="no malloc_trim (not glibc)")
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(_malloc_trim() is None, reason="no malloc_trim (
 # itself, as a server's heap looks after a load: the memory stays resident until trimmed.
 _CHILD = textwrap.dedent("""
     import ctypes, sys, time
-    from nnserve.service.memory import start_heap_trimmer
+    from nnserve.service.heap_trimmer import start_heap_trimmer
 
     def rss_mib():
         with open("/proc/self/status") as status:

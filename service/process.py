@@ -13,7 +13,7 @@ import threading
 import time
 
 from .logs import configure_logging
-from .memory import start_heap_trimmer
+from .heap_trimmer import start_heap_trimmer
 from .settings import settings_from_args
 
 __all__ = ["limit_threads", "run", "serve_command"]
