@@ -26,8 +26,10 @@ DEFAULT_TIMEOUT = 30.0  # seconds per call, retries included
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # the server's default limit
 
 # Read-only methods: running one twice has the effect of running it once.
-IDEMPOTENT_METHODS = ("GetModel", "ListModels", "Predict", "Evaluate", "GetState")
-MUTATING_METHODS = ("CreateModel", "DeleteModel", "TrainStep", "SetState", "SetWeights")
+IDEMPOTENT_METHODS = ("GetModel", "ListModels", "Predict", "Evaluate", "GetState", "GetDataset",
+                      "ListDatasets", "GetTrainingJob", "ListTrainingJobs", "WatchTrainingJob")
+MUTATING_METHODS = ("CreateModel", "DeleteModel", "TrainStep", "SetState", "SetWeights",
+                    "UploadDataset", "DeleteDataset", "CreateTrainingJob", "CancelTrainingJob")
 
 RETRY_POLICY = {
     "maxAttempts": 5,

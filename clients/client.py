@@ -7,13 +7,16 @@ planned by messages.py (each call has the client's deadline).
 """
 
 import grpc
+import numpy as np
 
+from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 from nnserve.model import fit as training
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
 from .errors import NNServeError, encoding
+from .jobs import RemoteDataset, TrainingJob, as_dataset_pair, upload_requests
 from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
                        list_request)
 
@@ -79,6 +82,64 @@ class Client:
                                                metadata=self._connection.metadata)
         except grpc.RpcError as error:
             raise NNServeError.from_rpc(error, method) from None
+
+    def _stream(self, method, request, timeout=None):
+        """Yield the replies of a server-streaming call that lasts as long as what it watches
+        (deadline: `timeout` seconds, None for none); cancelled when the caller stops."""
+        if self._closed:
+            raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
+        replies = getattr(self._stub, method)(request, timeout=timeout,
+                                              metadata=self._connection.metadata)
+        try:
+            yield from replies
+        except grpc.RpcError as error:
+            raise NNServeError.from_rpc(error, method) from None
+        finally:
+            replies.cancel()
+
+    # -- datasets -----------------------------------------------------------------------
+
+    def upload_dataset(self, x, y, name=None):
+        """Upload (x, y) once, for training jobs; return the RemoteDataset.
+
+        x: (n, n_in) float32 or float64; y: (n,) or (n, k) of float32, float64, int32 or
+        int64, as the models that train on it take them (the batch rule; checked when a job
+        starts). Streamed in chunks of a few MiB; all or nothing on the server.
+        """
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype.kind in "biu":
+            x = x.astype(np.float32)
+        requests = upload_requests(x, y, name, self._connection.max_message_bytes)
+        try:
+            reply = self._stub.UploadDataset(requests, timeout=self._connection.timeout,
+                                             metadata=self._connection.metadata)
+        except grpc.RpcError as error:
+            raise NNServeError.from_rpc(error, "UploadDataset") from None
+        return RemoteDataset.from_proto(reply.dataset)
+
+    def get_dataset(self, dataset):
+        """Return the RemoteDataset with this id or name (NNServeError NOT_FOUND if none)."""
+        ref = dataset.id if isinstance(dataset, RemoteDataset) else dataset
+        return RemoteDataset.from_proto(self._call("GetDataset", pb.GetDatasetRequest(dataset=ref)).dataset)
+
+    def list_datasets(self, *, page_size=0):
+        """Return every dataset on the server, oldest first, following all pages."""
+        datasets, token = [], ""
+        while True:
+            reply = self._call("ListDatasets", pb.ListDatasetsRequest(page_size=page_size, page_token=token))
+            datasets += [RemoteDataset.from_proto(message) for message in reply.datasets]
+            token = reply.next_page_token
+            if not token:
+                return datasets
+
+    def delete_dataset(self, dataset):
+        """Delete a dataset (id, name or RemoteDataset); its jobs are cancelled first."""
+        ref = dataset.id if isinstance(dataset, RemoteDataset) else dataset
+        return RemoteDataset.from_proto(self._call("DeleteDataset", pb.DeleteDatasetRequest(dataset=ref)).dataset)
+
+    def get_training_job(self, job_id):
+        """Return the TrainingJob handle of a job id."""
+        return TrainingJob(self, self._call("GetTrainingJob", pb.GetTrainingJobRequest(job=job_id)).job)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -307,21 +368,62 @@ class RemoteModel(ModelMessages):
         """
         return self._on_set_weights(self._client._call("SetWeights", self._set_weights_request(weights)))
 
-    def fit(self, x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
-            progress=None):
-        """Train for `epochs` passes over (x, y) in mini-batches of batch_size rows.
+    def start_training(self, data, y=None, *, epochs, batch_size, shuffle=True, seed=0,
+                       validation_data=None, progress_every_steps=0, progress_every_seconds=0.0):
+        """Start a training job on the server; return its TrainingJob handle.
 
-        One TrainStep per batch; with validation_data, one Evaluate per epoch. The batches
-        are those Network would get from nnserve.model.fit.fit_plan with the same
-        seed, so a fit here equals the same fit in-process bit for bit.
+        data: a RemoteDataset (uploaded before, reused), or x with y (or an (x, y) pair),
+        which are uploaded for this job (cast by the batch rule for this model) and deleted
+        when the job has ended and been waited for or cancelled. validation_data likewise.
+        The job runs nnserve.model.fit's loop on the server: the same batches, history and
+        weights as Network.fit with the same arguments, bit for bit.
+        """
+        owned = []
+        try:
+            train = self._dataset_for(data, y, owned, epochs=epochs, batch_size=batch_size,
+                                      validation_data=validation_data)
+            validation = (None if validation_data is None
+                          else self._dataset_for(validation_data, None, owned, epochs=0, batch_size=1))
+            request = pb.CreateTrainingJobRequest(
+                model=self.id, dataset=train.id, epochs=epochs, batch_size=batch_size,
+                shuffle=bool(shuffle), seed=seed, validation_dataset=validation.id if validation else "",
+                progress_every_steps=progress_every_steps, progress_every_seconds=progress_every_seconds)
+            job = TrainingJob(self._client, self._client._call("CreateTrainingJob", request).job, owned)
+        except BaseException:
+            for dataset in owned:
+                self._client.delete_dataset(dataset)
+            raise
+        return job
+
+    def _dataset_for(self, data, y, owned, **fit_arguments):
+        pair = as_dataset_pair(data, y)
+        if pair is None:
+            return data
+        from nnserve.model.fit import check_fit
+
+        x, y = self._fit_arrays(*pair)
+        check_fit(x, y, **fit_arguments)  # refused here, before any upload
+        dataset = self._client.upload_dataset(x, y)
+        owned.append(dataset)
+        return dataset
+
+    def fit(self, x, y=None, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
+            progress=None):
+        """Train for `epochs` passes over (x, y) in mini-batches of batch_size rows, on the
+        server: the data is uploaded once (or x is a RemoteDataset, reused) and a training
+        job runs the fit loop next to the weights, its progress streamed back.
+
+        The batches are those nnserve.model.fit.fit_plan gives, so a fit here equals
+        Network.fit in-process bit for bit. Ctrl-C (KeyboardInterrupt) cancels the job.
 
         Parameters
         ----------
-        x : array (n_samples, n_in);  y : targets with n_samples rows (see train_step)
+        x : array (n_samples, n_in), or a RemoteDataset (then no y)
+        y : targets with n_samples rows (see train_step)
         epochs : int;  batch_size : int
         shuffle : bool
             A new order each epoch from numpy.random.default_rng(seed).
-        validation_data : (x_val, y_val), optional
+        validation_data : (x_val, y_val) or RemoteDataset, optional
         progress : bool, optional
             A progress bar on stderr; default: only when stderr is a terminal.
 
@@ -331,6 +433,23 @@ class RemoteModel(ModelMessages):
             "loss" per epoch (batch losses averaged by size), and with validation_data
             "val_loss" and, for classification losses, "val_accuracy".
         """
-        plan = self._fit_plan(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                              seed=seed, validation_data=validation_data, progress=progress)
-        return training.run(plan, self)
+        job = self.start_training(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                                  seed=seed, validation_data=validation_data,
+                                  progress_every_seconds=0.25 if progress is not False else 0.0)
+        bar = training._progress_bar(progress, total=job.total_steps)
+        try:
+            for event in job.watch():
+                if bar is not None:
+                    bar.update(event.step - bar.n)
+                    if event.history["loss"]:
+                        bar.set_postfix({"epoch": event.epoch, "loss": f"{event.history['loss'][-1]:.4g}"},
+                                        refresh=False)
+            history = job.wait()
+        except KeyboardInterrupt:
+            job.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        self.refresh()  # the step and version the job left
+        return history

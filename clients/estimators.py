@@ -2,7 +2,7 @@
 
 Both train in-process (a `nnserve.model.Network`, which needs numba: the `server` extra)
 or, given `target=`, on an nnserve server through `Client` (no numba needed). Either way
-the model sees the same spec, the same seeds and the same batches (`training.fit_plan`),
+the model sees the same spec, the same seeds and the same batches (`nnserve.model.fit`),
 so the two modes give bit-identical models.
 
 On a server, the estimator owns the model it created: refitting, `close()` or garbage
@@ -20,7 +20,6 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from nnserve.model import fit as training
 from .channel import DEFAULT_TIMEOUT
 
 __all__ = ["NNClassifier", "NNRegressor"]
@@ -141,11 +140,11 @@ class _NNEstimator(BaseEstimator):
     def _epochs(self, x, targets, epochs):
         """Train for `epochs` passes over (x, targets) in the estimator's batches."""
         batch_size = min(self.batch_size, len(x))
-        plan = training.fit_plan(x, targets, epochs=epochs, batch_size=batch_size,
-                                 shuffle=self.shuffle,
-                                 seed=int(self._shuffle_rng.integers(_SEED_BOUND)),
-                                 progress=None if self.verbose else False)
-        history = training.run(plan, self._fitted_model())
+        # Network.fit in-process; on a server, RemoteModel.fit: one upload and a training job.
+        history = self._fitted_model().fit(x, targets, epochs=epochs, batch_size=batch_size,
+                                           shuffle=self.shuffle,
+                                           seed=int(self._shuffle_rng.integers(_SEED_BOUND)),
+                                           progress=None if self.verbose else False)
         self.loss_curve_.extend(history["loss"])
         self.n_iter_ += epochs
 

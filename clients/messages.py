@@ -219,11 +219,15 @@ class ModelMessages(ChunkedReads):
         self._saw(reply.version, reply.step)
         return Change(reply.step, reply.version)
 
+    def _fit_arrays(self, x, y):
+        """(x, y) cast once by the batch rule, as train_step would cast each batch of them."""
+        with encoding("TrainStep"):
+            return (inputs_array(x, self._dtype),
+                    targets_array(y, self._dtype, self._info.spec["loss"]))
+
     def _fit_plan(self, x, y, **options):
         """training.fit_plan over x and y converted once, as train_step would convert them."""
-        with encoding("TrainStep"):
-            x = inputs_array(x, self._dtype)
-            y = targets_array(y, self._dtype, self._info.spec["loss"])
+        x, y = self._fit_arrays(x, y)
         validation = options.get("validation_data")
         if isinstance(validation, (tuple, list)) and len(validation) == 2:
             with encoding("Evaluate"):

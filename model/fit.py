@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import InvalidBatch, InvalidInput
 
-__all__ = ["fit_plan", "run", "run_async"]
+__all__ = ["check_fit", "fit_plan", "run", "run_async"]
 
 
 def _check_count(name, value, low):
@@ -30,8 +30,25 @@ def _rows(name, array):
     return array
 
 
+def check_fit(x, y, *, epochs, batch_size, validation_data=None):
+    """Return (x, y, epochs, batch_size) checked as fit_plan checks them (InvalidInput or
+    InvalidBatch), for callers that must refuse before any call (a remote fit's upload)."""
+    epochs = _check_count("epochs", epochs, 0)
+    batch_size = _check_count("batch_size", batch_size, 1)
+    x, y = _rows("x", x), _rows("y", y)
+    if len(y) != len(x):
+        raise InvalidBatch(f"y: got {len(y)} rows, expected {len(x)} (one per row of x)")
+    if len(x) == 0:
+        raise InvalidBatch("x: got 0 samples, expected at least one")
+    if validation_data is not None and (
+            not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2):
+        raise InvalidInput(f"validation_data: got {type(validation_data).__name__}, expected "
+                           "a pair (x_val, y_val)")
+    return x, y, epochs, batch_size
+
+
 def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
-             progress=None):
+             progress=None, on_epoch=None):
     """Yield the calls of `epochs` passes over (x, y) in batches; return the history.
 
     Parameters
@@ -45,6 +62,8 @@ def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=
         Evaluated once after each epoch.
     progress : bool or None
         Show a progress bar on stderr; None: only when stderr is a terminal.
+    on_epoch : callable(epoch, history), optional
+        Called after each epoch (1-based) with the history so far (a training job's events).
 
     Returns (as the generator's return value)
     -------
@@ -53,18 +72,10 @@ def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=
         loss is taken before its update); with validation_data also "val_loss" and, for
         classification losses, "val_accuracy".
     """
-    epochs = _check_count("epochs", epochs, 0)
-    batch_size = _check_count("batch_size", batch_size, 1)
-    x, y = _rows("x", x), _rows("y", y)
+    x, y, epochs, batch_size = check_fit(x, y, epochs=epochs, batch_size=batch_size,
+                                         validation_data=validation_data)
     n_samples = len(x)
-    if len(y) != n_samples:
-        raise InvalidBatch(f"y: got {len(y)} rows, expected {n_samples} (one per row of x)")
-    if n_samples == 0:
-        raise InvalidBatch("x: got 0 samples, expected at least one")
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise InvalidInput(f"validation_data: got {type(validation_data).__name__}, expected "
-                               "a pair (x_val, y_val)")
         x_val, y_val = validation_data
     rng = np.random.default_rng(seed)
     starts = range(0, n_samples, batch_size)
@@ -98,6 +109,8 @@ def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=
                     postfix["val_accuracy"] = f"{metrics['accuracy']:.4f}"
             if bar is not None:
                 bar.set_postfix(postfix, refresh=False)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, history)
     finally:
         if bar is not None:
             bar.close()

@@ -21,7 +21,8 @@ client out.
 
 Clients send the metadata `authorization: Bearer <token>` on every call.
 
-- read scope: GetModel, ListModels, Predict, Evaluate, GetState (`READ_METHODS`);
+- read scope: GetModel, ListModels, Predict, Evaluate, GetState, GetDataset, ListDatasets,
+  GetTrainingJob, ListTrainingJobs, WatchTrainingJob (`READ_METHODS`);
 - write scope: every ModelService method, including any added later;
 - no token needed: the health service (for probes), server reflection (it describes the
   public contract, not models) and the metrics port.
@@ -48,7 +49,9 @@ __all__ = ["READ", "READ_METHODS", "RELOAD_INTERVAL", "WRITE", "AuthInterceptor"
 logger = logging.getLogger(__name__)
 
 READ, WRITE = "read", "write"
-READ_METHODS = frozenset({"GetModel", "ListModels", "Predict", "Evaluate", "GetState"})
+READ_METHODS = frozenset({"GetModel", "ListModels", "Predict", "Evaluate", "GetState",
+                          "GetDataset", "ListDatasets", "GetTrainingJob", "ListTrainingJobs",
+                          "WatchTrainingJob"})
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 4096
 # Seconds between two looks at the tokens files: a rotation takes effect within about this
@@ -97,12 +100,24 @@ def _bearer(metadata):
     return None
 
 
-def _refusal(code, message, method):
+def _refusal(code, message, method, handler):
+    """A handler of the same kind as `handler` (unary or streaming, either way) that ends
+    the call with `code` before reading any request."""
     def refuse(request, context):
         logger.info("call refused: %s", message, extra={
             "event": "auth_refused", "method": method, "code": code.name, "peer": context.peer()})
         context.abort(code, message)
 
+    def refuse_stream(request, context):
+        refuse(request, context)
+        yield  # never reached: a generator, as a response-streaming handler must be
+
+    if handler is not None and handler.response_streaming:
+        factory = (grpc.stream_stream_rpc_method_handler if handler.request_streaming
+                   else grpc.unary_stream_rpc_method_handler)
+        return factory(refuse_stream)
+    if handler is not None and handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse)
     return grpc.unary_unary_rpc_method_handler(refuse)  # no deserializer: the bytes stay unread
 
 
@@ -201,7 +216,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 handler = self._unauthenticated[method] = _refusal(
                     grpc.StatusCode.UNAUTHENTICATED,
                     "authorization: got no valid bearer token, expected metadata "
-                    "'authorization: Bearer <token>' with a token of this server", method)
+                    "'authorization: Bearer <token>' with a token of this server", method,
+                    continuation(handler_call_details))
             return handler
         if scope == READ and name not in READ_METHODS:
             handler = self._denied.get(method)
@@ -209,7 +225,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 handler = self._denied[method] = _refusal(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"authorization: got a token with read scope, expected write scope for {name} "
-                    f"(read scope allows {', '.join(sorted(READ_METHODS))})", method)
+                    f"(read scope allows {', '.join(sorted(READ_METHODS))})", method,
+                    continuation(handler_call_details))
             return handler
         return continuation(handler_call_details)
 

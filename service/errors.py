@@ -13,11 +13,11 @@ from google.protobuf.message import DecodeError
 
 from nnserve.v1.tensors import InvalidMessage, InvalidTensor
 
-from .interceptor_base import UnaryMethodInterceptor
+from .interceptor_base import MethodInterceptor
 
 __all__ = ["AlreadyExists", "ErrorInterceptor", "FailedPrecondition", "InvalidArgument",
-           "InvalidMessage", "InvalidTensor", "LimitExceeded", "ModelNotFound", "ServiceError",
-           "status_code"]
+           "InvalidMessage", "InvalidTensor", "LimitExceeded", "ModelNotFound", "NotFound",
+           "ServiceError", "limit_message", "status_code"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +30,16 @@ class InvalidArgument(ServiceError):
     """A request the server refuses whatever its state: bad spec, bad arrays, bad name."""
 
 
-class ModelNotFound(ServiceError):
+class NotFound(ServiceError):
+    """No model, dataset or training job has the requested id (or name)."""
+
+
+class ModelNotFound(NotFound):
     """No model has the requested id or name."""
 
 
 class AlreadyExists(ServiceError):
-    """The requested model name is taken."""
+    """The requested model or dataset name is taken."""
 
 
 class LimitExceeded(ServiceError):
@@ -50,7 +54,7 @@ class FailedPrecondition(ServiceError):
 STATUS_CODES = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidMessage: grpc.StatusCode.INVALID_ARGUMENT,  # includes InvalidTensor (the codecs)
-    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    NotFound: grpc.StatusCode.NOT_FOUND,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
@@ -63,6 +67,13 @@ _DOMAIN_ERRORS = tuple(STATUS_CODES)
 _DO_NOT_RETRY = (("grpc-retry-pushback-ms", "-1"),)
 
 
+def limit_message(limit, got, expected):
+    """The message of a LimitExceeded: which limit, and the flag and variable that set it."""
+    flag = "--" + limit.replace("_", "-")
+    return (f"limit {limit} reached: got {got}, expected at most {expected} "
+            f"(server option {flag} / NNSERVE_{limit.upper()})")
+
+
 def status_code(error):
     """Return the status code for a domain error, INTERNAL for anything else."""
     for cls in type(error).__mro__:
@@ -72,20 +83,37 @@ def status_code(error):
     return grpc.StatusCode.INTERNAL
 
 
-class ErrorInterceptor(UnaryMethodInterceptor):
-    """Wrap every unary-unary method under `prefix` with the domain-error mapping.
+class ErrorInterceptor(MethodInterceptor):
+    """Wrap every method under `prefix` with the domain-error mapping.
 
-    A call pays one dict lookup and one try block. The request is deserialized inside that
-    block, so bytes that are no valid message are INVALID_ARGUMENT (gRPC itself would
-    answer INTERNAL).
+    A call pays one dict lookup and one try block. A unary request is deserialized inside
+    that block, so bytes that are no valid message are INVALID_ARGUMENT (gRPC itself would
+    answer INTERNAL). A response stream is guarded while it is iterated, so an error raised
+    between two messages ends the stream with its status.
     """
 
-    def wrap_unary(self, method, handler):
-        return grpc.unary_unary_rpc_method_handler(
-            _guarded(method, handler.unary_unary, handler.request_deserializer),
-            request_deserializer=None,  # raw bytes: _guarded decodes them
-            response_serializer=handler.response_serializer,
-        )
+    def __init__(self, prefix):
+        super().__init__()
+        self._prefix = prefix
+
+    def wrap(self, method, handler):
+        if not method.startswith(self._prefix):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _guarded(method, handler.unary_unary, handler.request_deserializer),
+                request_deserializer=None,  # raw bytes: _guarded decodes them
+                response_serializer=handler.response_serializer)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _guarded(method, _decoding_stream(method, handler.stream_unary,
+                                                  handler.request_deserializer)),
+                request_deserializer=None, response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _guarded_stream(method, handler.unary_stream, handler.request_deserializer),
+                request_deserializer=None, response_serializer=handler.response_serializer)
+        return handler
 
 
 def _decoded(method, deserializer, data):
@@ -96,24 +124,47 @@ def _decoded(method, deserializer, data):
                              f"a serialized request message of {method}") from None
 
 
+def _abort(method, error, context):
+    """End the call with the status of `error`: its domain code, or INTERNAL for a bug."""
+    if isinstance(error, _DOMAIN_ERRORS):
+        if isinstance(error, LimitExceeded):  # waiting will not help: ask clients not to retry
+            context.set_trailing_metadata(_DO_NOT_RETRY)
+        context.abort(status_code(error), str(error))
+    code = context.code()
+    if code is not None and code != grpc.StatusCode.OK:
+        raise error  # the handler aborted the call itself; its status stands
+    logger.exception("internal error in %s", method,
+                     extra={"event": "internal_error", "method": method})
+    context.abort(grpc.StatusCode.INTERNAL,
+                  f"internal error ({type(error).__name__}); the server logged the "
+                  "traceback and keeps serving")
+
+
 def _guarded(method, behavior, deserializer=None):
     def guarded(request, context):
         try:
             if deserializer is not None:
                 request = _decoded(method, deserializer, request)
             return behavior(request, context)
-        except _DOMAIN_ERRORS as error:
-            if isinstance(error, LimitExceeded):  # waiting will not help: ask clients not to retry
-                context.set_trailing_metadata(_DO_NOT_RETRY)
-            context.abort(status_code(error), str(error))
         except Exception as error:
-            code = context.code()
-            if code is not None and code != grpc.StatusCode.OK:
-                raise  # the handler aborted the call itself; its status stands
-            logger.exception("internal error in %s", method,
-                             extra={"event": "internal_error", "method": method})
-            context.abort(grpc.StatusCode.INTERNAL,
-                          f"internal error ({type(error).__name__}); the server logged the "
-                          "traceback and keeps serving")
+            _abort(method, error, context)
+
+    return guarded
+
+
+def _decoding_stream(method, behavior, deserializer):
+    """`behavior` on a request stream whose raw messages are decoded as it reads them."""
+    def decoding(requests, context):
+        return behavior((_decoded(method, deserializer, data) for data in requests), context)
+
+    return decoding
+
+
+def _guarded_stream(method, behavior, deserializer):
+    def guarded(request, context):
+        try:
+            yield from behavior(_decoded(method, deserializer, request), context)
+        except Exception as error:
+            _abort(method, error, context)
 
     return guarded

@@ -59,7 +59,7 @@ class _ModelSeries:
     """The label children of one model (or of the overflow), created once."""
 
     __slots__ = ("label", "steps", "examples", "loss", "batch_loss", "step_seconds",
-                 "predict_rows", "predict_seconds")
+                 "predict_rows", "predict_seconds", "job_steps", "job_examples_per_second")
 
     def __init__(self, metrics, label):
         self.label = label
@@ -70,6 +70,8 @@ class _ModelSeries:
         self.step_seconds = metrics.train_step_seconds.labels(label)
         self.predict_rows = metrics.predict_rows.labels(label)
         self.predict_seconds = metrics.predict_seconds.labels(label)
+        self.job_steps = metrics.job_steps.labels(label)
+        self.job_examples_per_second = metrics.job_examples_per_second.labels(label)
 
 
 class NullMetrics:
@@ -85,6 +87,9 @@ class NullMetrics:
         pass
 
     def predicted(self, entry, n_samples, seconds):
+        pass
+
+    def job_stepped(self, entry, examples_per_second):
         pass
 
 
@@ -141,6 +146,19 @@ class Metrics(NullMetrics):
             "Time of one Predict in the model, including waiting for its lock.",
             model, buckets=LATENCY_BUCKETS, registry=registry)
 
+        self.job_steps = Counter("nnserve_training_job_steps_total",
+                                 "Train steps applied by training jobs (also counted in "
+                                 "nnserve_train_steps_total).", model, registry=registry)
+        self.job_examples_per_second = Gauge(
+            "nnserve_training_job_examples_per_second",
+            "Samples per second of the model's latest training job since it started.", model,
+            registry=registry)
+        self.training_jobs = Gauge("nnserve_training_jobs", "Training jobs held, by state.",
+                                   ("state",), registry=registry)
+        self.datasets = Gauge("nnserve_datasets", "Datasets held.", registry=registry)
+        self.dataset_bytes = Gauge("nnserve_dataset_bytes", "Bytes of all datasets (x and y).",
+                                   registry=registry)
+
         self.models = Gauge("nnserve_models", "Models held.", registry=registry)
         self.parameters = Gauge("nnserve_parameters", "Weights and biases of all models.",
                                 registry=registry)
@@ -163,6 +181,17 @@ class Metrics(NullMetrics):
         self.models.set_function(lambda: len(registry))
         self.parameters.set_function(lambda: registry.num_parameters)
         self.parameter_bytes.set_function(lambda: registry.parameter_bytes)
+
+    def watch_datasets(self, datasets):
+        """Make the dataset gauges read `datasets` (a DatasetStore) at scrape time."""
+        self.datasets.set_function(lambda: datasets.count)
+        self.dataset_bytes.set_function(lambda: datasets.stored_bytes)
+
+    def watch_jobs(self, jobs):
+        """Make nnserve_training_jobs{state} read `jobs` (a JobTable) at scrape time."""
+        for state in jobs.STATE_NAMES:
+            self.training_jobs.labels(state).set_function(
+                lambda state=state: jobs.count_by_state()[state])
 
     # -- per-model series (the Registry's hooks) ------------------------------------------
 
@@ -187,7 +216,7 @@ class Metrics(NullMetrics):
             self._own -= 1
             for metric in (self.train_steps, self.train_examples, self.train_loss,
                            self.train_batch_loss, self.train_step_seconds, self.predict_rows,
-                           self.predict_seconds):
+                           self.predict_seconds, self.job_steps, self.job_examples_per_second):
                 metric.remove(series.label)
 
     def trained(self, entry, n_samples, loss, seconds):
@@ -208,6 +237,14 @@ class Metrics(NullMetrics):
             return
         series.predict_rows.inc(n_samples)
         series.predict_seconds.observe(seconds)
+
+    def job_stepped(self, entry, examples_per_second):
+        """Record one train step of a training job (trained() counts it as a train step too)."""
+        series = self._series.get(entry.id)
+        if series is None:
+            return
+        series.job_steps.inc()
+        series.job_examples_per_second.set(examples_per_second)
 
 
 # -- the HTTP endpoint ----------------------------------------------------------------------

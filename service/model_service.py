@@ -17,12 +17,13 @@ from nnserve.v1.tensors import to_array, to_tensor
 
 from .errors import InvalidArgument
 
-__all__ = ["SERVICE_NAME", "ModelServicer"]
+__all__ = ["SERVICE_NAME", "ModelServicer", "timestamp"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModelService"].full_name  # "nnserve.v1.ModelService"
 
 
-def _timestamp(time_ns):
+def timestamp(time_ns):
+    """A Timestamp message of nanoseconds since the epoch."""
     stamp = Timestamp()
     stamp.FromNanoseconds(time_ns)
     return stamp
@@ -40,15 +41,17 @@ def describe(entry):
     network = entry.network
     return pb.Model(id=entry.id, name=entry.name, spec=spec_to_proto(network.spec),
                     num_parameters=network.num_parameters, step=network.step,
-                    version=network.version, create_time=_timestamp(entry.create_time_ns),
-                    update_time=_timestamp(entry.update_time_ns))
+                    version=network.version, create_time=timestamp(entry.create_time_ns),
+                    update_time=timestamp(entry.update_time_ns))
 
 
 class ModelServicer(pb_grpc.ModelServiceServicer):
     """The RPCs of nnserve.v1.ModelService on one Registry."""
 
-    def __init__(self, registry):
+    def __init__(self, registry, datasets, jobs):
         self._registry = registry
+        self._datasets = datasets
+        self._jobs = jobs
 
     def CreateModel(self, request, context):
         entry = self._registry.create(spec_from_proto(_required(request, "spec")), request.name)
@@ -93,3 +96,41 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         weights = layers_from_proto(request.weights, "weights")
         change = self._registry.set_weights(request.model, weights)
         return pb.SetWeightsResponse(step=change.step, version=change.version)
+
+    # -- datasets -----------------------------------------------------------------------
+
+    def UploadDataset(self, request_iterator, context):
+        dataset = self._datasets.upload(request_iterator)
+        return pb.UploadDatasetResponse(dataset=dataset.describe(timestamp))
+
+    def GetDataset(self, request, context):
+        return pb.GetDatasetResponse(dataset=self._datasets.get(request.dataset).describe(timestamp))
+
+    def ListDatasets(self, request, context):
+        datasets, token = self._datasets.list(request.page_size, request.page_token)
+        return pb.ListDatasetsResponse(datasets=[d.describe(timestamp) for d in datasets],
+                                       next_page_token=token)
+
+    def DeleteDataset(self, request, context):
+        dataset = self._datasets.delete(request.dataset)
+        return pb.DeleteDatasetResponse(dataset=dataset.describe(timestamp))
+
+    # -- training jobs ------------------------------------------------------------------
+
+    def CreateTrainingJob(self, request, context):
+        return pb.CreateTrainingJobResponse(job=self._jobs.create(request).describe(timestamp))
+
+    def GetTrainingJob(self, request, context):
+        return pb.GetTrainingJobResponse(job=self._jobs.get(request.job).describe(timestamp))
+
+    def ListTrainingJobs(self, request, context):
+        jobs, token = self._jobs.list(request.page_size, request.page_token, request.model)
+        return pb.ListTrainingJobsResponse(jobs=[job.describe(timestamp) for job in jobs],
+                                           next_page_token=token)
+
+    def CancelTrainingJob(self, request, context):
+        return pb.CancelTrainingJobResponse(job=self._jobs.cancel(request.job).describe(timestamp))
+
+    def WatchTrainingJob(self, request, context):
+        yield from self._jobs.watch(request.job, context.is_active)
+

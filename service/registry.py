@@ -14,7 +14,6 @@ Anything else out of a Network is a bug, left to the ErrorInterceptor (INTERNAL,
 import contextlib
 import itertools
 import logging
-import re
 import threading
 import time
 import uuid
@@ -22,25 +21,24 @@ import uuid
 from nnserve.model import IncompatibleState, InvalidInput, Network, NonFiniteStep
 
 from .checkpoints import NO_CHECKPOINTS
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, ModelNotFound
+from .errors import (AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, ModelNotFound,
+                     limit_message)
 from .metrics import NO_METRICS
+from .names import check_name, page_after, page_token_of
 
 __all__ = ["ModelEntry", "Registry"]
 
 logger = logging.getLogger(__name__)
 
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
-_ID_FORM = re.compile(r"[0-9a-fA-F]{32}")  # uuid4().hex; names may not take this form
 _ITEMSIZE = {"float32": 4, "float64": 8}
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 
 
 class ModelEntry:
-    """One model in the table: its identity, its Network and its timestamps (ns)."""
+    """One model in the table: its identity, its Network, its timestamps (ns) and the
+    training job that is training it (service.training_jobs), if any."""
 
     __slots__ = ("id", "name", "network", "sequence", "parameter_bytes", "create_time_ns",
-                 "update_time_ns")
+                 "update_time_ns", "job")
 
     def __init__(self, model_id, name, network, sequence):
         self.id = model_id
@@ -49,6 +47,15 @@ class ModelEntry:
         self.sequence = sequence  # creation order, for stable pagination
         self.parameter_bytes = network.num_parameters * network.dtype.itemsize
         self.create_time_ns = self.update_time_ns = time.time_ns()
+        self.job = None
+
+    def check_no_job(self, method):
+        """Refuse a write that would interleave with this model's training job."""
+        job = self.job
+        if job is not None:
+            raise FailedPrecondition(
+                f"{method}: model {self.id} is being trained by training job {job.id}; "
+                "cancel the job (CancelTrainingJob) or wait for it to end")
 
 
 @contextlib.contextmanager
@@ -70,12 +77,6 @@ def _count_parameters(layers):
     return sum(n_in * n_out + n_out for n_in, n_out in zip(layers[:-1], layers[1:]))
 
 
-def _limit_message(limit, got, expected):
-    flag = "--" + limit.replace("_", "-")
-    return (f"limit {limit} reached: got {got}, expected at most {expected} "
-            f"(server option {flag} / NNSERVE_{limit.upper()})")
-
-
 class Registry:
     """The models of one server, addressed by id or name, within the settings' limits."""
 
@@ -89,6 +90,7 @@ class Registry:
         self._sequence = itertools.count(1)
         self._parameter_bytes = 0
         self._num_parameters = 0
+        self.on_delete = []  # hooks run with a deleted entry (the job table cancels its job)
 
     def __len__(self):
         return len(self._models)
@@ -110,15 +112,13 @@ class Registry:
 
         Limits are checked before the weights are allocated and again when inserting.
         """
-        if name and (not _NAME.fullmatch(name) or _ID_FORM.fullmatch(name)):
-            raise InvalidArgument(
-                f"name: got {name!r}, expected 1 to 63 characters from [A-Za-z0-9._-] starting "
-                "with a letter, not 32 hexadecimal digits (the form of ids)")
+        if name:
+            check_name("name", name)
         n_parameters = _count_parameters(spec.get("layers"))
         if n_parameters is not None:
             limit = self._settings.max_parameters_per_model
             if n_parameters > limit:
-                raise LimitExceeded(_limit_message("max_parameters_per_model",
+                raise LimitExceeded(limit_message("max_parameters_per_model",
                                                    f"a spec with {n_parameters} parameters", limit))
             itemsize = _ITEMSIZE.get(spec.get("dtype"))
             if itemsize is not None:
@@ -175,11 +175,11 @@ class Registry:
             raise AlreadyExists(f"name: got {name!r}, expected a name not in use "
                                 f"(model {self._names[name].id} has it)")
         if len(self._models) >= self._settings.max_models:
-            raise LimitExceeded(_limit_message("max_models", f"model {len(self._models) + 1}",
+            raise LimitExceeded(limit_message("max_models", f"model {len(self._models) + 1}",
                                                f"{self._settings.max_models} models"))
         total = self._parameter_bytes + parameter_bytes
         if total > self._settings.max_total_parameter_bytes:
-            raise LimitExceeded(_limit_message(
+            raise LimitExceeded(limit_message(
                 "max_total_parameter_bytes",
                 f"{total} bytes with this model's {parameter_bytes}",
                 f"{self._settings.max_total_parameter_bytes} bytes"))
@@ -196,20 +196,11 @@ class Registry:
 
     def list(self, page_size=0, page_token=""):
         """Return (entries, next_page_token): one page in creation order."""
-        if page_size < 0:
-            raise InvalidArgument(f"page_size: got {page_size}, expected a number >= 0 (0: {DEFAULT_PAGE_SIZE})")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        if page_token and not (len(page_token) <= 18 and page_token.isascii() and page_token.isdigit()):
-            raise InvalidArgument(f"page_token: got {page_token!r}, expected empty or the "
-                                  "next_page_token of a previous ListModelsResponse")
-        after = int(page_token or 0)
+        after, size = page_after(page_size, page_token, "ListModelsResponse")
         with self._lock:
             # Creation order is sequence order; stop one past the page to know if more follow.
             later = itertools.islice((e for e in self._models.values() if e.sequence > after), size + 1)
-            entries = list(later)
-        if len(entries) > size:
-            return entries[:size], str(entries[size - 1].sequence)
-        return entries, ""
+            return page_token_of(list(later), size)
 
     def delete(self, model):
         """Remove a model; calls already running on it finish. Return its entry."""
@@ -223,6 +214,8 @@ class Registry:
             self._num_parameters -= entry.network.num_parameters
             self._metrics.model_removed(entry)
             self._checkpoints.untrack(entry)
+        for hook in self.on_delete:
+            hook(entry)
         self._checkpoints.remove(entry)
         logger.info("model deleted", extra={"event": "model_deleted", "model_id": entry.id,
                                             "model_name": entry.name})
@@ -233,12 +226,13 @@ class Registry:
     def _check_rows(self, x):
         limit = self._settings.max_rows_per_request
         if x.ndim and x.shape[0] > limit:
-            raise LimitExceeded(_limit_message("max_rows_per_request", f"{x.shape[0]} rows",
+            raise LimitExceeded(limit_message("max_rows_per_request", f"{x.shape[0]} rows",
                                                f"{limit} rows"))
 
     def train_step(self, model, x, y):
         """Return the StepLoss of one optimizer step (its .step and .version)."""
         entry = self.get(model)
+        entry.check_no_job("TrainStep")
         self._check_rows(x)
         started = time.perf_counter()
         with _model_errors_as_status():
@@ -273,6 +267,7 @@ class Registry:
         """Load a state dict (as from get_state); return the Change (step, version) it made.
         Checkpointed before returning."""
         entry = self.get(model)
+        entry.check_no_job("SetState")
         with _model_errors_as_status():
             change = entry.network.set_state(state)
         entry.update_time_ns = time.time_ns()
@@ -283,6 +278,7 @@ class Registry:
         """Replace the weights ([(W, b), ...]), keeping optimizer state and step; return the
         Change (step, version) it made. Checkpointed before returning, as set_state."""
         entry = self.get(model)
+        entry.check_no_job("SetWeights")
         with _model_errors_as_status():
             change = entry.network.set_weights(weights)
         entry.update_time_ns = time.time_ns()

@@ -23,14 +23,16 @@ from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 from .auth import auth_interceptor
 from .checkpoints import open_checkpoints, restore
+from .datasets import DatasetStore
 from .errors import ErrorInterceptor
 from .grpc_metrics import MetricsInterceptor
 from .metrics import NO_METRICS, Metrics, MetricsHTTPServer
-from .model_service import SERVICE_NAME, ModelServicer
+from .model_service import SERVICE_NAME, ModelServicer, timestamp
 from .overload import concurrency_limit, rpc_executor, rpc_limit
 from .registry import Registry
 from .settings import Settings
 from .tls import server_credentials
+from .training_jobs import JobTable
 
 __all__ = ["Server", "create_server"]
 
@@ -40,7 +42,8 @@ HEALTH_THREADS = 4  # Check takes microseconds; each Watch stream holds one thre
 
 
 class Server:
-    """A bound nnserve gRPC server; `registry` holds its models.
+    """A bound nnserve gRPC server; `registry` holds its models, `datasets` its datasets and
+    `jobs` its training jobs.
 
     start() -> serving; stop(grace) -> health NOT_SERVING, drain period, then in-flight
     RPCs get `grace` seconds while new ones are refused. `metrics` is the server's
@@ -48,10 +51,12 @@ class Server:
     port (0 when disabled), `health_port` the bound plaintext health port (0 when disabled).
     """
 
-    def __init__(self, grpc_server, registry, health_servicer, settings, metrics=NO_METRICS,
-                 metrics_http=None, health_server=None, health_port=0):
+    def __init__(self, grpc_server, registry, datasets, jobs, health_servicer, settings,
+                 metrics=NO_METRICS, metrics_http=None, health_server=None, health_port=0):
         self.grpc_server = grpc_server
         self.registry = registry
+        self.datasets = datasets
+        self.jobs = jobs
         self.health = health_servicer
         self.settings = settings
         self.metrics = metrics
@@ -98,13 +103,15 @@ class Server:
         return stopped
 
     def _stop_then_close(self, grace):
-        """grpc's stop, then the registry's last checkpoints; the Event is set after both."""
+        """grpc's stop, then the training jobs' cancellation (they train through the grace
+        period), then the registry's last checkpoints; the Event is set after all three."""
         rpcs_ended = self.grpc_server.stop(grace)
         closed = threading.Event()
 
         def close():
             rpcs_ended.wait()
             try:
+                self.jobs.close()
                 self.registry.close()
             except Exception:
                 logger.exception("closing the registry failed", extra={"event": "close_failed"})
@@ -183,10 +190,14 @@ def create_server(settings=None):
     metrics = Metrics(settings.metrics_max_models) if settings.metrics_port else NO_METRICS
     checkpoints = open_checkpoints(settings)  # holds the state directory's lock from here on
     registry = Registry(settings, metrics, checkpoints)
+    datasets = DatasetStore(settings)
+    jobs = JobTable(settings, registry, datasets, metrics, checkpoints, timestamp)
     # The metrics interceptor comes first, so that it sees every status the others set.
     interceptors = [*guards, ErrorInterceptor(prefix)]
     if metrics is not NO_METRICS:
         metrics.watch_registry(registry)
+        metrics.watch_datasets(datasets)
+        metrics.watch_jobs(jobs)
         interceptors.insert(0, MetricsInterceptor(metrics))
     server = grpc.server(
         rpc_executor(settings),
@@ -199,7 +210,7 @@ def create_server(settings=None):
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
+    pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry, datasets, jobs), server)
 
     health_servicer = health.HealthServicer()
     for service in (health.OVERALL_HEALTH, SERVICE_NAME):
@@ -220,8 +231,9 @@ def create_server(settings=None):
     except OSError:
         if metrics_http is not None:
             metrics_http.close()
+        jobs.close()
         registry.close()  # releases the state directory
         raise
     restore(registry, checkpoints)
-    return Server(server, registry, health_servicer, settings, metrics, metrics_http,
-                  health_server, health_port), port
+    return Server(server, registry, datasets, jobs, health_servicer, settings, metrics,
+                  metrics_http, health_server, health_port), port

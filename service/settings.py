@@ -38,6 +38,13 @@ class Settings:
         1 << 30, "bytes of all models' parameters together (parameters x 4 or 8; optimizer "
         "state and buffers take about 2-4 times more)", low=1)
     max_rows_per_request: int = _option(16384, "samples (rows of x) in one request", low=1)
+    max_datasets: int = _option(100, "datasets held at once (UploadDataset)", low=1)
+    max_dataset_bytes: int = _option(1 << 30, "bytes of one dataset (x and y together)", low=1)
+    max_total_dataset_bytes: int = _option(4 << 30, "bytes of all datasets together, uploads in "
+                                           "progress included", low=1)
+    max_jobs: int = _option(100, "unfinished (queued or running) training jobs at once", low=1)
+    job_workers: int = _option(2, "training jobs running at once; more wait QUEUED (one job "
+                               "keeps about one core busy)", low=1)
     max_message_bytes: int = _option(64 << 20, "size of one gRPC message, either direction "
                                      "(1024 x 784 float64 rows take 6.3 MiB)", low=1024,
                                      high=(1 << 31) - 1)
@@ -59,7 +66,8 @@ class Settings:
                                  "certificate it signed (mutual TLS; needs --tls-cert)")
     read_tokens_file: str = _option("", "file of bearer tokens, one per line, that may call the "
                                     "reading methods (Predict, Evaluate, GetModel, ListModels, "
-                                    "GetState); with either tokens file ModelService needs a token")
+                                    "GetState, GetDataset, ListDatasets, GetTrainingJob, "
+                                    "ListTrainingJobs, WatchTrainingJob); with either tokens file ModelService needs a token")
     write_tokens_file: str = _option("", "file of bearer tokens, one per line, that may call "
                                      "every ModelService method")
     threads: int = _option(

@@ -31,6 +31,11 @@ METRICS = {
     "nnserve_models": ("gauge", ()),
     "nnserve_parameters": ("gauge", ()),
     "nnserve_parameter_bytes": ("gauge", ()),
+    "nnserve_training_job_steps_total": ("counter", MODEL),
+    "nnserve_training_job_examples_per_second": ("gauge", MODEL),
+    "nnserve_training_jobs": ("gauge", ("state",)),
+    "nnserve_datasets": ("gauge", ()),
+    "nnserve_dataset_bytes": ("gauge", ()),
     "nnserve_build_info": ("info", ("version", "threading_layer", "threads", "blas")),
 }
 # Labels Prometheus adds to every series scraped through the ServiceMonitor.

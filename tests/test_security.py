@@ -143,10 +143,24 @@ def tokens(tmp_path_factory):
     return {"read_tokens_file": str(read), "write_tokens_file": str(write)}
 
 
-def _requests(model):
-    """One valid request per ModelService method, on `model` (x/y for a (4, 8, 3) classifier)."""
+def _requests(model, dataset, job):
+    """One valid request per ModelService method, on `model` (x/y for a (4, 8, 3) classifier),
+    `dataset` and the finished training `job` (UploadDataset's: the list of its messages)."""
     x, y = make_batch(np.random.default_rng(0), 2, 4, 3)
     return {
+        "UploadDataset": [pb.UploadDatasetRequest(header=pb.DatasetHeader(
+                              rows=2, x_dtype=pb.DATA_TYPE_FLOAT32, x_width=4,
+                              y_dtype=pb.DATA_TYPE_INT64)),
+                          pb.UploadDatasetRequest(chunk=pb.DatasetChunk(x=to_tensor(x), y=to_tensor(y)))],
+        "GetDataset": pb.GetDatasetRequest(dataset=dataset),
+        "ListDatasets": pb.ListDatasetsRequest(),
+        "DeleteDataset": pb.DeleteDatasetRequest(dataset="no-such-dataset"),
+        "CreateTrainingJob": pb.CreateTrainingJobRequest(model=model, dataset=dataset, epochs=1,
+                                                         batch_size=2),
+        "GetTrainingJob": pb.GetTrainingJobRequest(job=job),
+        "ListTrainingJobs": pb.ListTrainingJobsRequest(),
+        "CancelTrainingJob": pb.CancelTrainingJobRequest(job=job),
+        "WatchTrainingJob": pb.WatchTrainingJobRequest(job=job),
         "CreateModel": pb.CreateModelRequest(spec=classifier_spec()),
         "GetModel": pb.GetModelRequest(model=model),
         "ListModels": pb.ListModelsRequest(),
@@ -160,10 +174,32 @@ def _requests(model):
     }
 
 
+def _finished_job(stub, metadata):
+    """(job id, dataset id) of a training job that ran to its end on a model of its own."""
+    x, y = make_batch(np.random.default_rng(1), 4, 4, 3)
+    dataset = stub.UploadDataset(iter([
+        pb.UploadDatasetRequest(header=pb.DatasetHeader(rows=4, x_dtype=pb.DATA_TYPE_FLOAT32, x_width=4,
+                                                        y_dtype=pb.DATA_TYPE_INT64)),
+        pb.UploadDatasetRequest(chunk=pb.DatasetChunk(x=to_tensor(x), y=to_tensor(y)))]),
+        timeout=10, metadata=metadata).dataset.id
+    trained = stub.CreateModel(pb.CreateModelRequest(spec=classifier_spec()), timeout=10,
+                               metadata=metadata).model.id
+    job = stub.CreateTrainingJob(pb.CreateTrainingJobRequest(model=trained, dataset=dataset, epochs=1,
+                                                             batch_size=2), timeout=10, metadata=metadata).job.id
+    events = list(stub.WatchTrainingJob(pb.WatchTrainingJobRequest(job=job), timeout=10, metadata=metadata))
+    assert events[-1].job.state == pb.TRAINING_JOB_STATE_SUCCEEDED
+    return job, dataset
+
+
 def _call(stub, method, request, token):
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     try:
-        getattr(stub, method)(request, timeout=10, metadata=metadata)
+        if method == "UploadDataset":  # client streaming: the messages one by one
+            stub.UploadDataset(iter(request), timeout=10, metadata=metadata)
+        elif method == "WatchTrainingJob":  # server streaming: read to the end
+            list(stub.WatchTrainingJob(request, timeout=10, metadata=metadata))
+        else:
+            getattr(stub, method)(request, timeout=10, metadata=metadata)
     except grpc.RpcError as error:
         return error.code(), error.details()
     return grpc.StatusCode.OK, ""
@@ -178,7 +214,8 @@ def test_tokens_are_required_and_scoped(tokens, caplog):
         stub = pb_grpc.ModelServiceStub(channel)
         model = stub.CreateModel(pb.CreateModelRequest(spec=classifier_spec(), name="guarded"), timeout=10,
                                  metadata=(("authorization", f"Bearer {WRITE_TOKEN}"),)).model.id
-        requests = _requests(model)
+        job, dataset = _finished_job(stub, (("authorization", f"Bearer {WRITE_TOKEN}"),))
+        requests = _requests(model, dataset, job)
         assert set(requests) == {m.name for m in pb.DESCRIPTOR.services_by_name["ModelService"].methods}
         write_metadata = (("authorization", f"Bearer {WRITE_TOKEN}"),)
         before = snapshot_with(stub, model, write_metadata)

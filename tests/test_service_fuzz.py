@@ -414,9 +414,15 @@ METHODS = [m.name for m in pb.DESCRIPTOR.services_by_name["ModelService"].method
 @given(method=st.sampled_from(METHODS), payload=st.binary(max_size=300))
 def test_raw_bytes_to_every_method(guard, method, payload):
     """Bytes that are no valid message (or decode to an odd one) are refused or served, never INTERNAL."""
-    call = guard.channel.unary_unary(f"/nnserve.v1.ModelService/{method}")
+    path = f"/nnserve.v1.ModelService/{method}"
+    descriptor = pb.DESCRIPTOR.services_by_name["ModelService"].methods_by_name[method]
     try:
-        call(payload, timeout=30)
+        if descriptor.client_streaming:  # the payload as the first and only message
+            guard.channel.stream_unary(path)(iter([payload]), timeout=30)
+        elif descriptor.server_streaming:
+            list(guard.channel.unary_stream(path)(payload, timeout=30))
+        else:
+            guard.channel.unary_unary(path)(payload, timeout=30)
     except grpc.RpcError as error:
         assert error.code() in ALLOWED, f"{method}: {error.code()} {error.details()} for {payload!r}"
 

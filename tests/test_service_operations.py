@@ -104,7 +104,9 @@ def test_reflection_lists_and_describes_the_service():
         service = descriptor_pool.DescriptorPool(database).FindServiceByName(SERVICE)
         assert [m.name for m in service.methods] == [
             "CreateModel", "GetModel", "ListModels", "DeleteModel", "TrainStep", "Predict",
-            "Evaluate", "GetState", "SetState", "SetWeights"]
+            "Evaluate", "GetState", "SetState", "SetWeights", "UploadDataset", "GetDataset",
+            "ListDatasets", "DeleteDataset", "CreateTrainingJob", "GetTrainingJob",
+            "ListTrainingJobs", "CancelTrainingJob", "WatchTrainingJob"]
 
 
 def test_a_port_in_use_is_an_error_not_a_shared_port():

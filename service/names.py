@@ -1,0 +1,37 @@
+"""What models and datasets share: the name rule and creation-order pagination."""
+
+import re
+
+from .errors import InvalidArgument
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "check_name", "page_after", "page_token_of"]
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
+_ID_FORM = re.compile(r"[0-9a-fA-F]{32}")  # uuid4().hex; names may not take this form
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def check_name(field, name):
+    """Raise InvalidArgument unless `name` is a valid name (never one that looks like an id)."""
+    if not _NAME.fullmatch(name) or _ID_FORM.fullmatch(name):
+        raise InvalidArgument(
+            f"{field}: got {name!r}, expected 1 to 63 characters from [A-Za-z0-9._-] starting "
+            "with a letter, not 32 hexadecimal digits (the form of ids)")
+
+
+def page_after(page_size, page_token, response):
+    """(sequence after which the page starts, page size) of a List request."""
+    if page_size < 0:
+        raise InvalidArgument(f"page_size: got {page_size}, expected a number >= 0 (0: {DEFAULT_PAGE_SIZE})")
+    if page_token and not (len(page_token) <= 18 and page_token.isascii() and page_token.isdigit()):
+        raise InvalidArgument(f"page_token: got {page_token!r}, expected empty or the "
+                              f"next_page_token of a previous {response}")
+    return int(page_token or 0), min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def page_token_of(items, size):
+    """(page, next_page_token) from up to size + 1 items in sequence order."""
+    if len(items) > size:
+        return items[:size], str(items[size - 1].sequence)
+    return items, ""

@@ -1,0 +1,389 @@
+"""Training jobs: the model layer's fit loop run next to the weights, watched over a stream.
+
+A job trains one model on one uploaded dataset with nnserve.model.fit's loop, driving the
+model's Network directly (the same calls, batches and history as Network.fit and the SDK's
+RemoteModel.fit, so all three end bit-identical). `job_workers` threads run jobs; further
+jobs wait QUEUED. A model has at most one unfinished job: the registry refuses TrainStep,
+SetState and SetWeights on it meanwhile (`ModelEntry.job`), and a second job is refused.
+
+Events (started, progress, epoch end, ended) are snapshots of the job's fields kept in a
+short ring per job; watchers turn them into messages, outside the job's lock, so watching
+never slows the job down. Progress and epoch-end events carry the latest epoch of the
+history only (the first and the last event of a watch carry all of it).
+"""
+
+import collections
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+import uuid
+
+from nnserve.model import InvalidInput, NonFiniteStep
+from nnserve.model import fit as fitting
+from nnserve.model.batches import check_inputs, check_targets
+from nnserve.v1 import nnserve_pb2 as pb
+
+from .errors import FailedPrecondition, InvalidArgument, LimitExceeded, NotFound, limit_message
+from .names import page_after, page_token_of
+
+__all__ = ["JobTable", "TrainingJob"]
+
+logger = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    pb.TRAINING_JOB_STATE_QUEUED, pb.TRAINING_JOB_STATE_RUNNING, pb.TRAINING_JOB_STATE_SUCCEEDED,
+    pb.TRAINING_JOB_STATE_FAILED, pb.TRAINING_JOB_STATE_CANCELLED)
+ENDED = (SUCCEEDED, FAILED, CANCELLED)
+STATE_NAMES = {value: pb.TrainingJobState.Name(value)[len("TRAINING_JOB_STATE_"):].lower()
+               for value in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)}
+# Events kept per job for watchers; a slower watcher skips to the oldest kept.
+_EVENTS_KEPT = 256
+# Finished jobs kept for Get/List after they end (the oldest go first).
+_FINISHED_KEPT = 1000
+
+
+class _Cancelled(Exception):
+    """Raised inside a job's loop before the next step once the job is cancelled."""
+
+
+class TrainingJob:
+    """One job: its arguments, where it is, and its events."""
+
+    def __init__(self, entry, dataset, validation, *, epochs, batch_size, shuffle, seed,
+                 every_steps, every_seconds, sequence):
+        self.id = uuid.uuid4().hex
+        self.entry = entry
+        self.dataset = dataset
+        self.validation = validation
+        self.epochs, self.batch_size, self.shuffle, self.seed = epochs, batch_size, shuffle, seed
+        self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.sequence = sequence
+        self.state = QUEUED
+        self.epoch = self.step = 0
+        self.total_steps = epochs * math.ceil(len(dataset.x) / batch_size)
+        self.examples = 0
+        self.history = {"loss": []}
+        self.error = ""
+        self.recent_loss = 0.0
+        self.version = entry.network.version
+        self.create_time_ns = time.time_ns()
+        self.start_time_ns = self.end_time_ns = 0
+        self._started = None  # time.monotonic() when it started running
+        self.cancel_reason = None
+        self.changed = threading.Condition()
+        # (number, kind, snapshot, recent loss, version) of the latest events
+        self.events = collections.deque(maxlen=_EVENTS_KEPT)
+        self.event_count = 0
+
+    @property
+    def ended(self):
+        return self.state in ENDED
+
+    @property
+    def examples_per_second(self):
+        if self._started is None:
+            return 0.0
+        elapsed = (self.end_time_ns - self.start_time_ns) / 1e9 if self.ended else time.monotonic() - self._started
+        return self.examples / elapsed if elapsed > 0 else 0.0
+
+    def snapshot(self, full):
+        """The job's fields now, for an event: the whole history when `full`, else only the
+        latest epoch (so a progress event costs the same in epoch 1 and epoch 10,000)."""
+        history = self.history if full else {name: values[-1:] for name, values in self.history.items()}
+        return (self.state, self.epoch, self.step, self.examples_per_second,
+                {name: list(values) for name, values in history.items()}, self.error,
+                self.start_time_ns, self.end_time_ns)
+
+    def describe(self, timestamp, snapshot=None):
+        """The TrainingJob message of the job now, or as a snapshot() saw it."""
+        state, epoch, step, rate, history, error, start_ns, end_ns = snapshot or self.snapshot(True)
+        epochs = [pb.EpochMetrics(loss=loss) for loss in history["loss"]]
+        for name in ("val_loss", "val_accuracy"):
+            for metrics, value in zip(epochs, history.get(name, ())):
+                setattr(metrics, name, value)
+        message = pb.TrainingJob(
+            id=self.id, model=self.entry.id, dataset=self.dataset.id,
+            validation_dataset=self.validation.id if self.validation else "", state=state,
+            epochs=self.epochs, batch_size=self.batch_size, shuffle=self.shuffle, seed=self.seed,
+            epoch=epoch, step=step, total_steps=self.total_steps, examples_per_second=rate,
+            history=epochs, error=error, create_time=timestamp(self.create_time_ns))
+        if start_ns:
+            message.start_time.CopyFrom(timestamp(start_ns))
+        if end_ns:
+            message.end_time.CopyFrom(timestamp(end_ns))
+        return message
+
+
+class _JobModel:
+    """The Network as the fit loop sees it in a job: each step checks for cancellation,
+    counts in the metrics and checkpoints as a TrainStep does, and may publish progress."""
+
+    def __init__(self, table, job):
+        self._table, self._job = table, job
+        self._network = job.entry.network
+        self._last_progress = time.monotonic()
+
+    def train_step(self, x, y):
+        job, table = self._job, self._table
+        if job.cancel_reason is not None:
+            raise _Cancelled()
+        started = time.perf_counter()
+        loss = self._network.train_step(x, y)
+        table.metrics.trained(job.entry, len(x), loss, time.perf_counter() - started)
+        table.checkpoints.trained(job.entry)
+        job.entry.update_time_ns = time.time_ns()
+        with job.changed:
+            job.step += 1
+            job.examples += len(x)
+            job.recent_loss, job.version = float(loss), loss.version
+        table.metrics.job_stepped(job.entry, job.examples_per_second)
+        now = time.monotonic()
+        if ((job.every_steps and job.step % job.every_steps == 0)
+                or (job.every_seconds and now - self._last_progress >= job.every_seconds)):
+            self._last_progress = now
+            table.publish(job, pb.TRAINING_JOB_EVENT_KIND_PROGRESS)
+        return loss
+
+    def evaluate(self, x, y):
+        return self._network.evaluate(x, y)
+
+
+class JobTable:
+    """The jobs of one server, their workers and their watchers."""
+
+    STATE_NAMES = tuple(STATE_NAMES.values())
+
+    def __init__(self, settings, registry, datasets, metrics, checkpoints, timestamp):
+        self.metrics = metrics
+        self.checkpoints = checkpoints
+        self._settings = settings
+        self._registry = registry
+        self._timestamp = timestamp
+        self._lock = threading.Lock()
+        self._jobs = {}  # id -> TrainingJob, in creation order
+        self._sequence = itertools.count(1)
+        self._queue = queue.SimpleQueue()
+        self._workers = [threading.Thread(target=self._work, name=f"nnserve-job-{i}", daemon=True)
+                         for i in range(settings.job_workers)]
+        for worker in self._workers:
+            worker.start()
+        datasets.on_delete.append(self._dataset_deleted)
+        registry.on_delete.append(self.model_deleted)
+        self._datasets = datasets
+
+    # -- the RPCs ----------------------------------------------------------------------
+
+    def create(self, request):
+        if request.epochs < 0:
+            raise InvalidArgument(f"epochs: got {request.epochs}, expected an integer >= 0")
+        if request.batch_size < 1:
+            raise InvalidArgument(f"batch_size: got {request.batch_size}, expected an integer >= 1")
+        if request.batch_size > self._settings.max_rows_per_request:
+            raise LimitExceeded(limit_message("max_rows_per_request", f"batch_size {request.batch_size}",
+                                              f"{self._settings.max_rows_per_request} rows"))
+        if request.seed < 0:
+            raise InvalidArgument(f"seed: got {request.seed}, expected an integer >= 0")
+        if request.progress_every_steps < 0 or not request.progress_every_seconds >= 0:
+            raise InvalidArgument(
+                f"progress_every_steps, progress_every_seconds: got {request.progress_every_steps}, "
+                f"{request.progress_every_seconds}, expected numbers >= 0 (0: off)")
+        entry = self._registry.get(request.model)
+        dataset = self._datasets.get(request.dataset)
+        validation = (self._datasets.get(request.validation_dataset, "validation_dataset")
+                      if request.validation_dataset else None)
+        for name, data in (("dataset", dataset), ("validation_dataset", validation)):
+            if data is not None:
+                self._check_fits(name, data, entry.network)
+        with self._lock:
+            unfinished = [job for job in self._jobs.values() if not job.ended]
+            if entry.job is not None:
+                raise FailedPrecondition(
+                    f"model: got {request.model!r}, which training job {entry.job.id} is training "
+                    f"({STATE_NAMES[entry.job.state]}); cancel it or wait for it to end")
+            if len(unfinished) >= self._settings.max_jobs:
+                raise LimitExceeded(limit_message("max_jobs", f"unfinished job {len(unfinished) + 1}",
+                                                  f"{self._settings.max_jobs} unfinished jobs"))
+            job = TrainingJob(entry, dataset, validation, epochs=request.epochs,
+                              batch_size=request.batch_size,
+                              shuffle=request.shuffle if request.HasField("shuffle") else True,
+                              seed=request.seed, every_steps=request.progress_every_steps,
+                              every_seconds=request.progress_every_seconds,
+                              sequence=next(self._sequence))
+            self._jobs[job.id] = job
+            entry.job = job
+            self._forget_finished()
+        logger.info("training job created", extra={"event": "job_created", "job_id": job.id,
+                                                    "model_id": entry.id, "dataset_id": dataset.id})
+        self._queue.put(job)
+        return job
+
+    @staticmethod
+    def _check_fits(name, dataset, network):
+        """The dataset against the model by the batch rule, with TrainStep's messages."""
+        spec = network.spec
+        try:
+            check_inputs(dataset.x, network.n_inputs, network.dtype)
+            check_targets(dataset.y, spec["loss"], network.n_outputs, len(dataset.x), network.dtype)
+        except InvalidInput as error:
+            raise InvalidArgument(f"{name} {dataset.id}: {error}") from None
+
+    def get(self, job_id):
+        if not job_id:
+            raise InvalidArgument("job: got '', expected a training job id")
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"job: got {job_id!r}, expected the id of a training job of this server "
+                           f"(finished jobs are kept until {_FINISHED_KEPT} newer ones finished)")
+        return job
+
+    def list(self, page_size=0, page_token="", model=""):
+        after, size = page_after(page_size, page_token, "ListTrainingJobsResponse")
+        model_id = self._registry.get(model).id if model else None
+        with self._lock:
+            later = [job for job in self._jobs.values() if job.sequence > after
+                     and (model_id is None or job.entry.id == model_id)][:size + 1]
+        return page_token_of(later, size)
+
+    def cancel(self, job_id, reason="cancelled by CancelTrainingJob"):
+        """Cancel a job and return it once the cancellation took effect (or it had ended)."""
+        job = self.get(job_id)
+        self._cancel(job, reason)
+        with job.changed:
+            job.changed.wait_for(lambda: job.ended)
+        return job
+
+    def watch(self, job_id, is_active):
+        """Yield TrainingJobEvents: the job as it is (kind ENDED if it has ended), then each
+        new event until the ENDED one. Never holds the job's lock while a watcher sends."""
+        job = self.get(job_id)
+        with job.changed:
+            seen = job.event_count
+            ended = job.ended
+            current = pb.TrainingJobEvent(
+                kind=pb.TRAINING_JOB_EVENT_KIND_ENDED if ended else pb.TRAINING_JOB_EVENT_KIND_CURRENT,
+                job=job.describe(self._timestamp), recent_loss=job.recent_loss, version=job.version)
+        yield current
+        while not ended:
+            with job.changed:
+                job.changed.wait_for(lambda: job.event_count > seen or not is_active(), timeout=1.0)
+                fresh = [event for number, *event in job.events if number > seen]
+                seen = job.event_count
+            if not is_active():
+                return
+            for event in fresh:
+                event = self._event(job, *event)
+                yield event
+                ended = event.kind == pb.TRAINING_JOB_EVENT_KIND_ENDED
+                if ended:
+                    break
+
+    def model_deleted(self, entry):
+        job = entry.job
+        if job is not None:
+            self._cancel(job, f"cancelled: model {entry.id} was deleted")
+
+    def _dataset_deleted(self, dataset):
+        with self._lock:
+            using = [job for job in self._jobs.values() if not job.ended
+                     and dataset in (job.dataset, job.validation)]
+        for job in using:
+            self._cancel(job, f"cancelled: dataset {dataset.id} was deleted")
+
+    def close(self, reason="cancelled: the server is shutting down"):
+        """Cancel every unfinished job and wait for the workers to stop."""
+        with self._lock:
+            unfinished = [job for job in self._jobs.values() if not job.ended]
+        for job in unfinished:
+            self._cancel(job, reason)
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join()
+
+    # -- counting ----------------------------------------------------------------------
+
+    def count_by_state(self):
+        with self._lock:
+            counts = collections.Counter(job.state for job in self._jobs.values())
+        return {name: counts.get(state, 0) for state, name in STATE_NAMES.items()}
+
+    # -- running -----------------------------------------------------------------------
+
+    def publish(self, job, kind):
+        """Record an event; the message is built when (and if) a watcher reads it."""
+        with job.changed:
+            job.event_count += 1
+            job.events.append((job.event_count, kind, job.snapshot(kind == pb.TRAINING_JOB_EVENT_KIND_ENDED),
+                               job.recent_loss, job.version))
+            job.changed.notify_all()
+
+    def _event(self, job, kind, snapshot, recent_loss, version):
+        return pb.TrainingJobEvent(kind=kind, job=job.describe(self._timestamp, snapshot),
+                                   recent_loss=recent_loss, version=version)
+
+    def _cancel(self, job, reason):
+        with job.changed:
+            if job.ended or job.cancel_reason is not None:
+                return
+            job.cancel_reason = reason
+            if job.state == QUEUED:  # never started: it ends here; the worker will skip it
+                self._end(job, CANCELLED, reason)
+
+    def _end(self, job, state, error=""):
+        """Move a job to an end state (called with job.changed held)."""
+        job.state, job.error, job.end_time_ns = state, error, time.time_ns()
+        with self._lock:
+            if job.entry.job is job:
+                job.entry.job = None
+        self.publish(job, pb.TRAINING_JOB_EVENT_KIND_ENDED)
+        logger.info("training job ended", extra={
+            "event": "job_ended", "job_id": job.id, "model_id": job.entry.id,
+            "state": STATE_NAMES[state], "epoch": job.epoch, "step": job.step, "error": error})
+
+    def _work(self):
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            with job.changed:
+                if job.ended:
+                    continue
+                job.state, job.start_time_ns, job._started = RUNNING, time.time_ns(), time.monotonic()
+            self.publish(job, pb.TRAINING_JOB_EVENT_KIND_STARTED)
+            self._run(job)
+
+    def _run(self, job):
+        def epoch_ended(epoch, history):
+            with job.changed:
+                job.epoch = epoch
+                job.history = {name: list(values) for name, values in history.items()}
+            self.publish(job, pb.TRAINING_JOB_EVENT_KIND_EPOCH_END)
+
+        validation = (job.validation.x, job.validation.y) if job.validation else None
+        state, error = SUCCEEDED, ""
+        try:
+            plan = fitting.fit_plan(job.dataset.x, job.dataset.y, epochs=job.epochs,
+                                    batch_size=job.batch_size, shuffle=job.shuffle, seed=job.seed,
+                                    validation_data=validation, progress=False,
+                                    on_epoch=epoch_ended)
+            fitting.run(plan, _JobModel(self, job))
+        except _Cancelled:
+            state, error = CANCELLED, job.cancel_reason
+        except (NonFiniteStep, InvalidInput) as refusal:
+            state, error = FAILED, f"epoch {job.epoch + 1}, step {job.step + 1}: {refusal}"
+        except Exception as bug:
+            logger.exception("training job %s failed", job.id, extra={"event": "internal_error",
+                                                                      "job_id": job.id})
+            state, error = FAILED, f"internal error ({type(bug).__name__}); the server logged the traceback"
+        with job.changed:
+            self._end(job, state, error)
+
+    def _forget_finished(self):
+        """Drop the oldest finished jobs beyond _FINISHED_KEPT (called under the table lock)."""
+        finished = [job_id for job_id, job in self._jobs.items() if job.ended]
+        for job_id in finished[:max(0, len(finished) - _FINISHED_KEPT)]:
+            del self._jobs[job_id]
