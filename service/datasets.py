@@ -32,8 +32,8 @@ class StoredDataset:
 
     __slots__ = ("id", "name", "x", "y", "sequence", "sha256", "create_time_ns")
 
-    def __init__(self, name, x, y, sequence):
-        self.id = uuid.uuid4().hex
+    def __init__(self, name, x, y, sequence, dataset_id=None, create_time_ns=None):
+        self.id = dataset_id or uuid.uuid4().hex
         self.name = name
         x.flags.writeable = y.flags.writeable = False  # jobs share them; nothing may write
         self.x, self.y = x, y
@@ -41,7 +41,7 @@ class StoredDataset:
         digest = hashlib.sha256(x.tobytes())
         digest.update(y.tobytes())
         self.sha256 = digest.hexdigest()
-        self.create_time_ns = time.time_ns()
+        self.create_time_ns = create_time_ns or time.time_ns()
 
     @property
     def bytes(self):
@@ -128,8 +128,9 @@ class DatasetStore:
 
     `on_delete` hooks run with each deleted dataset (the job table cancels its jobs)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, files=None):
         self._settings = settings
+        self._files = files  # checkpoints.DatasetFiles with --state-dir: written before acknowledged
         self._lock = threading.Lock()
         self._datasets = {}  # id -> StoredDataset, in upload order
         self._names = {}
@@ -171,8 +172,11 @@ class DatasetStore:
             if upload.filled != upload.rows:
                 raise InvalidArgument(f"chunks: got {upload.filled} rows, expected the header's "
                                       f"{upload.rows}")
+            dataset = StoredDataset(header.name, upload.x, upload.y, 0)
+            if self._files is not None:
+                self._files.write(dataset)
             with self._lock:
-                dataset = StoredDataset(header.name, upload.x, upload.y, next(self._sequence))
+                dataset.sequence = next(self._sequence)
                 self._datasets[dataset.id] = dataset
                 if dataset.name:
                     self._names[dataset.name] = dataset
@@ -183,6 +187,21 @@ class DatasetStore:
                 self._reserved_names.discard(header.name)
                 if not stored:  # the reservation goes; a stored dataset's bytes stay counted
                     self._bytes -= upload.bytes
+        return dataset
+
+    def restore(self, record):
+        """Add a dataset read back from the state directory (its id, name and time kept);
+        LimitExceeded or AlreadyExists when it no longer fits."""
+        x, y = record["x"], record["y"]
+        self._reserve(record["name"], x.nbytes + y.nbytes)
+        with self._lock:
+            self._uploads -= 1
+            self._reserved_names.discard(record["name"])
+            dataset = StoredDataset(record["name"], x, y, next(self._sequence), record["id"],
+                                    record["create_time_ns"])
+            self._datasets[dataset.id] = dataset
+            if dataset.name:
+                self._names[dataset.name] = dataset
         return dataset
 
     def _reserve(self, name, size):
@@ -230,4 +249,6 @@ class DatasetStore:
             self._bytes -= dataset.bytes
         for hook in self.on_delete:
             hook(dataset)
+        if self._files is not None:
+            self._files.remove(dataset.id)
         return dataset

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 from .auth import auth_interceptor
-from .checkpoints import open_checkpoints, restore
+from .checkpoints import DatasetFiles, JobFiles, open_checkpoints, restore, restore_training_data
 from .datasets import DatasetStore
 from .errors import ErrorInterceptor
 from .grpc_metrics import MetricsInterceptor
@@ -190,8 +190,11 @@ def create_server(settings=None):
     metrics = Metrics(settings.metrics_max_models) if settings.metrics_port else NO_METRICS
     checkpoints = open_checkpoints(settings)  # holds the state directory's lock from here on
     registry = Registry(settings, metrics, checkpoints)
-    datasets = DatasetStore(settings)
-    jobs = JobTable(settings, registry, datasets, metrics, checkpoints, timestamp)
+    durable = settings.state_dir and checkpoints.store.directory
+    dataset_files = DatasetFiles(durable) if durable else None
+    job_files = JobFiles(durable) if durable else None
+    datasets = DatasetStore(settings, dataset_files)
+    jobs = JobTable(settings, registry, datasets, metrics, checkpoints, timestamp, job_files)
     # The metrics interceptor comes first, so that it sees every status the others set.
     interceptors = [*guards, ErrorInterceptor(prefix)]
     if metrics is not NO_METRICS:
@@ -235,5 +238,7 @@ def create_server(settings=None):
         registry.close()  # releases the state directory
         raise
     restore(registry, checkpoints)
+    if durable:
+        restore_training_data(datasets, jobs, dataset_files, job_files)
     return Server(server, registry, datasets, jobs, health_servicer, settings, metrics,
                   metrics_http, health_server, health_port), port

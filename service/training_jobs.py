@@ -55,9 +55,12 @@ class TrainingJob:
     def __init__(self, entry, dataset, validation, *, epochs, batch_size, shuffle, seed,
                  every_steps, every_seconds, sequence):
         self.id = uuid.uuid4().hex
-        self.entry = entry
+        self.entry = entry  # the model's registry entry, dataset and validation: while it may run
         self.dataset = dataset
         self.validation = validation
+        self.model_id = entry.id
+        self.dataset_id = dataset.id
+        self.validation_id = validation.id if validation else ""
         self.epochs, self.batch_size, self.shuffle, self.seed = epochs, batch_size, shuffle, seed
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.sequence = sequence
@@ -73,10 +76,37 @@ class TrainingJob:
         self.start_time_ns = self.end_time_ns = 0
         self._started = None  # time.monotonic() when it started running
         self.cancel_reason = None
+        self.interrupted = False  # cancelled by a shutdown: it ends FAILED, "interrupted at ..."
         self.changed = threading.Condition()
         # (number, kind, snapshot, recent loss, version) of the latest events
         self.events = collections.deque(maxlen=_EVENTS_KEPT)
         self.event_count = 0
+
+    # (record key, attribute) of what a job record keeps (DIR/jobs/<id>.json)
+    _RECORD = ("id", "model_id", "dataset_id", "validation_id", "epochs", "batch_size", "shuffle",
+               "seed", "state", "epoch", "step", "total_steps", "examples", "history", "error",
+               "create_time_ns", "start_time_ns", "end_time_ns", "sequence")
+
+    def record(self):
+        """The job as a JSON-able dict (its durable record)."""
+        return {key: getattr(self, key) for key in self._RECORD}
+
+    @classmethod
+    def from_record(cls, record, sequence):
+        """An ended job read back from its record (no model or dataset objects: it never runs)."""
+        job = cls.__new__(cls)
+        for key in cls._RECORD:
+            setattr(job, key, record[key])
+        job.sequence = sequence
+        job.entry = job.dataset = job.validation = None
+        job.recent_loss, job.version, job._started = 0.0, 0, None
+        job.cancel_reason, job.interrupted = None, False
+        job.every_steps = job.every_seconds = 0
+        job.changed = threading.Condition()
+        job.events, job.event_count = collections.deque(maxlen=_EVENTS_KEPT), 0
+        if job.start_time_ns:
+            job._started = 0.0  # examples_per_second from the record's times
+        return job
 
     @property
     def ended(self):
@@ -105,8 +135,8 @@ class TrainingJob:
             for metrics, value in zip(epochs, history.get(name, ())):
                 setattr(metrics, name, value)
         message = pb.TrainingJob(
-            id=self.id, model=self.entry.id, dataset=self.dataset.id,
-            validation_dataset=self.validation.id if self.validation else "", state=state,
+            id=self.id, model=self.model_id, dataset=self.dataset_id,
+            validation_dataset=self.validation_id, state=state,
             epochs=self.epochs, batch_size=self.batch_size, shuffle=self.shuffle, seed=self.seed,
             epoch=epoch, step=step, total_steps=self.total_steps, examples_per_second=rate,
             history=epochs, error=error, create_time=timestamp(self.create_time_ns))
@@ -156,9 +186,10 @@ class JobTable:
 
     STATE_NAMES = tuple(STATE_NAMES.values())
 
-    def __init__(self, settings, registry, datasets, metrics, checkpoints, timestamp):
+    def __init__(self, settings, registry, datasets, metrics, checkpoints, timestamp, files=None):
         self.metrics = metrics
         self.checkpoints = checkpoints
+        self._files = files  # checkpoints.JobFiles with --state-dir
         self._settings = settings
         self._registry = registry
         self._timestamp = timestamp
@@ -215,6 +246,7 @@ class JobTable:
             self._jobs[job.id] = job
             entry.job = job
             self._forget_finished()
+        self._save(job)
         logger.info("training job created", extra={"event": "job_created", "job_id": job.id,
                                                     "model_id": entry.id, "dataset_id": dataset.id})
         self._queue.put(job)
@@ -245,7 +277,7 @@ class JobTable:
         model_id = self._registry.get(model).id if model else None
         with self._lock:
             later = [job for job in self._jobs.values() if job.sequence > after
-                     and (model_id is None or job.entry.id == model_id)][:size + 1]
+                     and (model_id is None or job.model_id == model_id)][:size + 1]
         return page_token_of(later, size)
 
     def cancel(self, job_id, reason="cancelled by CancelTrainingJob"):
@@ -293,12 +325,13 @@ class JobTable:
         for job in using:
             self._cancel(job, f"cancelled: dataset {dataset.id} was deleted")
 
-    def close(self, reason="cancelled: the server is shutting down"):
-        """Cancel every unfinished job and wait for the workers to stop."""
+    def close(self):
+        """Stop every unfinished job (FAILED, "interrupted at epoch E, step S": the server shut
+        down) and wait for the workers to stop."""
         with self._lock:
             unfinished = [job for job in self._jobs.values() if not job.ended]
         for job in unfinished:
-            self._cancel(job, reason)
+            self._cancel(job, "the server shut down", interrupted=True)
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:
@@ -325,13 +358,20 @@ class JobTable:
         return pb.TrainingJobEvent(kind=kind, job=job.describe(self._timestamp, snapshot),
                                    recent_loss=recent_loss, version=version)
 
-    def _cancel(self, job, reason):
+    def _cancel(self, job, reason, interrupted=False):
         with job.changed:
             if job.ended or job.cancel_reason is not None:
                 return
-            job.cancel_reason = reason
+            job.cancel_reason, job.interrupted = reason, interrupted
             if job.state == QUEUED:  # never started: it ends here; the worker will skip it
-                self._end(job, CANCELLED, reason)
+                self._end(job, *self._stopped(job))
+
+    @staticmethod
+    def _stopped(job):
+        """(end state, error) of a job its cancellation stopped."""
+        if job.interrupted:
+            return FAILED, f"interrupted at epoch {job.epoch}, step {job.step}: {job.cancel_reason}"
+        return CANCELLED, job.cancel_reason
 
     def _end(self, job, state, error=""):
         """Move a job to an end state (called with job.changed held)."""
@@ -339,9 +379,11 @@ class JobTable:
         with self._lock:
             if job.entry.job is job:
                 job.entry.job = None
+        job.entry = job.dataset = job.validation = None  # an ended job holds no model or data
+        self._save(job)
         self.publish(job, pb.TRAINING_JOB_EVENT_KIND_ENDED)
         logger.info("training job ended", extra={
-            "event": "job_ended", "job_id": job.id, "model_id": job.entry.id,
+            "event": "job_ended", "job_id": job.id, "model_id": job.model_id,
             "state": STATE_NAMES[state], "epoch": job.epoch, "step": job.step, "error": error})
 
     def _work(self):
@@ -353,6 +395,7 @@ class JobTable:
                 if job.ended:
                     continue
                 job.state, job.start_time_ns, job._started = RUNNING, time.time_ns(), time.monotonic()
+            self._save(job)
             self.publish(job, pb.TRAINING_JOB_EVENT_KIND_STARTED)
             self._run(job)
 
@@ -361,6 +404,7 @@ class JobTable:
             with job.changed:
                 job.epoch = epoch
                 job.history = {name: list(values) for name, values in history.items()}
+            self._save(job, epoch_end=True)
             self.publish(job, pb.TRAINING_JOB_EVENT_KIND_EPOCH_END)
 
         validation = (job.validation.x, job.validation.y) if job.validation else None
@@ -372,7 +416,7 @@ class JobTable:
                                     on_epoch=epoch_ended)
             fitting.run(plan, _JobModel(self, job))
         except _Cancelled:
-            state, error = CANCELLED, job.cancel_reason
+            state, error = self._stopped(job)
         except (NonFiniteStep, InvalidInput) as refusal:
             state, error = FAILED, f"epoch {job.epoch + 1}, step {job.step + 1}: {refusal}"
         except Exception as bug:
@@ -387,3 +431,32 @@ class JobTable:
         finished = [job_id for job_id, job in self._jobs.items() if job.ended]
         for job_id in finished[:max(0, len(finished) - _FINISHED_KEPT)]:
             del self._jobs[job_id]
+            if self._files is not None:
+                self._files.remove(job_id)
+
+    def _save(self, job, epoch_end=False):
+        """Write the job's record (with --state-dir); a failed write is logged, never fatal to
+        the job (its model's checkpoints are what training needs)."""
+        if self._files is None:
+            return
+        try:
+            with job.changed:
+                record = job.record()
+            self._files.write(record, epoch_end=epoch_end)
+        except OSError as error:
+            logger.error("job record %s not written: %s", job.id, error,
+                         extra={"event": "checkpoint_failed", "job_id": job.id})
+
+    def restore(self, record):
+        """Add a job read back from the state directory. One that had not ended was
+        interrupted by a crash: it ends FAILED, "interrupted at epoch E, step S" (its last
+        recorded progress; its model is at its last checkpoint)."""
+        with self._lock:
+            job = TrainingJob.from_record(record, next(self._sequence))
+            self._jobs[job.id] = job
+        if not job.ended:
+            job.state, job.end_time_ns = FAILED, time.time_ns()
+            job.error = (f"interrupted at epoch {job.epoch}, step {job.step}: the server stopped "
+                         "without shutting down; the model is at its last checkpoint")
+            self._save(job)
+        return job

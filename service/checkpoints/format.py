@@ -19,7 +19,7 @@ import json
 
 import numpy as np
 
-__all__ = ["FORMAT", "CorruptCheckpoint", "decode", "encode"]
+__all__ = ["FORMAT", "CorruptCheckpoint", "decode", "encode", "members_digest"]
 
 FORMAT = 1
 _META_KEYS = {"format": int, "id": str, "name": str, "spec": dict, "step": int, "version": int,
@@ -30,7 +30,7 @@ class CorruptCheckpoint(Exception):
     """A checkpoint file that cannot be read whole or does not verify; says why."""
 
 
-def _digest(arrays):
+def members_digest(arrays):
     """SHA-256 over the members' names, dtypes, shapes and bytes, in name order."""
     digest = hashlib.sha256()
     for name in sorted(arrays):
@@ -58,7 +58,7 @@ def encode(record):
         for i, (weights, biases) in enumerate(pairs):
             arrays[f"{prefix}.{i}.W"] = weights
             arrays[f"{prefix}.{i}.b"] = biases
-    arrays["sha256"] = _digest(arrays)
+    arrays["sha256"] = members_digest(arrays)
     return arrays
 
 
@@ -78,7 +78,7 @@ def decode(arrays):
     stored = arrays.pop("sha256", None)
     if stored is None or "meta" not in arrays:
         raise CorruptCheckpoint(f"members: got {sorted(arrays)}, expected meta and sha256 among them")
-    if stored.dtype != np.uint8 or stored.shape != (32,) or not np.array_equal(stored, _digest(arrays)):
+    if stored.dtype != np.uint8 or stored.shape != (32,) or not np.array_equal(stored, members_digest(arrays)):
         raise CorruptCheckpoint("sha256: got a checksum that does not match the content")
     raw = arrays.pop("meta")
     try:

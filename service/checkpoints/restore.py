@@ -13,7 +13,7 @@ from ..errors import InvalidArgument, ServiceError
 from .format import CorruptCheckpoint
 from .writer import NO_CHECKPOINTS
 
-__all__ = ["VERSION_GAP_AFTER_CRASH", "restore"]
+__all__ = ["VERSION_GAP_AFTER_CRASH", "restore", "restore_training_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +66,29 @@ def _report_corrupt(store, path, error):
     target = store.quarantine(path)
     logger.error("checkpoint %s is corrupt, skipped: %s", path.name, error, extra={
         "event": "checkpoint_corrupt", "file": path.name, "moved_to": target.name})
+
+
+def restore_training_data(datasets, jobs, dataset_files, job_files):
+    """Load the datasets and job records of a state directory (datasets first: jobs name
+    them); return (datasets loaded, jobs loaded). Damaged files are quarantined; a dataset
+    that no longer fits the limits is logged and its file left in place."""
+    loaded = 0
+    records = dataset_files.read_all(dataset_files.read)
+    for path, record in sorted(records, key=lambda item: (item[1]["create_time_ns"], item[1]["id"])):
+        try:
+            dataset = datasets.restore(record)
+        except ServiceError as error:
+            logger.error("dataset %s not restored: %s", path.name, error, extra={
+                "event": "checkpoint_not_restored", "file": path.name})
+            continue
+        if dataset.sha256 != record["sha256"]:  # the member checksum passed; this cannot differ
+            datasets.delete(dataset.id)
+            dataset_files.quarantine(path, "sha256: got other bytes than at upload")
+            continue
+        loaded += 1
+    job_records = job_files.read_all(job_files.read)
+    for _, record in sorted(job_records, key=lambda item: (item[1]["create_time_ns"], item[1]["id"])):
+        jobs.restore(record)
+    logger.info("restored %d datasets and %d training jobs", loaded, len(job_records), extra={
+        "event": "training_data_restored", "datasets": loaded, "jobs": len(job_records)})
+    return loaded, len(job_records)

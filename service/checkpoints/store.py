@@ -19,7 +19,7 @@ import numpy as np
 
 from .format import CorruptCheckpoint, decode, encode
 
-__all__ = ["CheckpointStore"]
+__all__ = ["CheckpointStore", "fsync_directory", "remove_leftovers", "write_atomically"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +30,39 @@ _LOCK_FILE = ".lock"
 _CLEAN_MARK = ".clean-shutdown"
 
 
-def _fsync_directory(directory):
+def fsync_directory(directory):
     descriptor = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def write_atomically(final, write):
+    """Make `final` hold what write(file) writes, or leave it as it was: a temporary file in
+    the same directory, fsync, rename over `final`, fsync of the directory. Return its size."""
+    temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}{_TEMPORARY}")
+    try:
+        # Owner-only: the contents are the users' work. O_EXCL: never through a planted file.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(final.parent)
+    return final.stat().st_size
+
+
+def remove_leftovers(directory, what):
+    """Delete the temporary files a crash left in `directory` (never read: never complete)."""
+    for leftover in directory.glob(f".*{_TEMPORARY}"):
+        leftover.unlink()
+        logger.info("removed an unfinished %s", what, extra={
+            "event": "checkpoint_leftover_removed", "file": leftover.name})
 
 
 class CheckpointStore:
@@ -56,14 +83,11 @@ class CheckpointStore:
             os.close(self._lock_descriptor)
             raise OSError(f"state directory {self.directory}: got it locked by another process, "
                           "expected one server per state directory") from None
-        for leftover in self.directory.glob(f".*{_TEMPORARY}"):
-            leftover.unlink()
-            logger.info("removed an unfinished checkpoint", extra={
-                "event": "checkpoint_leftover_removed", "file": leftover.name})
+        remove_leftovers(self.directory, "checkpoint")
         mark = self.directory / _CLEAN_MARK
         self.last_shutdown_clean = mark.exists()
         mark.unlink(missing_ok=True)  # from here on, only a clean close() writes it again
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
 
     def path(self, model_id):
         return self.directory / f"{model_id}{_SUFFIX}"
@@ -74,26 +98,12 @@ class CheckpointStore:
 
     def write(self, record):
         """Write a model's record atomically (temporary file, fsync, rename, fsync of the directory)."""
-        final = self.path(record["id"])
-        temporary = self.directory / f".{final.name}.{uuid.uuid4().hex}{_TEMPORARY}"
-        try:
-            # Owner-only: the weights are the users' work. O_EXCL: never through a planted file.
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as file:
-                np.savez(file, **encode(record))
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, final)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        _fsync_directory(self.directory)
-        return final.stat().st_size
+        return write_atomically(self.path(record["id"]), lambda file: np.savez(file, **encode(record)))
 
     def remove(self, model_id):
         """Delete a model's file (absent already is fine) and make the deletion durable."""
         self.path(model_id).unlink(missing_ok=True)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
 
     def read(self, path):
         """Return the record in `path`; CorruptCheckpoint if any part of it fails to read or verify."""
@@ -115,13 +125,13 @@ class CheckpointStore:
             target = path.with_name(f"{path.name}{_QUARANTINE}.{counter}")
             counter += 1
         os.replace(path, target)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         return target
 
     def mark_clean_shutdown(self):
         """Record that every model's file is current (the next start restores versions as saved)."""
         (self.directory / _CLEAN_MARK).touch()
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
 
     def close(self):
         if self._lock_descriptor is not None:
