@@ -5,15 +5,20 @@ are built and read by the same code (messages.py), so both clients send and retu
 the same things. Create an AsyncClient inside the event loop that uses it.
 """
 
+import asyncio
+
 import grpc
 import grpc.aio
 
+from nnserve.model import fit as training
+from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
-from nnserve.model import fit as training
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
 from .errors import NNServeError, encoding
+from .jobs import (AsyncTrainingJob, RemoteDataset, as_dataset_pair, dataset_ref, job_request,
+                   upload_arrays, upload_requests)
 from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
                        list_request)
 
@@ -62,6 +67,57 @@ class AsyncClient:
                 metadata=self._connection.metadata)
         except grpc.RpcError as error:
             raise NNServeError.from_rpc(error, method) from None
+
+    async def _stream(self, method, request, timeout=None):
+        """Yield the replies of a server-streaming call (deadline: `timeout` seconds, None for
+        none); cancelled when the caller stops iterating."""
+        if self._closed:
+            raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
+        call = getattr(self._stub, method)(request, timeout=timeout, metadata=self._connection.metadata)
+        try:
+            async for reply in call:
+                yield reply
+        except grpc.RpcError as error:
+            raise NNServeError.from_rpc(error, method) from None
+        finally:
+            call.cancel()
+
+    async def upload_dataset(self, x, y, name=None):
+        """Upload (x, y) once, for training jobs; see Client.upload_dataset."""
+        x, y = upload_arrays(x, y)
+        requests = upload_requests(x, y, name, self._connection.max_message_bytes)
+        try:
+            reply = await self._stub.UploadDataset(requests, timeout=self._connection.timeout,
+                                                   metadata=self._connection.metadata)
+        except grpc.RpcError as error:
+            raise NNServeError.from_rpc(error, "UploadDataset") from None
+        return RemoteDataset.from_proto(reply.dataset)
+
+    async def get_dataset(self, dataset):
+        """Return the RemoteDataset with this id or name (NNServeError NOT_FOUND if none)."""
+        reply = await self._call("GetDataset", pb.GetDatasetRequest(dataset=dataset_ref(dataset)))
+        return RemoteDataset.from_proto(reply.dataset)
+
+    async def list_datasets(self, *, page_size=0):
+        """Return every dataset on the server, oldest first, following all pages."""
+        datasets, token = [], ""
+        while True:
+            reply = await self._call("ListDatasets", pb.ListDatasetsRequest(page_size=page_size,
+                                                                             page_token=token))
+            datasets += [RemoteDataset.from_proto(message) for message in reply.datasets]
+            token = reply.next_page_token
+            if not token:
+                return datasets
+
+    async def delete_dataset(self, dataset):
+        """Delete a dataset (id, name or RemoteDataset); its jobs are cancelled first."""
+        reply = await self._call("DeleteDataset", pb.DeleteDatasetRequest(dataset=dataset_ref(dataset)))
+        return RemoteDataset.from_proto(reply.dataset)
+
+    async def get_training_job(self, job_id):
+        """Return the AsyncTrainingJob handle of a job id."""
+        reply = await self._call("GetTrainingJob", pb.GetTrainingJobRequest(job=job_id))
+        return AsyncTrainingJob(self, reply.job)
 
     async def create_model(self, layers, activations, loss, *, name=None, optimizer="sgd",
                            learning_rate=None, momentum=None, nesterov=None, weight_decay=None,
@@ -202,9 +258,54 @@ class AsyncRemoteModel(ModelMessages):
         request = self._set_weights_request(weights)
         return self._on_set_weights(await self._client._call("SetWeights", request))
 
-    async def fit(self, x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
-                  progress=None):
-        """Train in mini-batches, one awaited TrainStep at a time; see RemoteModel.fit."""
-        plan = self._fit_plan(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                              seed=seed, validation_data=validation_data, progress=progress)
-        return await training.run_async(plan, self)
+    async def start_training(self, data, y=None, *, epochs, batch_size, shuffle=True, seed=0,
+                             validation_data=None, progress_every_steps=0,
+                             progress_every_seconds=0.0):
+        """Start a training job on the server; see RemoteModel.start_training."""
+        owned = []
+        try:
+            train = await self._dataset_for(data, y, owned, epochs=epochs, batch_size=batch_size,
+                                            validation_data=validation_data)
+            validation = (None if validation_data is None
+                          else await self._dataset_for(validation_data, None, owned, epochs=0, batch_size=1))
+            request = job_request(self.id, train, validation, epochs=epochs, batch_size=batch_size,
+                                  shuffle=shuffle, seed=seed, progress_every_steps=progress_every_steps,
+                                  progress_every_seconds=progress_every_seconds)
+            reply = await self._client._call("CreateTrainingJob", request)
+        except BaseException:
+            for dataset in owned:
+                await self._client.delete_dataset(dataset)
+            raise
+        return AsyncTrainingJob(self._client, reply.job, owned)
+
+    async def _dataset_for(self, data, y, owned, **fit_arguments):
+        pair = as_dataset_pair(data, y)
+        if pair is None:
+            return data
+        x, y = self._fit_arrays(*pair)
+        training.check_fit(x, y, **fit_arguments)  # refused here, before any upload
+        dataset = await self._client.upload_dataset(x, y)
+        owned.append(dataset)
+        return dataset
+
+    async def fit(self, x, y=None, *, epochs, batch_size, shuffle=True, seed=0,
+                  validation_data=None, progress=None):
+        """Train on the server as a training job, its progress streamed back; see
+        RemoteModel.fit (cancelling the awaiting task cancels the job)."""
+        job = await self.start_training(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                                        seed=seed, validation_data=validation_data,
+                                        progress_every_seconds=0.25 if progress is not False else 0.0)
+        bar = training.progress_bar(progress, total=job.total_steps)
+        try:
+            async for event in job.watch():
+                if bar is not None:
+                    bar.update(event.step - bar.n)
+            history = await job.wait()
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            await asyncio.shield(job.cancel())
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        await self.refresh()  # the step and version the job left
+        return history

@@ -7,7 +7,6 @@ planned by messages.py (each call has the client's deadline).
 """
 
 import grpc
-import numpy as np
 
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
@@ -16,7 +15,8 @@ from nnserve.model import fit as training
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
 from .errors import NNServeError, encoding
-from .jobs import RemoteDataset, TrainingJob, as_dataset_pair, upload_requests
+from .jobs import (RemoteDataset, TrainingJob, as_dataset_pair, dataset_ref, job_request,
+                   upload_arrays, upload_requests)
 from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
                        list_request)
 
@@ -106,9 +106,7 @@ class Client:
         int64, as the models that train on it take them (the batch rule; checked when a job
         starts). Streamed in chunks of a few MiB; all or nothing on the server.
         """
-        x, y = np.asarray(x), np.asarray(y)
-        if x.dtype.kind in "biu":
-            x = x.astype(np.float32)
+        x, y = upload_arrays(x, y)
         requests = upload_requests(x, y, name, self._connection.max_message_bytes)
         try:
             reply = self._stub.UploadDataset(requests, timeout=self._connection.timeout,
@@ -119,8 +117,8 @@ class Client:
 
     def get_dataset(self, dataset):
         """Return the RemoteDataset with this id or name (NNServeError NOT_FOUND if none)."""
-        ref = dataset.id if isinstance(dataset, RemoteDataset) else dataset
-        return RemoteDataset.from_proto(self._call("GetDataset", pb.GetDatasetRequest(dataset=ref)).dataset)
+        request = pb.GetDatasetRequest(dataset=dataset_ref(dataset))
+        return RemoteDataset.from_proto(self._call("GetDataset", request).dataset)
 
     def list_datasets(self, *, page_size=0):
         """Return every dataset on the server, oldest first, following all pages."""
@@ -134,8 +132,8 @@ class Client:
 
     def delete_dataset(self, dataset):
         """Delete a dataset (id, name or RemoteDataset); its jobs are cancelled first."""
-        ref = dataset.id if isinstance(dataset, RemoteDataset) else dataset
-        return RemoteDataset.from_proto(self._call("DeleteDataset", pb.DeleteDatasetRequest(dataset=ref)).dataset)
+        request = pb.DeleteDatasetRequest(dataset=dataset_ref(dataset))
+        return RemoteDataset.from_proto(self._call("DeleteDataset", request).dataset)
 
     def get_training_job(self, job_id):
         """Return the TrainingJob handle of a job id."""
@@ -384,10 +382,9 @@ class RemoteModel(ModelMessages):
                                       validation_data=validation_data)
             validation = (None if validation_data is None
                           else self._dataset_for(validation_data, None, owned, epochs=0, batch_size=1))
-            request = pb.CreateTrainingJobRequest(
-                model=self.id, dataset=train.id, epochs=epochs, batch_size=batch_size,
-                shuffle=bool(shuffle), seed=seed, validation_dataset=validation.id if validation else "",
-                progress_every_steps=progress_every_steps, progress_every_seconds=progress_every_seconds)
+            request = job_request(self.id, train, validation, epochs=epochs, batch_size=batch_size,
+                                  shuffle=shuffle, seed=seed, progress_every_steps=progress_every_steps,
+                                  progress_every_seconds=progress_every_seconds)
             job = TrainingJob(self._client, self._client._call("CreateTrainingJob", request).job, owned)
         except BaseException:
             for dataset in owned:
@@ -436,7 +433,7 @@ class RemoteModel(ModelMessages):
         job = self.start_training(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                                   seed=seed, validation_data=validation_data,
                                   progress_every_seconds=0.25 if progress is not False else 0.0)
-        bar = training._progress_bar(progress, total=job.total_steps)
+        bar = training.progress_bar(progress, total=job.total_steps)
         try:
             for event in job.watch():
                 if bar is not None:

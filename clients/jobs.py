@@ -18,7 +18,8 @@ from nnserve.v1.tensors import to_tensor
 from .chunking import MESSAGE_HEADROOM
 from .errors import NNServeError, encoding
 
-__all__ = ["JobEvent", "RemoteDataset", "TrainingJob", "upload_requests"]
+__all__ = ["AsyncTrainingJob", "JobEvent", "RemoteDataset", "TrainingJob", "as_dataset_pair",
+           "dataset_ref", "job_request", "upload_arrays", "upload_requests"]
 
 # Bytes of rows per upload message: large enough that per-message costs vanish, small
 # enough to stream (flow control, memory) rather than build one huge message.
@@ -112,13 +113,8 @@ def history_of(job):
     return history
 
 
-class TrainingJob:
-    """A training job on the server (RemoteModel.start_training).
-
-    `watch()` iterates its events until it ends; `wait()` returns the history once it
-    SUCCEEDED (NNServeError otherwise); `cancel()` stops it before its next step. Datasets
-    the SDK uploaded for this job alone are deleted when it has ended and been waited for.
-    """
+class _JobHandle:
+    """What the sync and async job handles share: the last job message seen and its reading."""
 
     def __init__(self, client, message, owned_datasets=()):
         self._client = client
@@ -135,6 +131,11 @@ class TrainingJob:
         return _STATES[self._message.state]
 
     @property
+    def step(self):
+        """Train steps the job had applied, as last seen."""
+        return self._message.step
+
+    @property
     def total_steps(self):
         return self._message.total_steps
 
@@ -142,31 +143,9 @@ class TrainingJob:
     def error(self):
         return self._message.error
 
-    def refresh(self):
-        self._message = self._client._call("GetTrainingJob", pb.GetTrainingJobRequest(job=self.id)).job
-        return self
-
-    def watch(self):
-        """Yield JobEvents: the job as it is, then each event, the last one kind "ended"."""
-        for message in self._client._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job=self.id)):
-            self._message = message.job
-            yield JobEvent.from_proto(message)
-
-    def wait(self, timeout=None):
-        """Block until the job ends; return its history if it SUCCEEDED.
-
-        Raises NNServeError: FAILED_PRECONDITION with the job's error when it FAILED,
-        CANCELLED when it was cancelled, DEADLINE_EXCEEDED after `timeout` seconds.
-        """
-        try:
-            for event in self._client._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job=self.id),
-                                              timeout=timeout):
-                self._message = event.job
-        finally:
-            if self._message.state in (pb.TRAINING_JOB_STATE_SUCCEEDED, pb.TRAINING_JOB_STATE_FAILED,
-                                       pb.TRAINING_JOB_STATE_CANCELLED):
-                self._release()
-        return self.result()
+    @property
+    def ended(self):
+        return self._message.state in _ENDED
 
     def result(self):
         """The history of a SUCCEEDED job; NNServeError for a failed or cancelled one."""
@@ -183,6 +162,46 @@ class TrainingJob:
                                "WatchTrainingJob")
         return history_of(self._message)
 
+    def __repr__(self):
+        return f"{type(self).__name__}(id={self.id!r}, state={self.state!r}, step={self.step})"
+
+
+_ENDED = (pb.TRAINING_JOB_STATE_SUCCEEDED, pb.TRAINING_JOB_STATE_FAILED,
+          pb.TRAINING_JOB_STATE_CANCELLED)
+
+
+class TrainingJob(_JobHandle):
+    """A training job on the server (RemoteModel.start_training).
+
+    `watch()` iterates its events until it ends; `wait()` returns the history once it
+    SUCCEEDED (NNServeError otherwise); `cancel()` stops it before its next step. Datasets
+    the SDK uploaded for this job alone are deleted once it has ended and been waited for
+    (or cancelled).
+    """
+
+    def refresh(self):
+        self._message = self._client._call("GetTrainingJob", pb.GetTrainingJobRequest(job=self.id)).job
+        return self
+
+    def watch(self):
+        """Yield JobEvents: the job as it is, then each event, the last one kind "ended"."""
+        for message in self._client._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job=self.id)):
+            self._message = message.job
+            yield JobEvent.from_proto(message)
+
+    def wait(self, timeout=None):
+        """Block until the job ends (at most `timeout` seconds: DEADLINE_EXCEEDED); return its
+        history if it SUCCEEDED. Raises NNServeError: FAILED_PRECONDITION with the job's
+        error when it FAILED, CANCELLED when it was cancelled."""
+        try:
+            for event in self._client._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job=self.id),
+                                              timeout=timeout):
+                self._message = event.job
+        finally:
+            if self.ended:
+                self._release()
+        return self.result()
+
     def cancel(self):
         """Cancel the job; return self once the server has stopped it (or it had ended)."""
         self._message = self._client._call("CancelTrainingJob", pb.CancelTrainingJobRequest(job=self.id)).job
@@ -192,15 +211,76 @@ class TrainingJob:
     def _release(self):
         """Delete the datasets uploaded for this job alone (ignoring ones already gone)."""
         while self._owned:
-            dataset = self._owned.pop()
             try:
-                self._client.delete_dataset(dataset)
+                self._client.delete_dataset(self._owned.pop())
             except NNServeError as error:
                 if error.code != grpc.StatusCode.NOT_FOUND:
                     raise
 
-    def __repr__(self):
-        return f"TrainingJob(id={self.id!r}, state={self.state!r}, step={self._message.step})"
+
+class AsyncTrainingJob(_JobHandle):
+    """TrainingJob for AsyncClient: the same methods, as coroutines; watch() is an async
+    iterator."""
+
+    async def refresh(self):
+        reply = await self._client._call("GetTrainingJob", pb.GetTrainingJobRequest(job=self.id))
+        self._message = reply.job
+        return self
+
+    async def watch(self):
+        """Yield JobEvents: the job as it is, then each event, the last one kind "ended"."""
+        async for message in self._client._stream("WatchTrainingJob",
+                                                  pb.WatchTrainingJobRequest(job=self.id)):
+            self._message = message.job
+            yield JobEvent.from_proto(message)
+
+    async def wait(self, timeout=None):
+        """Wait until the job ends; see TrainingJob.wait."""
+        try:
+            async for message in self._client._stream(
+                    "WatchTrainingJob", pb.WatchTrainingJobRequest(job=self.id), timeout=timeout):
+                self._message = message.job
+        finally:
+            if self.ended:
+                await self._release()
+        return self.result()
+
+    async def cancel(self):
+        """Cancel the job; return self once the server has stopped it (or it had ended)."""
+        reply = await self._client._call("CancelTrainingJob", pb.CancelTrainingJobRequest(job=self.id))
+        self._message = reply.job
+        await self._release()
+        return self
+
+    async def _release(self):
+        while self._owned:
+            try:
+                await self._client.delete_dataset(self._owned.pop())
+            except NNServeError as error:
+                if error.code != grpc.StatusCode.NOT_FOUND:
+                    raise
+
+
+def job_request(model_id, dataset, validation, *, epochs, batch_size, shuffle, seed,
+                progress_every_steps, progress_every_seconds):
+    """The CreateTrainingJobRequest of start_training (datasets: RemoteDataset or None)."""
+    with encoding("CreateTrainingJob"):
+        return pb.CreateTrainingJobRequest(
+            model=model_id, dataset=dataset.id, epochs=epochs, batch_size=batch_size,
+            shuffle=bool(shuffle), seed=seed, validation_dataset=validation.id if validation else "",
+            progress_every_steps=progress_every_steps,
+            progress_every_seconds=progress_every_seconds)
+
+
+def dataset_ref(dataset):
+    """The id or name string of a dataset given as one, or as a RemoteDataset."""
+    return dataset.id if isinstance(dataset, RemoteDataset) else dataset
+
+
+def upload_arrays(x, y):
+    """(x, y) as upload_dataset sends them: integer x as float32, as the batch rule reads lists."""
+    x, y = np.asarray(x), np.asarray(y)
+    return (x.astype(np.float32) if x.dtype.kind in "biu" else x), y
 
 
 def as_dataset_pair(data, y):

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnserve.model import fit as training
 from nnserve.model.batches import inputs_array, targets_array
 from nnserve.model.results import Change, Evaluation, Outputs, StepLoss
 from nnserve.v1 import nnserve_pb2 as pb
@@ -224,17 +223,6 @@ class ModelMessages(ChunkedReads):
         with encoding("TrainStep"):
             return (inputs_array(x, self._dtype),
                     targets_array(y, self._dtype, self._info.spec["loss"]))
-
-    def _fit_plan(self, x, y, **options):
-        """training.fit_plan over x and y converted once, as train_step would convert them."""
-        x, y = self._fit_arrays(x, y)
-        validation = options.get("validation_data")
-        if isinstance(validation, (tuple, list)) and len(validation) == 2:
-            with encoding("Evaluate"):
-                options["validation_data"] = (
-                    inputs_array(validation[0], self._dtype),
-                    targets_array(validation[1], self._dtype, self._info.spec["loss"]))
-        return training.fit_plan(x, y, **options)
 
     def _set_weights_request(self, weights):
         with encoding("SetWeights"):

@@ -2,10 +2,10 @@
 
 `fit_plan` is a generator of the calls a fit makes, ("train_step", x, y) and
 ("evaluate", x, y); whoever drives it sends each call's result back in and finally gets
-the history. `run` drives it on anything with Network's methods (a Network, a RemoteModel);
-`run_async` awaits an AsyncRemoteModel's. So the batches, their order and the history are
-the same whether a model trains in-process (Network.fit), through Client or through
-AsyncClient. Numpy only (tqdm when a progress bar is shown).
+the history. `run` drives it on anything with Network's methods: Network.fit in-process,
+and a server's training jobs (service/training_jobs.py), which the SDK's RemoteModel.fit
+starts. So the batches, their order and the history are the same however a model trains.
+Numpy only (tqdm when a progress bar is shown).
 """
 
 import sys
@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import InvalidBatch, InvalidInput
 
-__all__ = ["check_fit", "fit_plan", "run", "run_async"]
+__all__ = ["check_fit", "fit_plan", "progress_bar", "run"]
 
 
 def _check_count(name, value, low):
@@ -83,7 +83,7 @@ def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=
     if validation_data is not None:
         history["val_loss"] = []
 
-    bar = _progress_bar(progress, total=epochs * len(starts))
+    bar = progress_bar(progress, total=epochs * len(starts))
     try:
         for epoch in range(epochs):
             order = rng.permutation(n_samples) if shuffle else None
@@ -117,7 +117,7 @@ def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=
     return history
 
 
-def _progress_bar(progress, total):
+def progress_bar(progress, total):
     """A tqdm bar on stderr, or None when not wanted (progress=None: stderr is a terminal)."""
     if progress is None:
         progress = sys.stderr is not None and sys.stderr.isatty()
@@ -138,15 +138,3 @@ def run(plan, model):
         return done.value
     finally:
         plan.close()  # a failed call still closes the progress bar
-
-
-async def run_async(plan, model):
-    """Drive a fit_plan on a model whose methods are coroutines; return the history."""
-    try:
-        name, *args = next(plan)
-        while True:
-            name, *args = plan.send(await getattr(model, name)(*args))
-    except StopIteration as done:
-        return done.value
-    finally:
-        plan.close()
