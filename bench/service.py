@@ -13,7 +13,8 @@ concurrency:
 - nnserve: `nnserve serve` with its defaults (metrics on).
 
 Cases on [784, 256, 256, 10] (relu, relu, softmax; float32): batch-1 Predict with 1 and 8
-calls in flight, batch-256 Predict and batch-256 TrainStep with 4 in flight.
+calls in flight, batch-256 Predict and batch-256 TrainStep with 4 in flight. Then the
+training-job cases (bench/training_jobs.py) on an nnserve server of their own.
 
 The servers run side by side (idle but for the one under load) and take turns: each case
 runs `--rounds` rounds, and in each round every server is loaded for `--duration` /
@@ -40,6 +41,7 @@ import time
 
 import numpy as np
 
+from nnserve.bench.training_jobs import format_jobs, job_targets, measure_jobs
 from nnserve.clients.loadtest import LoadSpec, parse_duration, run as run_load
 
 __all__ = ["CASES", "LAYERS", "run"]
@@ -257,9 +259,9 @@ def _ratios(results, in_process):
     return ratios
 
 
-def _targets(results, ratios):
-    """The issue's targets: (what, value, bound, met)."""
-    rows = []
+def _targets(results, ratios, jobs):
+    """The issues' targets: (what, value, bound, met)."""
+    rows = job_targets(jobs)
     for case in ("predict b1 x1", "predict b1 x8"):
         mine = ratios[case]["nnserve"]
         rows.append((f"{case}: req/s vs floor", mine["requests_per_second_vs_floor"], ">= 0.85",
@@ -305,11 +307,23 @@ def format_report(report):
     lines.append("resident memory MiB (idle after warm-up / end of load / peak): " + ", ".join(
         f"{name} {s['rss_idle_mib']:.0f} / {s['rss_end_mib']:.0f} / {s['rss_peak_mib']:.0f}"
         for name, s in results.items()))
+    lines.append(format_jobs(report["training_jobs"]))
     lines.append("targets:")
     for target in report["targets"]:
         lines.append(f"  {target['target']}: {target['value']:.2f} ({target['bound']}) "
                      f"{'met' if target['met'] else 'MISSED'}")
     return "\n".join(lines)
+
+
+def _measure_jobs(rounds):
+    """The training-job cases (bench/training_jobs.py) on an nnserve server of their own."""
+    name, command, ready, _ = _servers()[-1]
+    print("training jobs: starting nnserve ...", file=sys.stderr, flush=True)
+    server = ServerProcess(name, command, ready)
+    try:
+        return measure_jobs(server.port, rounds)
+    finally:
+        server.stop()
 
 
 def run(args):
@@ -333,6 +347,7 @@ def run(args):
             servers.append(server)
     results = measure_servers(servers, seconds, args.rounds)
     ratios = _ratios(results, in_process)
+    jobs = _measure_jobs(args.rounds)
     import grpc
 
     report = {"duration_seconds": seconds, "rounds": args.rounds, "layers": list(LAYERS),
@@ -340,8 +355,8 @@ def run(args):
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "grpcio": grpc.__version__, "platform": platform.platform()},
               "torch": torch_version, "in_process_examples_per_second": in_process,
-              "servers": results, "ratios": ratios}
-    report["targets"] = _targets(results, ratios)
+              "servers": results, "ratios": ratios, "training_jobs": jobs}
+    report["targets"] = _targets(results, ratios, jobs)
     print(format_report(report))
     if args.json:
         with open(args.json, "w") as handle:

@@ -13,24 +13,13 @@ import threading
 import time
 
 from .logs import configure_logging
+from .blas_threads import BlasThreads
 from .heap_trimmer import start_heap_trimmer
 from .settings import settings_from_args
 
-__all__ = ["limit_threads", "run", "serve_command"]
+__all__ = ["run", "serve_command"]
 
 logger = logging.getLogger("nnserve.service")
-
-
-def limit_threads(threads):
-    """Give each BLAS call (the kernels' matrix products) at most `threads` threads.
-
-    The kernels themselves are serial (numba's thread pool is never started, see
-    docs/design.md), so BLAS is the only library that spawns threads.
-    """
-    import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS numba's np.dot calls
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=threads, user_api="blas")
 
 
 def run(settings):
@@ -41,9 +30,7 @@ def run(settings):
     from .server import create_server
 
     try:
-        if settings.threads:
-            limit_threads(settings.threads)
-        server, port = create_server(settings)
+        server, port = create_server(settings, BlasThreads(settings.threads, settings.job_threads))
     except (OSError, ValueError) as error:
         logger.error("cannot start: %s", error, extra={"event": "start_failed"})
         return 1

@@ -1,9 +1,12 @@
 """Datasets and training jobs across restarts of a real `nnserve serve` with --state-dir."""
 
+import time
+
 import numpy as np
 
 from nnserve.clients import Client
 from nnserve.model import Network
+from nnserve.service.checkpoints import decode
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from process_support import ServeProcess
 from service_support import make_batch, pb, to_tensor
@@ -25,6 +28,17 @@ def _long_job(client, dataset):
         pass
     events.close()
     return model, job
+
+
+def _checkpointed_step(state_dir, model_id):
+    """The step of the model's checkpoint file once one with 20 steps or more is on disk."""
+    path = state_dir / f"{model_id}.npz"
+    while True:  # each file is whole: checkpoints are renamed into place
+        with np.load(path, allow_pickle=False) as archive:
+            step = decode({name: archive[name] for name in archive.files})["step"]
+        if step >= 20:
+            return step
+        time.sleep(0.01)
 
 
 def test_sigterm_ends_a_running_job_interrupted_and_keeps_its_model_and_dataset(tmp_path):
@@ -61,13 +75,14 @@ def test_sigkill_leaves_the_job_interrupted_and_the_model_at_its_last_checkpoint
     with ServeProcess(*flags) as server, Client(server.target) as client:
         _, _, dataset = _upload(client, 2)
         model, job = _long_job(client, dataset)
+        saved = _checkpointed_step(tmp_path, model.id)
         server.kill()
     with ServeProcess(*flags) as server, Client(server.target) as client:
         restored = client.get_training_job(job.id)
         assert restored.state == "failed"
         assert "interrupted at epoch" in restored.error and "without shutting down" in restored.error
         step = client.get_model(model.id).step
-        assert step >= 20  # checkpoints were written every 20 steps before the kill
+        assert step >= saved >= 20  # the last checkpoint, no older than the one seen before the kill
         assert client.get_dataset(dataset.id).sha256 == dataset.sha256
         with server.channel() as channel:  # no job holds the model any more: TrainStep works
             x, y = make_batch(np.random.default_rng(0), 4, 4, 3)
