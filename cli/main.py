@@ -50,15 +50,20 @@ def _add_loadtest_arguments(parser):
     parser.add_argument("--concurrency", type=int, default=16,
                         help="calls in flight, one per worker (default 16)")
     parser.add_argument("--mix", default="predict=10,train=3,create=1",
-                        help="operation weights, from predict, train, evaluate, create "
+                        help="operation weights, from predict, train, evaluate, create, fit "
+                             "(one training job run to its end on a model of its own) "
                              "(default predict=10,train=3,create=1)")
     parser.add_argument("--batch", type=int, default=1,
                         help="rows per Predict/TrainStep/Evaluate (default 1)")
+    parser.add_argument("--fit-batch", type=int, default=32,
+                        help="rows per train step of a fit's job, which trains one epoch on "
+                             "256 uploaded rows (default 32)")
     parser.add_argument("--layers", default="784,256,256,10",
                         help="the models' layer widths: relu layers, softmax output "
                              "(default 784,256,256,10)")
     parser.add_argument("--models", type=int, default=1,
-                        help="models created for predict/train/evaluate (default 1)")
+                        help="models created for predict/train/evaluate (default 1); a mix "
+                             "with fit also creates one per worker for the jobs")
     parser.add_argument("--warmup", default="0s",
                         help="unreported load before the measured time (default 0s; one call "
                              "of each operation is always made first)")
@@ -100,10 +105,12 @@ def build_parser():
 
     loadtest = commands.add_parser(
         "loadtest", help="load a server with a mix of train and predict calls",
-        description="Create models on the server, keep --concurrency calls in flight for "
-                    "--duration with the --mix of operations, delete the models, and report "
-                    "requests/s, latency quantiles and status codes per RPC. Exit status 1 "
-                    "when a status code other than OK (and --expect) appeared.")
+        description="Create models on the server (and, for fit, a dataset), keep "
+                    "--concurrency calls in flight for --duration with the --mix of "
+                    "operations, delete the models and the dataset, and report requests/s, "
+                    "latency quantiles and status codes per RPC (fit: per training job, as "
+                    "Fit). Exit status 1 when a status code other than OK (and --expect) "
+                    "appeared.")
     _add_loadtest_arguments(loadtest)
     loadtest.set_defaults(handler=_loadtest)
 

@@ -1,7 +1,7 @@
 """`nnserve loadtest`: a bounded-time grpc.aio load generator that mixes train and predict.
 
     nnserve loadtest --target localhost:50051 --duration 10s --concurrency 16 \\
-        --mix predict=10,train=3,create=1 --batch 1 --json report.json
+        --mix predict=10,train=3,create=1,fit=1 --batch 1 --json report.json
 
 It creates its own models (`--models`, deleted at the end), then `--concurrency` workers
 each keep one call in flight until `--duration` has passed, choosing each call by the
@@ -11,16 +11,26 @@ each keep one call in flight until `--duration` has passed, choosing each call b
 - train: TrainStep on one of the models, `--batch` rows with class ids;
 - evaluate: Evaluate on one of the models;
 - create: CreateModel of another model of the same spec, then DeleteModel of it (both
-  timed, each under its own RPC name).
+  timed, each under its own RPC name);
+- fit: one training job run to its end: CreateTrainingJob (1 epoch over a dataset of
+  FIT_ROWS rows with class ids, `--fit-batch` rows per step) then WatchTrainingJob until
+  its last event, timed together as "Fit" (including time QUEUED when more fits run than
+  the server has job workers). The dataset is uploaded once at setup
+  (UploadDataset: a header, then chunks of rows). A model has at most one unfinished job
+  and refuses TrainStep while it trains, so fits run on models of their own: one per
+  worker, taken from a pool for the length of a job, never used by the other operations.
+  A job that ends otherwise than SUCCEEDED counts as JOB_FAILED or JOB_CANCELLED.
 
 Requests are built once and reused, and calls go straight through the generated stubs
 (no SDK conversions, no retries), so the figures are the server's and gRPC's. The report
 gives requests/s, p50/p90/p99/max latency and counts by status code per RPC, as a table
 and as JSON; the exit status is 1 when a status code other than OK (and `--expect`)
-appeared. Targets other than loopback are refused unless `--allow-remote`.
+appeared. Targets other than loopback are refused unless `--allow-remote`. The models and
+the dataset are deleted at the end.
 """
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import random
@@ -39,12 +49,16 @@ from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from nnserve.v1.tensors import to_tensor
 
 from .channel import TLS, auth_metadata
+from .jobs import upload_requests
 
 __all__ = ["LoadSpec", "LoadTestError", "check_target", "format_report", "loadtest_command",
            "parse_duration", "parse_mix", "run", "run_async"]
 
-OPERATIONS = ("predict", "train", "evaluate", "create")
+OPERATIONS = ("predict", "train", "evaluate", "create", "fit")
 DEFAULT_LAYERS = (784, 256, 256, 10)
+# Rows of the dataset each fit trains on for one epoch: a job of a few steps, long enough
+# to be a job (queued, started, stepped, ended), short enough to run many in a load test.
+FIT_ROWS = 256
 _MAX_MESSAGE_BYTES = 256 << 20
 
 
@@ -61,6 +75,7 @@ class LoadSpec:
     concurrency: int = 16
     mix: dict = field(default_factory=lambda: {"predict": 10, "train": 3, "create": 1})
     batch: int = 1
+    fit_batch: int = 32  # rows per train step of a fit's job
     layers: tuple = DEFAULT_LAYERS
     models: int = 1
     timeout: float = 30.0
@@ -171,10 +186,41 @@ class _Recorder:
         counts[code] += 1
 
 
+def _fit_data(spec):
+    """The fit dataset: FIT_ROWS rows of the models' width, class ids of their outputs."""
+    rng = np.random.default_rng(spec.seed + 1)
+    x = rng.standard_normal((FIT_ROWS, spec.layers[0]), dtype=np.float32)
+    y = rng.integers(0, spec.layers[-1], FIT_ROWS).astype(np.int64)
+    return x, y
+
+
+async def _create_model(stub, spec, index, name, metadata):
+    """CreateModel of the load test's spec (seed + index); its id."""
+    request = pb.CreateModelRequest(spec=_spec(spec.layers, spec.seed + index), name=name)
+    try:
+        created = await stub.CreateModel(request, timeout=spec.timeout, metadata=metadata)
+    except grpc.aio.AioRpcError as error:
+        raise LoadTestError(f"setup: CreateModel failed with {error.code().name}: "
+                            f"{error.details()}") from None
+    return created.model.id
+
+
+async def _upload_dataset(stub, spec, name, metadata):
+    """UploadDataset of the fit dataset (a header, then chunks); its id."""
+    x, y = _fit_data(spec)
+    requests = list(upload_requests(x, y, name, _MAX_MESSAGE_BYTES))
+    try:
+        uploaded = await stub.UploadDataset(iter(requests), timeout=spec.timeout, metadata=metadata)
+    except grpc.aio.AioRpcError as error:
+        raise LoadTestError(f"setup: UploadDataset failed with {error.code().name}: "
+                            f"{error.details()}") from None
+    return uploaded.dataset.id
+
+
 class _Calls:
     """The operations of one run, with their prebuilt requests."""
 
-    def __init__(self, stub, spec, model_ids, metadata):
+    def __init__(self, stub, spec, model_ids, metadata, fit_model_ids=(), dataset_id=None):
         rng = np.random.default_rng(spec.seed)
         x = to_tensor(rng.standard_normal((spec.batch, spec.layers[0]), dtype=np.float32))
         y = to_tensor(rng.integers(0, spec.layers[-1], spec.batch).astype(np.int64))
@@ -185,6 +231,13 @@ class _Calls:
         self._train = [pb.TrainStepRequest(model=m, x=x, y=y) for m in model_ids]
         self._evaluate = [pb.EvaluateRequest(model=m, x=x, y=y) for m in model_ids]
         self._create = pb.CreateModelRequest(spec=_spec(spec.layers, spec.seed + 1))
+        # The fit models' pool, as their jobs' requests: one model per worker, so a fit never
+        # waits for one; a model is out of the pool while its job runs, so no two jobs meet.
+        self._fit_jobs = asyncio.Queue()
+        for model_id in fit_model_ids:
+            self._fit_jobs.put_nowait(pb.CreateTrainingJobRequest(
+                model=model_id, dataset=dataset_id, epochs=1, batch_size=spec.fit_batch,
+                seed=spec.seed))
 
     async def _call(self, recorder, rpc, method, request):
         started = time.perf_counter_ns()
@@ -210,6 +263,38 @@ class _Calls:
         if created is not None:
             await self._call(recorder, "DeleteModel", self._stub.DeleteModel,
                              pb.DeleteModelRequest(model=created.model.id))
+
+    async def fit(self, recorder, rng):
+        request = await self._fit_jobs.get()
+        try:
+            started = time.perf_counter_ns()
+            code = await self._train_to_end(request)
+            recorder.add("Fit", time.perf_counter_ns() - started, code)
+        finally:
+            self._fit_jobs.put_nowait(request)
+
+    async def _train_to_end(self, request):
+        """Run one job to its end: "OK" when it SUCCEEDED, else the status code or end state.
+        A job whose watch failed is cancelled, so that its model is free for the next fit."""
+        job_id = None
+        try:
+            created = await self._stub.CreateTrainingJob(request, timeout=self._timeout,
+                                                         metadata=self._metadata)
+            job_id, state = created.job.id, created.job.state
+            async for event in self._stub.WatchTrainingJob(pb.WatchTrainingJobRequest(job=job_id),
+                                                           timeout=self._timeout,
+                                                           metadata=self._metadata):
+                state = event.job.state
+        except grpc.aio.AioRpcError as error:
+            if job_id is not None:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await self._stub.CancelTrainingJob(pb.CancelTrainingJobRequest(job=job_id),
+                                                       timeout=self._timeout,
+                                                       metadata=self._metadata)
+            return error.code().name
+        if state == pb.TRAINING_JOB_STATE_SUCCEEDED:
+            return "OK"
+        return "JOB_" + pb.TrainingJobState.Name(state)[len("TRAINING_JOB_STATE_"):]
 
 
 async def _load(calls, spec, seconds, recorder):
@@ -247,18 +332,17 @@ async def run_async(spec):
             raise LoadTestError(f"target: cannot connect to {spec.target} within 10 s") from None
         stub = pb_grpc.ModelServiceStub(channel)
         tag = secrets.token_hex(3)
-        model_ids = []
+        model_ids, fit_model_ids, dataset_id = [], [], None
         try:
             for index in range(spec.models):
-                request = pb.CreateModelRequest(spec=_spec(spec.layers, spec.seed + index),
-                                                name=f"loadtest-{tag}-{index}")
-                try:
-                    created = await stub.CreateModel(request, timeout=spec.timeout, metadata=metadata)
-                except grpc.aio.AioRpcError as error:
-                    raise LoadTestError(f"setup: CreateModel failed with {error.code().name}: "
-                                        f"{error.details()}") from None
-                model_ids.append(created.model.id)
-            calls = _Calls(stub, spec, model_ids, metadata)
+                model_ids.append(await _create_model(stub, spec, index, f"loadtest-{tag}-{index}",
+                                                     metadata))
+            if spec.mix.get("fit"):
+                dataset_id = await _upload_dataset(stub, spec, f"loadtest-{tag}", metadata)
+                for index in range(spec.concurrency):
+                    fit_model_ids.append(await _create_model(
+                        stub, spec, spec.models + index, f"loadtest-{tag}-fit-{index}", metadata))
+            calls = _Calls(stub, spec, model_ids, metadata, fit_model_ids, dataset_id)
             warm = _Recorder()  # one call of each operation, then the warm-up load: not reported
             for name in OPERATIONS:
                 if spec.mix.get(name):
@@ -268,12 +352,15 @@ async def run_async(spec):
             recorder = _Recorder()
             elapsed = await _load(calls, spec, spec.duration, recorder)
         finally:
-            for model_id in model_ids:
-                try:
+            # The report says what happened; a missing model or dataset is not our concern here.
+            for model_id in model_ids + fit_model_ids:
+                with contextlib.suppress(grpc.aio.AioRpcError):
                     await stub.DeleteModel(pb.DeleteModelRequest(model=model_id),
                                            timeout=spec.timeout, metadata=metadata)
-                except grpc.aio.AioRpcError:
-                    pass  # the report says what happened; a missing model is not our concern here
+            if dataset_id is not None:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await stub.DeleteDataset(pb.DeleteDatasetRequest(dataset=dataset_id),
+                                             timeout=spec.timeout, metadata=metadata)
     return _report(spec, recorder, elapsed)
 
 
@@ -287,7 +374,8 @@ def _report(spec, recorder, elapsed):
     rows = {}
     every = []
     all_codes = Counter()
-    rows_per_call = {"Predict": spec.batch, "TrainStep": spec.batch, "Evaluate": spec.batch}
+    rows_per_call = {"Predict": spec.batch, "TrainStep": spec.batch, "Evaluate": spec.batch,
+                     "Fit": FIT_ROWS}
     for rpc in sorted(recorder.latencies):
         latencies = np.asarray(recorder.latencies[rpc], dtype=np.int64)
         every.append(latencies)
@@ -323,9 +411,11 @@ def format_report(report):
     """The report as a text table: one row per RPC and a total."""
     s = report["settings"]
     mix = ",".join(f"{name}={weight}" for name, weight in s["mix"].items())
+    fit = (f" (+{s['concurrency']} for fit: {FIT_ROWS} rows, batch {s['fit_batch']})"
+           if s["mix"].get("fit") else "")
     lines = [f"target {s['target']}: {report['elapsed_seconds']:.2f} s, concurrency "
              f"{s['concurrency']}, mix {mix}, batch {s['batch']}, layers "
-             f"{s['layers']}, {s['models']} model(s)",
+             f"{s['layers']}, {s['models']} model(s){fit}",
              f"{'rpc':<12} {'calls':>8} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
              f"{'max ms':>8}  codes"]
     for name, row in [*report["rpcs"].items(), ("total", report["total"])]:
@@ -336,7 +426,8 @@ def format_report(report):
                      f"{codes}")
     for name, row in report["rpcs"].items():
         if "rows_per_second" in row:
-            lines.append(f"{name}: {row['rows_per_second']:.1f} rows/s answered OK")
+            done = "trained by jobs that succeeded" if name == "Fit" else "answered OK"
+            lines.append(f"{name}: {row['rows_per_second']:.1f} rows/s {done}")
     if report["unexpected_codes"]:
         lines.append("unexpected status codes: " + ", ".join(report["unexpected_codes"]))
     return "\n".join(lines)
@@ -346,7 +437,7 @@ def format_report(report):
 
 def _spec_from_args(args):
     for name, value, low in (("concurrency", args.concurrency, 1), ("batch", args.batch, 1),
-                             ("models", args.models, 1)):
+                             ("fit_batch", args.fit_batch, 1), ("models", args.models, 1)):
         if value < low:
             raise ValueError(f"{name}: got {value}, expected >= {low}")
     try:
@@ -362,7 +453,8 @@ def _spec_from_args(args):
             raise ValueError(f"expect: got {code!r}, expected gRPC status code names")
     return LoadSpec(target=args.target, duration=parse_duration(args.duration),
                     concurrency=args.concurrency, mix=parse_mix(args.mix), batch=args.batch,
-                    layers=layers, models=args.models, timeout=parse_duration(args.timeout),
+                    fit_batch=args.fit_batch, layers=layers, models=args.models,
+                    timeout=parse_duration(args.timeout),
                     warmup=parse_duration(args.warmup, allow_zero=True),
                     seed=args.seed, expect=expect, token=args.token,
                     tls=TLS(ca=args.tls_ca) if args.tls_ca else None)

@@ -127,8 +127,8 @@ def test_dashboard_uses_only_exported_labels():
 
 def test_dashboard_plots_what_operators_need():
     """The dashboard plots loss per model, train examples/s, predict latency quantiles,
-    request rate by status code and an error ratio that reads 0 while no request failed, with
-    unique panel ids and defined variables."""
+    request rate by status code, an error ratio that reads 0 while no request failed, and
+    training jobs and datasets, with unique panel ids and defined variables."""
     dashboard = json.loads(DASHBOARD.read_text())
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
@@ -147,6 +147,14 @@ def test_dashboard_plots_what_operators_need():
     assert re.search(r"histogram_quantile\(0\.99, sum by \(le[^)]*\) "
                      r"\(rate\(grpc_server_handling_seconds_bucket", joined)
     assert re.search(r"sum by \(grpc_code\) \(rate\(grpc_server_handled_total", joined)
+    # The training jobs row (issue 11): jobs by state, job steps/s and examples/s per model,
+    # datasets held.
+    assert re.search(r"sum by \(state\) \(nnserve_training_jobs\{", joined)
+    assert re.search(r"sum by \(model\) \(rate\(nnserve_training_job_steps_total\{[^}]*\}\[1m\]\)\)",
+                     joined)
+    for name in ("nnserve_training_job_examples_per_second", "nnserve_datasets",
+                 "nnserve_dataset_bytes"):
+        assert re.search(name + r"\{", joined), name
     # The error ratio is 0, not "no data", while no request failed: until a first failure no
     # non-OK series exists (test_error_ratio_has_no_failed_series_before_a_failure), so the
     # numerator falls back to a label-less 0 that divides by the same label-less sum.

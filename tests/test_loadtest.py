@@ -8,7 +8,7 @@ from nnserve.cli.main import main
 from nnserve.clients.loadtest import LoadTestError, check_target, parse_duration, parse_mix
 
 from metrics_support import rpc, scrape, value
-from service_support import running_server
+from service_support import pb, running_server
 
 SMALL = "16,8,3"  # small models keep the short runs about the client and the server, not the math
 
@@ -48,6 +48,48 @@ def test_mixed_load_reports_every_rpc_and_matches_the_servers_counters(tmp_path,
     assert "p99 ms" in table and "Predict" in table and "OK=" in table
 
 
+def test_fit_runs_whole_jobs_on_models_of_their_own(tmp_path, capsys):
+    """A predict/train/fit mix exits 0 with every Fit a job that SUCCEEDED, as many as the
+    server's CreateTrainingJob and WatchTrainingJob counters (less one warm-up), no
+    FAILED_PRECONDITION on any RPC, and no model or dataset left behind."""
+    report_path = tmp_path / "report.json"
+    with running_server() as live:
+        status = _loadtest(live.target, "--duration", "1.5s", "--concurrency", "4",
+                           "--mix", "predict=4,train=4,fit=2", "--fit-batch", "16",
+                           "--json", str(report_path))
+        samples = scrape(live.server.metrics_port)
+        assert len(live.server.registry) == 0
+        assert not live.stub.ListDatasets(pb.ListDatasetsRequest(), timeout=30).datasets
+        jobs, token = [], None
+        while token != "":
+            page = live.stub.ListTrainingJobs(pb.ListTrainingJobsRequest(
+                page_size=1000, page_token=token or ""), timeout=30)
+            jobs, token = jobs + list(page.jobs), page.next_page_token
+    assert status == 0
+    report = json.loads(report_path.read_text())
+    assert report["ok"] and report["settings"]["fit_batch"] == 16
+    rows = report["rpcs"]
+    assert set(rows) == {"Predict", "TrainStep", "Fit"}
+    fits = rows["Fit"]["calls"]
+    assert fits > 0 and rows["Fit"]["codes"] == {"OK": fits}
+    for name, row in rows.items():
+        assert row["codes"] == {"OK": row["calls"]}, name
+    assert rows["Fit"]["rows_per_second"] == pytest.approx(fits * 256 / report["elapsed_seconds"])
+    for method in ("CreateTrainingJob", "WatchTrainingJob"):
+        grpc_type = "SERVER_STREAM" if method == "WatchTrainingJob" else "UNARY"
+        assert value(samples, "grpc_server_handled_total",
+                     **rpc(method, "OK", grpc_type=grpc_type)) == fits + 1, method
+    refused = [key for key, count in samples.items()
+               if count and key[0] == "grpc_server_handled_total" and ("grpc_code", "OK") not in key[1]]
+    assert refused == []  # in particular no FAILED_PRECONDITION from a job meeting a TrainStep
+    assert len(jobs) == fits + 1
+    assert {job.state for job in jobs} == {pb.TRAINING_JOB_STATE_SUCCEEDED}
+    assert {(job.epochs, job.batch_size, job.total_steps) for job in jobs} == {(1, 16, 16)}
+    assert len({job.model for job in jobs}) <= 4  # the pool: one model per worker
+    table = capsys.readouterr().out
+    assert "Fit" in table and "rows/s trained by jobs that succeeded" in table
+
+
 def test_an_unexpected_status_code_exits_1_unless_expected(capsys):
     """Predicts refused with RESOURCE_EXHAUSTED (batch over the server's row limit) exit 1,
     and 0 with --expect RESOURCE_EXHAUSTED."""
@@ -72,7 +114,7 @@ def test_targets_off_loopback_are_refused_unless_allowed(capsys):
 def test_bad_arguments_exit_2_with_got_expected_messages(capsys):
     """Unknown operations, bad weights and bad durations exit 2 saying what was expected."""
     assert _loadtest("127.0.0.1:1", "--mix", "predict=1,fly=2") == 2
-    assert "expected one of predict, train, evaluate, create" in capsys.readouterr().err
+    assert "expected one of predict, train, evaluate, create, fit" in capsys.readouterr().err
     assert parse_mix("predict=3,train=0") == {"predict": 3, "train": 0}
     assert parse_duration("250ms") == 0.25 and parse_duration("2m") == 120 and parse_duration("3") == 3
     for text in ("predict=0", "predict=-1", "predict=x"):
