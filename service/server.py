@@ -123,10 +123,6 @@ class Server:
         threading.Thread(target=close, name="nnserve-close").start()
         return closed
 
-    def wait_for_termination(self, timeout=None):
-        """Block until the server has stopped (or timeout seconds); True if it stopped."""
-        return self.grpc_server.wait_for_termination(timeout)
-
 
 def _address(host, port):
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
