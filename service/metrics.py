@@ -89,7 +89,7 @@ class NullMetrics:
     def predicted(self, entry, n_samples, seconds):
         pass
 
-    def job_stepped(self, entry, examples_per_second):
+    def job_stepped(self, entry, steps, examples_per_second):
         pass
 
 
@@ -238,12 +238,12 @@ class Metrics(NullMetrics):
         series.predict_rows.inc(n_samples)
         series.predict_seconds.observe(seconds)
 
-    def job_stepped(self, entry, examples_per_second):
-        """Record one train step of a training job (trained() counts it as a train step too)."""
+    def job_stepped(self, entry, steps, examples_per_second):
+        """Record train steps of a training job (trained() counts them as train steps too)."""
         series = self._series.get(entry.id)
         if series is None:
             return
-        series.job_steps.inc()
+        series.job_steps.inc(steps)
         series.job_examples_per_second.set(examples_per_second)
 
 

@@ -41,6 +41,8 @@ STATE_NAMES = {value: pb.TrainingJobState.Name(value)[len("TRAINING_JOB_STATE_")
                for value in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)}
 # Events kept per job for watchers; a slower watcher skips to the oldest kept.
 _EVENTS_KEPT = 256
+# Steps a job counts before handing them to the recorder (also at each event).
+_STEPS_PER_RECORD = 256
 # Finished jobs kept for Get/List after they end (the oldest go first).
 _FINISHED_KEPT = 1000
 
@@ -148,37 +150,78 @@ class TrainingJob:
 
 
 class _JobModel:
-    """The Network as the fit loop sees it in a job: each step checks for cancellation,
-    counts in the metrics and checkpoints as a TrainStep does, and may publish progress."""
+    """The Network as the fit loop sees it in a job: each step checks for cancellation and
+    may publish progress; its counts reach the metrics and the checkpointer as a TrainStep's
+    do, in batches handed to the table's recorder thread (so they cost the job's thread
+    next to nothing: the recorder runs while the job's kernels hold no GIL)."""
 
     def __init__(self, table, job):
         self._table, self._job = table, job
         self._network = job.entry.network
         self._last_progress = time.monotonic()
+        self._steps = []  # (rows, loss, seconds) not yet handed to the recorder
 
     def train_step(self, x, y):
-        job, table = self._job, self._table
+        job = self._job
         if job.cancel_reason is not None:
             raise _Cancelled()
         started = time.perf_counter()
         loss = self._network.train_step(x, y)
-        table.metrics.trained(job.entry, len(x), loss, time.perf_counter() - started)
-        table.checkpoints.trained(job.entry)
-        job.entry.update_time_ns = time.time_ns()
+        self._steps.append((len(x), loss, time.perf_counter() - started))
         with job.changed:
             job.step += 1
             job.examples += len(x)
             job.recent_loss, job.version = float(loss), loss.version
-        table.metrics.job_stepped(job.entry, job.examples_per_second)
         now = time.monotonic()
         if ((job.every_steps and job.step % job.every_steps == 0)
                 or (job.every_seconds and now - self._last_progress >= job.every_seconds)):
             self._last_progress = now
-            table.publish(job, pb.TRAINING_JOB_EVENT_KIND_PROGRESS)
+            self.flush()
+            self._table.publish(job, pb.TRAINING_JOB_EVENT_KIND_PROGRESS)
+        elif len(self._steps) >= _STEPS_PER_RECORD:
+            self.flush()
         return loss
 
     def evaluate(self, x, y):
         return self._network.evaluate(x, y)
+
+    def flush(self):
+        """Hand the steps since the last flush to the recorder."""
+        if self._steps:
+            self._table.recorder.put((self._job, self._steps))
+            self._steps = []
+
+
+class _Recorder:
+    """A thread that counts job steps into the metrics and the checkpointer, in order."""
+
+    def __init__(self, metrics, checkpoints):
+        self._metrics, self._checkpoints = metrics, checkpoints
+        self._queue = queue.Queue()
+        threading.Thread(target=self._run, name="nnserve-job-recorder", daemon=True).start()
+
+    def put(self, item):
+        self._queue.put(item)
+
+    def wait(self):
+        """Return once every step handed over so far is counted."""
+        self._queue.join()
+
+    def _run(self):
+        while True:
+            job, steps = self._queue.get()
+            try:
+                entry = job.entry
+                if entry is not None:
+                    for rows, loss, seconds in steps:
+                        self._metrics.trained(entry, rows, loss, seconds)
+                    self._metrics.job_stepped(entry, len(steps), job.examples_per_second)
+                    self._checkpoints.trained(entry, len(steps))
+                    entry.update_time_ns = time.time_ns()
+            except Exception:  # a bug here must not stop the counting of later steps
+                logger.exception("counting job steps failed", extra={"event": "internal_error"})
+            finally:
+                self._queue.task_done()
 
 
 class JobTable:
@@ -200,6 +243,7 @@ class JobTable:
         self._jobs = {}  # id -> TrainingJob, in creation order
         self._sequence = itertools.count(1)
         self._queue = queue.SimpleQueue()
+        self.recorder = _Recorder(metrics, checkpoints)
         self._workers = [threading.Thread(target=self._work, name=f"nnserve-job-{i}", daemon=True)
                          for i in range(settings.job_workers)]
         for worker in self._workers:
@@ -412,7 +456,10 @@ class JobTable:
             self._blas_threads.jobs_running(self._running)
 
     def _run(self, job):
+        model = _JobModel(self, job)
+
         def epoch_ended(epoch, history):
+            model.flush()
             with job.changed:
                 job.epoch = epoch
                 job.history = {name: list(values) for name, values in history.items()}
@@ -426,7 +473,7 @@ class JobTable:
                                     batch_size=job.batch_size, shuffle=job.shuffle, seed=job.seed,
                                     validation_data=validation, progress=False,
                                     on_epoch=epoch_ended)
-            fitting.run(plan, _JobModel(self, job))
+            fitting.run(plan, model)
         except _Cancelled:
             state, error = self._stopped(job)
         except (NonFiniteStep, InvalidInput) as refusal:
@@ -435,6 +482,8 @@ class JobTable:
             logger.exception("training job %s failed", job.id, extra={"event": "internal_error",
                                                                       "job_id": job.id})
             state, error = FAILED, f"internal error ({type(bug).__name__}); the server logged the traceback"
+        model.flush()
+        self.recorder.wait()  # the metrics count every step before anyone sees the end
         with job.changed:
             self._end(job, state, error)
 

@@ -100,13 +100,13 @@ class Checkpointer:
         if wait:
             self._wait(job)
 
-    def trained(self, entry):
-        """Count one train step of `entry`; schedule a save when an interval is reached."""
+    def trained(self, entry, steps=1):
+        """Count train steps of `entry`; schedule a save when an interval is reached."""
         with self._condition:
             tracked = self._tracked.get(entry.id)
             if tracked is None:
                 return
-            tracked.steps += 1
+            tracked.steps += steps
             if tracked.dirty_since is None:
                 tracked.dirty_since = time.monotonic()
                 self._condition.notify_all()  # the writer's next wake-up may be sooner now
@@ -220,7 +220,7 @@ class _NoCheckpoints:
 
     remove = save
 
-    def trained(self, entry):
+    def trained(self, entry, steps=1):
         pass
 
     def close(self):
