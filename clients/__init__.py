@@ -19,11 +19,13 @@ from .aio import AsyncClient, AsyncRemoteModel
 from .channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, TLS
 from .client import Client, RemoteModel
 from .errors import MixedVersionsError, NNServeError
+from .jobs import AsyncTrainingJob, JobEvent, RemoteDataset, TrainingJob
 from .messages import ModelInfo
 
-__all__ = ["DEFAULT_TARGET", "DEFAULT_TIMEOUT", "TLS", "AsyncClient", "AsyncRemoteModel", "Client",
-           "MixedVersionsError", "ModelInfo", "NNClassifier", "NNRegressor", "NNServeError",
-           "RemoteModel"]
+__all__ = ["DEFAULT_TARGET", "DEFAULT_TIMEOUT", "TLS", "AsyncClient", "AsyncRemoteModel",
+           "AsyncTrainingJob", "Client", "JobEvent", "MixedVersionsError", "ModelInfo",
+           "NNClassifier", "NNRegressor", "NNServeError", "RemoteDataset", "RemoteModel",
+           "TrainingJob"]
 
 
 def __getattr__(name):

@@ -28,14 +28,15 @@ _Y_DTYPES = (pb.DATA_TYPE_FLOAT32, pb.DATA_TYPE_FLOAT64, pb.DATA_TYPE_INT32, pb.
 
 
 class StoredDataset:
-    """One uploaded dataset: x (rows, n_in), y (rows,) or (rows, k), read-only arrays."""
+    """One uploaded dataset: x (rows, n_in), y (rows,) or (rows, k)."""
 
     __slots__ = ("id", "name", "x", "y", "sequence", "sha256", "create_time_ns")
 
     def __init__(self, name, x, y, sequence, dataset_id=None, create_time_ns=None):
         self.id = dataset_id or uuid.uuid4().hex
         self.name = name
-        x.flags.writeable = y.flags.writeable = False  # jobs share them; nothing may write
+        # Jobs share the arrays and only read them. They stay writable all the same: numba
+        # compiles a kernel variant per array flag, and warmup() prepares writable ones.
         self.x, self.y = x, y
         self.sequence = sequence
         digest = hashlib.sha256(x.tobytes())

@@ -330,9 +330,7 @@ class JobTable:
     def cancel(self, job_id, reason="cancelled by CancelTrainingJob"):
         """Cancel a job and return it once the cancellation took effect (or it had ended)."""
         job = self.get(job_id)
-        self._cancel(job, reason)
-        with job.changed:
-            job.changed.wait_for(lambda: job.ended)
+        self._cancel_and_wait(job, reason)
         return job
 
     def watch(self, job_id, is_active):
@@ -361,16 +359,23 @@ class JobTable:
                     break
 
     def model_deleted(self, entry):
+        """Cancel the job training a deleted model; return once it has stopped."""
         job = entry.job
         if job is not None:
-            self._cancel(job, f"cancelled: model {entry.id} was deleted")
+            self._cancel_and_wait(job, f"cancelled: model {entry.id} was deleted")
 
     def _dataset_deleted(self, dataset):
+        """Cancel the jobs using a deleted dataset; return once they have stopped."""
         with self._lock:
             using = [job for job in self._jobs.values() if not job.ended
                      and dataset in (job.dataset, job.validation)]
         for job in using:
-            self._cancel(job, f"cancelled: dataset {dataset.id} was deleted")
+            self._cancel_and_wait(job, f"cancelled: dataset {dataset.id} was deleted")
+
+    def _cancel_and_wait(self, job, reason):
+        self._cancel(job, reason)
+        with job.changed:
+            job.changed.wait_for(lambda: job.ended)
 
     def close(self):
         """Stop every unfinished job (FAILED, "interrupted at epoch E, step S": the server shut

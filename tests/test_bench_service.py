@@ -8,6 +8,7 @@ import pytest
 
 from nnserve.bench import service
 from nnserve.bench.service import CASES, ServerProcess
+from nnserve.bench.training_jobs import JOB_CASES
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from nnserve.v1.tensors import to_array, to_tensor
@@ -69,6 +70,17 @@ def _row(requests_per_second, p99_ms, rows_per_call):
             * rows_per_call, "p50_ms": p99_ms / 2, "p99_ms": p99_ms}
 
 
+def _job_figures(job_vs_in_process):
+    """Training-job figures whose job rate is the given fraction of in-process, per case."""
+    jobs = {name: {"in_process_steps_per_second": 1000.0, "job_steps_per_second": 1000.0 * ratio,
+                   "job_end_to_end_steps_per_second": 900.0 * ratio, "job_vs_in_process": ratio,
+                   "end_to_end_vs_in_process": 0.9 * ratio}
+            for (name, *_), ratio in zip(JOB_CASES, job_vs_in_process)}
+    jobs[JOB_CASES[0][0]].update(unary_steps_per_second=40.0, unary_vs_in_process=0.04)
+    jobs["predict while training"] = {"idle_p50_us": 500.0, "during_job_p50_us": 900.0}
+    return jobs
+
+
 def test_report_ratios_and_targets_follow_the_figures():
     """Ratios divide by the floor's figures, TrainStep compares with in-process and torch, and
     each target says whether it is met."""
@@ -92,16 +104,22 @@ def test_report_ratios_and_targets_follow_the_figures():
     train = ratios["train b256 x4"]["nnserve"]
     assert train["examples_per_second_vs_in_process"] == pytest.approx(0.5)
     assert train["examples_per_second_vs_torch"] == pytest.approx(1.8)
-    targets = {t["target"]: t["met"] for t in service._targets(results, ratios)}
+    jobs = _job_figures([0.85, 0.95, 0.4])
+    targets = {t["target"]: t["met"] for t in service._targets(results, ratios, jobs)}
     assert targets["predict b1 x1: req/s vs floor"] and targets["predict b1 x8: p99 vs floor"]
+    digits, mnist, tiny = (name for name, *_ in JOB_CASES)
+    assert targets[f"job {digits}: steps/s vs in-process"]
+    assert targets[f"job {mnist}: examples/s vs in-process"]
+    assert not targets[f"job {tiny}: steps/s vs in-process"]
     assert not targets["train b256: examples/s vs in-process"]
     assert not targets["train b256: examples/s vs torch server"]
     assert targets["nnserve resident memory at idle (MiB)"]
     text = service.format_report({"duration_seconds": 1.0, "machine": {"cpus": 2}, "torch": "x",
                                   "in_process_examples_per_second": in_process,
-                                  "servers": results, "ratios": ratios,
-                                  "targets": service._targets(results, ratios)})
+                                  "servers": results, "ratios": ratios, "training_jobs": jobs,
+                                  "targets": service._targets(results, ratios, jobs)})
     assert "MISSED" in text and "predict b256 x4" in text and "nnserve 200 / 210 / 220" in text
+    assert f"{tiny}" in text and "while a job trains it 900 us" in text
     weights_rows = [line for line in text.splitlines() if line.split()[3:4] == ["weights"]]
     assert len(weights_rows) == len(service.BATCH_1_CASES)
 

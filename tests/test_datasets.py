@@ -11,7 +11,7 @@ import pytest
 from job_support import chunk, classification_data, header, sha256_of, upload, upload_requests
 from metrics_support import rpc, scrape, value
 from nnserve.clients import Client, NNServeError
-from nnserve.clients.jobs import RemoteDataset
+from nnserve.clients import RemoteDataset
 from nnserve.clients import jobs as sdk_jobs
 from service_support import call_error, pb, running_server, to_tensor
 

@@ -552,11 +552,6 @@ print(json.dumps([before, after]))
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "service/datasets.py makes the stored x and y read-only (flags.writeable = False) and "
-    "nnserve.model.fit passes slices of them (shuffle=False) and the validation arrays "
-    "themselves to Network.train_step/evaluate, so numba compiles read-only-array variants "
-    "that warmup() never prepared: ~10 s under the model's write lock on a cold cache"))
 def test_a_job_over_a_stored_dataset_needs_no_kernel_variant_beyond_warmup():
     """In a fresh process after warmup(), a job without shuffling and with validation adds no
     compiled variant to the train_step, predict or evaluate kernels."""
