@@ -258,3 +258,42 @@ def test_metrics_port_closes_after_stop():
         time.sleep(0.05)
     else:
         pytest.fail("the metrics port still answers 2.5 s after stop()")
+
+
+def test_many_steps_at_once_record_what_one_step_at_a_time_records():
+    """trained_steps (a training job's batches of steps) leaves every series as trained() per
+    step does: counts, buckets and the last loss exactly, the sums up to their rounding."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client import generate_latest
+
+    from nnserve.service.metrics import Metrics
+
+    class Entry:
+        id = name = "m"
+
+    rng = np.random.default_rng(3)
+    rows = [int(n) for n in rng.integers(1, 64, 300)]
+    losses = [float(v) for v in rng.exponential(1.0, 300)]
+    seconds = [float(v) for v in rng.exponential(0.002, 300)] + [0.0001, 10.0, 99.0]
+    rows += [1, 1, 1]
+    losses += [0.5, 0.5, 0.5]
+    one_by_one, at_once = Metrics(), Metrics()
+    for metrics in (one_by_one, at_once):
+        metrics.model_added(Entry())
+    for step in zip(rows, losses, seconds):
+        one_by_one.trained(Entry(), *step)
+    at_once.trained_steps(Entry(), rows, losses, seconds)
+
+    def samples(metrics):
+        text = generate_latest(metrics.registry).decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples
+                if s.name.startswith("nnserve_train") and not s.name.endswith("_created")}
+
+    expected, got = samples(one_by_one), samples(at_once)
+    assert expected.keys() == got.keys() and len(expected) > 20
+    for key, value in expected.items():
+        if key[0].endswith("_sum"):
+            assert got[key] == pytest.approx(value, rel=1e-12), key
+        else:
+            assert got[key] == value, key

@@ -320,9 +320,12 @@ class ModelServiceServicer:
     def WatchTrainingJob(self, request, context):
         """Streams a job's progress: its current state at once, then an event at each epoch end
         and at every progress interval, and a last event with the end state, after which the
-        stream ends OK. Any number of watchers; a watcher that goes away does not affect the
-        job. A watcher too slow to read every event skips to the newest ones (events are
-        snapshots: the latest is complete).
+        stream ends OK. A watcher gets at most 20 messages a second: progress and epoch-end
+        events that come faster share a message (kind EPOCH_END if an epoch ended in it, its
+        history holding every epoch that ended since the previous message); STARTED and ENDED
+        always have messages of their own, and ENDED is sent at once. Any number of watchers;
+        a watcher that goes away does not affect the job. A watcher too slow to read 256
+        events skips to the newest (the ENDED event holds the whole history).
         Errors: INVALID_ARGUMENT (empty `job`), NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
