@@ -58,7 +58,7 @@ BATCH_1_CASES = tuple(case for case in CASES if case[2] == 1)
 RPC = {"predict": "Predict", "train": "TrainStep"}
 ROUNDS = 5  # each case's time is split into this many turns per server
 ROUND_WARMUP_SECONDS = 0.2  # unreported load before each turn
-STARTUP_SECONDS = 180  # nnserve compiles its kernels on a cold cache (~30 s)
+STARTUP_SECONDS = 180  # nnserve compiles its kernels on a cold cache (about 40 s)
 
 
 # -- servers in their own processes ---------------------------------------------------------

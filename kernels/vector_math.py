@@ -62,7 +62,8 @@ _TANH64_Q = (1.12811678491632931402e2, 2.23548839060100448583e3, 4.8440630532512
 
 
 def tanh(x):
-    """tanh(x): float32 within 6 ulp of the exact value, float64 within 2 ulp of libm's."""
+    """tanh(x): float32 within 6.03 ulp of the exact value (measured over every 97th float32
+    in [-12, 12]), float64 within 2 ulp of libm's."""
     return np.tanh(x)
 
 
