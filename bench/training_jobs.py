@@ -1,10 +1,10 @@
 """The training-job cases of `nnserve bench service`: a server-side job against the same fit
 in-process, and Predict's latency while a job trains the model.
 
-For each case a dataset is uploaded once to an `nnserve serve` process, then, in `rounds`
-alternating turns, the in-process `Network.fit` (in this process, the server idle) and a
+For each case a dataset is uploaded once to an `nnserve serve` process, then, in
+`rounds` x TURNS_PER_ROUND alternating turns, the in-process `Network.fit` (in this process, the server idle) and a
 training job (CreateTrainingJob, watched to its end) run the same fit on a fresh model
-each. A job's rate is the server's own (its steps over its running time, as
+each, after a pause that lets the other one's BLAS threads stop spinning. A job's rate is the server's own (its steps over its running time, as
 GetTrainingJob reports it) and, end to end, the client's (from CreateTrainingJob to the
 ended event). Ratios are medians of the rounds' ratios. The digits case also runs the fit
 as one TrainStep RPC per batch (`fit_plan` driven on a RemoteModel: what the SDK's fit did
@@ -29,6 +29,14 @@ JOB_CASES = (
 TARGETS = {JOB_CASES[0][0]: ("steps", 0.8), JOB_CASES[1][0]: ("examples", 0.9),
            JOB_CASES[2][0]: ("steps", 0.5)}
 PREDICT_CALLS = 300  # batch-1 Predicts timed on the mnist-sized model, idle and during a job
+# A pause before each timed fit: OpenBLAS's idle threads spin for a while after their last
+# call (OPENBLAS_THREAD_TIMEOUT), and those of the fit just done, in this process or the
+# server's, would take a core from the next one (measured: in-process 269 -> 420 steps/s
+# on the mnist-sized case once the server's spinning threads were gone).
+QUIET_SECONDS = 0.5
+# Turns per job case for each of the command's --rounds: a turn takes a fraction of a
+# second, and on this shared 2-core machine single turns range from 0.6x to 1.5x.
+TURNS_PER_ROUND = 3
 
 
 def _data(layers, loss, rows):
@@ -99,8 +107,10 @@ def measure_jobs(port, rounds):
             _in_process_rate(spec, x, y, batch, 1)  # warm: buffers, caches
             _job_rate(client, dataset, spec, batch, 1)
             turns = []
-            for _ in range(rounds):
+            for _ in range(rounds * TURNS_PER_ROUND):
+                time.sleep(QUIET_SECONDS)
                 in_process = _in_process_rate(spec, x, y, batch, epochs)
+                time.sleep(QUIET_SECONDS)
                 job, end_to_end = _job_rate(client, dataset, spec, batch, epochs)
                 turns.append({"in_process_steps_per_second": in_process,
                               "job_steps_per_second": job,

@@ -13,13 +13,26 @@ import threading
 import time
 
 from .logs import configure_logging
-from .blas_threads import BlasThreads
 from .heap_trimmer import start_heap_trimmer
 from .settings import settings_from_args
 
-__all__ = ["run", "serve_command"]
+__all__ = ["limit_threads", "run", "serve_command"]
 
 logger = logging.getLogger("nnserve.service")
+
+
+def limit_threads(threads):
+    """Give each BLAS call (the kernels' matrix products) at most `threads` threads.
+
+    The kernels themselves are serial (numba's thread pool is never started, see
+    docs/design.md), so BLAS is the only library that spawns threads. Set once, at start:
+    raising OpenBLAS's count again later does not bring back the speed of a process that
+    started with it (measured: docs/benchmarks.md, training jobs).
+    """
+    import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS numba's np.dot calls
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 def run(settings):
@@ -30,7 +43,9 @@ def run(settings):
     from .server import create_server
 
     try:
-        server, port = create_server(settings, BlasThreads(settings.threads, settings.job_threads))
+        if settings.threads:
+            limit_threads(settings.threads)
+        server, port = create_server(settings)
     except (OSError, ValueError) as error:
         logger.error("cannot start: %s", error, extra={"event": "start_failed"})
         return 1

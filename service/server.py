@@ -22,7 +22,6 @@ from grpc_reflection.v1alpha import reflection
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 from .auth import auth_interceptor
-from .blas_threads import NO_BLAS_THREADS
 from .checkpoints import DatasetFiles, JobFiles, open_checkpoints, restore, restore_training_data
 from .datasets import DatasetStore
 from .errors import ErrorInterceptor
@@ -168,11 +167,8 @@ def _health_server(health_servicer, host, port_wanted, metrics):
         raise OSError(f"{error} (--health-port)") from None
 
 
-def create_server(settings=None, blas_threads=NO_BLAS_THREADS):
+def create_server(settings=None):
     """Return (Server, port): a server bound to settings.host:settings.port, not started.
-
-    blas_threads: the process's BLAS thread policy (service.blas_threads.BlasThreads, which
-    `nnserve serve` passes); by default the BLAS thread count is left alone.
 
     With settings.state_dir, every model checkpointed there is restored before this
     returns (so before health can report SERVING).
@@ -194,8 +190,7 @@ def create_server(settings=None, blas_threads=NO_BLAS_THREADS):
     dataset_files = DatasetFiles(durable) if durable else None
     job_files = JobFiles(durable) if durable else None
     datasets = DatasetStore(settings, dataset_files)
-    jobs = JobTable(settings, registry, datasets, metrics, checkpoints, timestamp, job_files,
-                    blas_threads)
+    jobs = JobTable(settings, registry, datasets, metrics, checkpoints, timestamp, job_files)
     # The metrics interceptor comes first, so that it sees every status the others set.
     interceptors = [*guards, ErrorInterceptor(prefix)]
     if metrics is not NO_METRICS:

@@ -246,13 +246,10 @@ class JobTable:
 
     STATE_NAMES = tuple(STATE_NAMES.values())
 
-    def __init__(self, settings, registry, datasets, metrics, checkpoints, timestamp, files,
-                 blas_threads):
+    def __init__(self, settings, registry, datasets, metrics, checkpoints, timestamp, files):
         self.metrics = metrics
         self.checkpoints = checkpoints
         self._files = files  # checkpoints.JobFiles with --state-dir, else None
-        self._blas_threads = blas_threads  # follows the number of running jobs
-        self._running = 0
         self._settings = settings
         self._registry = registry
         self._timestamp = timestamp
@@ -467,16 +464,7 @@ class JobTable:
                 job.state, job.start_time_ns, job._started = RUNNING, time.time_ns(), time.monotonic()
             self._save(job)
             self.publish(job, pb.TRAINING_JOB_EVENT_KIND_STARTED)
-            self._count_running(+1)
-            try:
-                self._run(job)
-            finally:
-                self._count_running(-1)
-
-    def _count_running(self, change):
-        with self._lock:
-            self._running += change
-            self._blas_threads.jobs_running(self._running)
+            self._run(job)
 
     def _run(self, job):
         model = _JobModel(self, job)
