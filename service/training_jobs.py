@@ -7,9 +7,9 @@ jobs wait QUEUED. A model has at most one unfinished job: the registry refuses T
 SetState and SetWeights on it meanwhile (`ModelEntry.job`), and a second job is refused.
 
 Events (started, progress, epoch end, ended) are snapshots of the job's fields kept in a
-short ring per job; watchers turn them into messages, outside the job's lock, so watching
-never slows the job down. Progress and epoch-end events carry the latest epoch of the
-history only (the first and the last event of a watch carry all of it).
+short ring per job; each watcher turns them into messages on its own thread, outside the
+job's lock, at most 20 a second (the ones that come faster are merged, see `_merged`):
+every message costs the job's thread a GIL hand-over or two.
 """
 
 import collections

@@ -292,8 +292,8 @@ def test_many_steps_at_once_record_what_one_step_at_a_time_records():
 
     expected, got = samples(one_by_one), samples(at_once)
     assert expected.keys() == got.keys() and len(expected) > 20
-    for key, value in expected.items():
+    for key, wanted in expected.items():
         if key[0].endswith("_sum"):
-            assert got[key] == pytest.approx(value, rel=1e-12), key
+            assert got[key] == pytest.approx(wanted, rel=1e-12), key
         else:
-            assert got[key] == value, key
+            assert got[key] == wanted, key
