@@ -20,7 +20,7 @@ from nnserve.kernels.codes import ACTIVATIONS, LOSSES, OPTIMIZERS, SLOTS
 
 from . import fit as fitting
 from .batches import ROW_SUM_TOLERANCE, BatchRule, inputs_array, targets_array
-from .errors import InvalidState, NonFiniteStep
+from .errors import InvalidSpec, InvalidState, NonFiniteStep
 from .guard import DivergenceGuard
 from .init import initial_parameters
 from .locks import ReadWriteLock
@@ -84,8 +84,13 @@ class Network:
         """The network get_state() described, at its step and at its weights version: a model
         restored elsewhere continues its version count (a version never names two weights)."""
         if not isinstance(state, dict) or not isinstance(state.get("spec"), dict):
-            check_structure(state, {})  # raises the InvalidState that says what is wrong
-        network = cls(**state["spec"])
+            raise InvalidState(f"state: got {type(state).__name__} without a spec dict, expected "
+                               "a dict as get_state() returns it")
+        try:
+            network = cls(**state["spec"])
+        except TypeError as error:  # a key Network does not take
+            raise InvalidSpec(f"state['spec']: got {sorted(state['spec'])}, expected Network's "
+                              f"keywords ({error})") from None
         version = state.get("version", 0)
         if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
             raise InvalidState(f"state: got version={version!r}, expected an integer >= 0")

@@ -246,3 +246,25 @@ def test_get_state_and_set_state_copy_their_arrays():
     given["slots"]["momentum_buffer"][0][0][:] = 7.0
     assert_bit_identical(network.get_state()["weights"], before["weights"])
     assert_bit_identical(network.get_state()["slots"]["momentum_buffer"], before["slots"]["momentum_buffer"])
+
+
+def test_from_state_continues_the_version_and_refuses_what_is_no_state():
+    """Network.from_state rebuilds a network at the state's step and version (a restored
+    model continues its count), and a value that is no state is InvalidState or InvalidSpec."""
+    from nnserve.model import InvalidSpec, InvalidState
+
+    network = make_network("adam", "float64")
+    x, y = batches("float64", 1)[0]
+    for _ in range(3):
+        network.train_step(x, y)
+    network.set_weights(network.get_weights())
+    state = network.get_state()
+    restored = Network.from_state(state)
+    assert (restored.step, restored.version) == (3, 4) == (network.step, network.version)
+    assert restored.train_step(x, y) == network.train_step(x, y)
+    with pytest.raises(InvalidState, match="without a spec dict"):
+        Network.from_state({"spec": [1]})
+    with pytest.raises(InvalidState, match="version"):
+        Network.from_state({**state, "version": -1})
+    with pytest.raises(InvalidSpec, match="bogus"):
+        Network.from_state({**state, "spec": {**state["spec"], "bogus": 1}})
