@@ -19,7 +19,7 @@ from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1.tensors import DTYPES, to_array
 
 from .errors import AlreadyExists, InvalidArgument, LimitExceeded, NotFound, limit_message
-from .names import check_name, page_after, page_token_of
+from .names import check_name, page_after, page_of
 
 __all__ = ["DatasetStore", "StoredDataset"]
 
@@ -237,8 +237,7 @@ class DatasetStore:
     def list(self, page_size=0, page_token=""):
         after, size = page_after(page_size, page_token, "ListDatasetsResponse")
         with self._lock:
-            later = [d for d in self._datasets.values() if d.sequence > after][:size + 1]
-        return page_token_of(later, size)
+            return page_of(self._datasets.values(), after, size)
 
     def delete(self, ref):
         dataset = self.get(ref)

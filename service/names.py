@@ -1,10 +1,11 @@
 """What models and datasets share: the name rule and creation-order pagination."""
 
+import itertools
 import re
 
 from .errors import InvalidArgument
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "check_name", "page_after", "page_token_of"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "check_name", "page_after", "page_of"]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
 _ID_FORM = re.compile(r"[0-9a-fA-F]{32}")  # uuid4().hex; names may not take this form
@@ -30,8 +31,11 @@ def page_after(page_size, page_token, response):
     return int(page_token or 0), min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def page_token_of(items, size):
-    """(page, next_page_token) from up to size + 1 items in sequence order."""
-    if len(items) > size:
-        return items[:size], str(items[size - 1].sequence)
-    return items, ""
+def page_of(items, after, size):
+    """(page, next_page_token): the first `size` of `items` (in creation order, each with a
+    `sequence`) that come after sequence `after`; the token is "" on the last page."""
+    # Stop one past the page to know whether more follow.
+    page = list(itertools.islice((item for item in items if item.sequence > after), size + 1))
+    if len(page) > size:
+        return page[:size], str(page[size - 1].sequence)
+    return page, ""

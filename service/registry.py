@@ -24,7 +24,7 @@ from .checkpoints import NO_CHECKPOINTS
 from .errors import (AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, ModelNotFound,
                      limit_message)
 from .metrics import NO_METRICS
-from .names import check_name, page_after, page_token_of
+from .names import check_name, page_after, page_of
 
 __all__ = ["ModelEntry", "Registry"]
 
@@ -198,9 +198,7 @@ class Registry:
         """Return (entries, next_page_token): one page in creation order."""
         after, size = page_after(page_size, page_token, "ListModelsResponse")
         with self._lock:
-            # Creation order is sequence order; stop one past the page to know if more follow.
-            later = itertools.islice((e for e in self._models.values() if e.sequence > after), size + 1)
-            return page_token_of(list(later), size)
+            return page_of(self._models.values(), after, size)
 
     def delete(self, model):
         """Remove a model; calls already running on it finish. Return its entry."""

@@ -27,7 +27,7 @@ from nnserve.model.batches import check_inputs, check_targets
 from nnserve.v1 import nnserve_pb2 as pb
 
 from .errors import FailedPrecondition, InvalidArgument, LimitExceeded, NotFound, limit_message
-from .names import page_after, page_token_of
+from .names import page_after, page_of
 
 __all__ = ["JobTable", "TrainingJob"]
 
@@ -67,7 +67,7 @@ def _merged(events):
                 if event_kind == pb.TRAINING_JOB_EVENT_KIND_EPOCH_END:
                     for name, values in snapshot[_HISTORY].items():
                         history.setdefault(name, []).extend(values)
-            last_kind, last, recent_loss, version = run[-1]
+            _, last, recent_loss, version = run[-1]
             snapshot = last if kind == pb.TRAINING_JOB_EVENT_KIND_PROGRESS else (
                 last[:_HISTORY] + (history,) + last[_HISTORY + 1:])
             merged.append((kind, snapshot, recent_loss, version))
@@ -112,7 +112,6 @@ class TrainingJob:
         self.version = entry.network.version
         self.create_time_ns = time.time_ns()
         self.start_time_ns = self.end_time_ns = 0
-        self._started = None  # time.monotonic() when it started running
         self.cancel_reason = None
         self.interrupted = False  # cancelled by a shutdown: it ends FAILED, "interrupted at ..."
         self.changed = threading.Condition()
@@ -120,10 +119,10 @@ class TrainingJob:
         self.events = collections.deque(maxlen=_EVENTS_KEPT)
         self.event_count = 0
 
-    # (record key, attribute) of what a job record keeps (DIR/jobs/<id>.json)
+    # The attributes a job record keeps (DIR/jobs/<id>.json), under their own names.
     _RECORD = ("id", "model_id", "dataset_id", "validation_id", "epochs", "batch_size", "shuffle",
                "seed", "state", "epoch", "step", "total_steps", "examples", "history", "error",
-               "create_time_ns", "start_time_ns", "end_time_ns", "sequence")
+               "create_time_ns", "start_time_ns", "end_time_ns")
 
     def record(self):
         """The job as a JSON-able dict (its durable record)."""
@@ -137,13 +136,11 @@ class TrainingJob:
             setattr(job, key, record[key])
         job.sequence = sequence
         job.entry = job.dataset = job.validation = None
-        job.recent_loss, job.version, job._started = 0.0, 0, None
+        job.recent_loss, job.version = 0.0, 0
         job.cancel_reason, job.interrupted = None, False
         job.every_steps = job.every_seconds = 0
         job.changed = threading.Condition()
         job.events, job.event_count = collections.deque(maxlen=_EVENTS_KEPT), 0
-        if job.start_time_ns:
-            job._started = 0.0  # examples_per_second from the record's times
         return job
 
     @property
@@ -152,9 +149,10 @@ class TrainingJob:
 
     @property
     def examples_per_second(self):
-        if self._started is None:
+        """Samples trained per second from its start to its end (or to now); 0 before."""
+        if not self.start_time_ns:
             return 0.0
-        elapsed = (self.end_time_ns - self.start_time_ns) / 1e9 if self.ended else time.monotonic() - self._started
+        elapsed = ((self.end_time_ns or time.time_ns()) - self.start_time_ns) / 1e9
         return self.examples / elapsed if elapsed > 0 else 0.0
 
     def snapshot(self, full):
@@ -305,7 +303,10 @@ class JobTable:
                               sequence=next(self._sequence))
             self._jobs[job.id] = job
             entry.job = job
-            self._forget_finished()
+            forgotten = self._forget_finished()
+        if self._files is not None:
+            for job_id in forgotten:  # file work outside the table's lock
+                self._files.remove(job_id)
         self._save(job)
         logger.info("training job created", extra={"event": "job_created", "job_id": job.id,
                                                     "model_id": entry.id, "dataset_id": dataset.id})
@@ -336,9 +337,8 @@ class JobTable:
         after, size = page_after(page_size, page_token, "ListTrainingJobsResponse")
         model_id = self._registry.get(model).id if model else None
         with self._lock:
-            later = [job for job in self._jobs.values() if job.sequence > after
-                     and (model_id is None or job.model_id == model_id)][:size + 1]
-        return page_token_of(later, size)
+            return page_of((job for job in self._jobs.values()
+                            if model_id is None or job.model_id == model_id), after, size)
 
     def cancel(self, job_id, reason="cancelled by CancelTrainingJob"):
         """Cancel a job and return it once the cancellation took effect (or it had ended)."""
@@ -461,7 +461,7 @@ class JobTable:
             with job.changed:
                 if job.ended:
                     continue
-                job.state, job.start_time_ns, job._started = RUNNING, time.time_ns(), time.monotonic()
+                job.state, job.start_time_ns = RUNNING, time.time_ns()
             self._save(job)
             self.publish(job, pb.TRAINING_JOB_EVENT_KIND_STARTED)
             self._run(job)
@@ -501,12 +501,13 @@ class JobTable:
             self._end(job, state, error)
 
     def _forget_finished(self):
-        """Drop the oldest finished jobs beyond _FINISHED_KEPT (called under the table lock)."""
+        """Drop the oldest finished jobs beyond _FINISHED_KEPT (called under the table lock);
+        return their ids."""
         finished = [job_id for job_id, job in self._jobs.items() if job.ended]
-        for job_id in finished[:max(0, len(finished) - _FINISHED_KEPT)]:
+        forgotten = finished[:max(0, len(finished) - _FINISHED_KEPT)]
+        for job_id in forgotten:
             del self._jobs[job_id]
-            if self._files is not None:
-                self._files.remove(job_id)
+        return forgotten
 
     def _save(self, job, epoch_end=False):
         """Write the job's record (with --state-dir); a failed write is logged, never fatal to
