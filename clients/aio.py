@@ -17,8 +17,8 @@ from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
 from .errors import NNServeError, encoding
-from .jobs import (AsyncTrainingJob, RemoteDataset, as_dataset_pair, dataset_ref, job_request,
-                   upload_arrays, upload_requests)
+from .jobs import (AsyncTrainingJob, RemoteDataset, dataset_ref, job_request, upload_arrays,
+                   upload_requests)
 from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
                        list_request)
 
@@ -279,12 +279,10 @@ class AsyncRemoteModel(ModelMessages):
         return AsyncTrainingJob(self._client, reply.job, owned)
 
     async def _dataset_for(self, data, y, owned, **fit_arguments):
-        pair = as_dataset_pair(data, y)
-        if pair is None:
+        arrays = self._arrays_to_upload(data, y, **fit_arguments)
+        if arrays is None:
             return data
-        x, y = self._fit_arrays(*pair)
-        training.check_fit(x, y, **fit_arguments)  # refused here, before any upload
-        dataset = await self._client.upload_dataset(x, y)
+        dataset = await self._client.upload_dataset(*arrays)
         owned.append(dataset)
         return dataset
 

@@ -15,8 +15,8 @@ from nnserve.model import fit as training
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
 from .errors import NNServeError, encoding
-from .jobs import (RemoteDataset, TrainingJob, as_dataset_pair, dataset_ref, job_request,
-                   upload_arrays, upload_requests)
+from .jobs import (RemoteDataset, TrainingJob, dataset_ref, job_request, upload_arrays,
+                   upload_requests)
 from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
                        list_request)
 
@@ -393,14 +393,10 @@ class RemoteModel(ModelMessages):
         return job
 
     def _dataset_for(self, data, y, owned, **fit_arguments):
-        pair = as_dataset_pair(data, y)
-        if pair is None:
+        arrays = self._arrays_to_upload(data, y, **fit_arguments)
+        if arrays is None:
             return data
-        from nnserve.model.fit import check_fit
-
-        x, y = self._fit_arrays(*pair)
-        check_fit(x, y, **fit_arguments)  # refused here, before any upload
-        dataset = self._client.upload_dataset(x, y)
+        dataset = self._client.upload_dataset(*arrays)
         owned.append(dataset)
         return dataset
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnserve.model.batches import inputs_array, targets_array
+from nnserve.model.fit import check_fit
 from nnserve.model.results import Change, Evaluation, Outputs, StepLoss
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1.models import (layers_to_proto, spec_from_proto, spec_to_proto, state_from_proto,
@@ -25,6 +26,7 @@ from nnserve.v1.tensors import to_array, to_tensor
 
 from .chunking import ChunkedReads
 from .errors import encoding
+from .jobs import as_dataset_pair
 
 __all__ = ["ModelInfo", "ModelMessages", "create_request", "inputs_tensor", "targets_tensor"]
 
@@ -218,11 +220,18 @@ class ModelMessages(ChunkedReads):
         self._saw(reply.version, reply.step)
         return Change(reply.step, reply.version)
 
-    def _fit_arrays(self, x, y):
-        """(x, y) cast once by the batch rule, as train_step would cast each batch of them."""
+    def _arrays_to_upload(self, data, y, **fit_arguments):
+        """None for a RemoteDataset (trained on as it is), else the (x, y) of fit's or
+        start_training's arguments cast once by the batch rule (as train_step would cast each
+        batch of them) and checked as the fit loop checks them, before any upload."""
+        pair = as_dataset_pair(data, y)
+        if pair is None:
+            return None
         with encoding("TrainStep"):
-            return (inputs_array(x, self._dtype),
-                    targets_array(y, self._dtype, self._info.spec["loss"]))
+            x = inputs_array(pair[0], self._dtype)
+            y = targets_array(pair[1], self._dtype, self._info.spec["loss"])
+        check_fit(x, y, **fit_arguments)
+        return x, y
 
     def _set_weights_request(self, weights):
         with encoding("SetWeights"):
