@@ -19,7 +19,7 @@ import numpy as np
 
 from .format import CorruptCheckpoint, decode, encode
 
-__all__ = ["CheckpointStore", "fsync_directory", "remove_leftovers", "write_atomically"]
+__all__ = ["CheckpointStore", "fsync_directory", "quarantine", "remove_leftovers", "write_atomically"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,19 @@ def write_atomically(final, write):
         raise
     fsync_directory(final.parent)
     return final.stat().st_size
+
+
+def quarantine(path):
+    """Rename a damaged file to <name>.corrupt (kept for inspection, not read again; an
+    earlier one of the same name is kept too); return the new path."""
+    target = path.with_name(path.name + _QUARANTINE)
+    counter = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}{_QUARANTINE}.{counter}")
+        counter += 1
+    os.replace(path, target)
+    fsync_directory(path.parent)
+    return target
 
 
 def remove_leftovers(directory, what):
@@ -118,15 +131,8 @@ class CheckpointStore:
         return record
 
     def quarantine(self, path):
-        """Rename a damaged file to <name>.corrupt (kept for inspection, not read again)."""
-        target = path.with_name(path.name + _QUARANTINE)
-        counter = 1
-        while target.exists():
-            target = path.with_name(f"{path.name}{_QUARANTINE}.{counter}")
-            counter += 1
-        os.replace(path, target)
-        fsync_directory(self.directory)
-        return target
+        """Rename a damaged file to <name>.corrupt; return the new path."""
+        return quarantine(path)
 
     def mark_clean_shutdown(self):
         """Record that every model's file is current (the next start restores versions as saved)."""

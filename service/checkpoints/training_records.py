@@ -12,20 +12,18 @@ and renamed to *.corrupt, as a model's checkpoint is.
 
 import json
 import logging
-import os
 import time
 
 import numpy as np
 
 from .format import CorruptCheckpoint, members_digest
-from .store import fsync_directory, remove_leftovers, write_atomically
+from .store import fsync_directory, quarantine, remove_leftovers, write_atomically
 
 __all__ = ["DatasetFiles", "JobFiles"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 1
-_QUARANTINE = ".corrupt"
 # Job records are rewritten at epoch ends at most this often (each write is an fsync).
 JOB_RECORD_INTERVAL = 1.0
 
@@ -56,9 +54,8 @@ class _Folder:
             fsync_directory(self.directory)
 
     def quarantine(self, path, error):
-        target = path.with_name(path.name + _QUARANTINE)
-        os.replace(path, target)
-        fsync_directory(self.directory)
+        """Set a damaged file aside (store.quarantine) and log it by name."""
+        target = quarantine(path)
         logger.error("%s %s is corrupt, skipped: %s", self._what, path.name, error, extra={
             "event": "checkpoint_corrupt", "file": path.name, "moved_to": target.name})
 
