@@ -162,7 +162,6 @@ class DatasetStore:
             check_name("header.name", header.name)
         upload = _Upload(header)
         self._reserve(header.name, upload.bytes)
-        stored = False
         try:
             upload.allocate()
             for index, request in enumerate(requests, start=1):
@@ -176,18 +175,10 @@ class DatasetStore:
             dataset = StoredDataset(header.name, upload.x, upload.y, 0)
             if self._files is not None:
                 self._files.write(dataset)
-            with self._lock:
-                dataset.sequence = next(self._sequence)
-                self._datasets[dataset.id] = dataset
-                if dataset.name:
-                    self._names[dataset.name] = dataset
-                stored = True
-        finally:
-            with self._lock:
-                self._uploads -= 1
-                self._reserved_names.discard(header.name)
-                if not stored:  # the reservation goes; a stored dataset's bytes stay counted
-                    self._bytes -= upload.bytes
+        except BaseException:
+            self._unreserve(header.name, upload.bytes)
+            raise
+        self._admit(dataset)
         return dataset
 
     def restore(self, record):
@@ -195,15 +186,26 @@ class DatasetStore:
         LimitExceeded or AlreadyExists when it no longer fits."""
         x, y = record["x"], record["y"]
         self._reserve(record["name"], x.nbytes + y.nbytes)
+        dataset = StoredDataset(record["name"], x, y, 0, record["id"], record["create_time_ns"])
+        self._admit(dataset)
+        return dataset
+
+    def _admit(self, dataset):
+        """Store a dataset whose name and bytes _reserve admitted; its bytes stay counted."""
         with self._lock:
             self._uploads -= 1
-            self._reserved_names.discard(record["name"])
-            dataset = StoredDataset(record["name"], x, y, next(self._sequence), record["id"],
-                                    record["create_time_ns"])
+            self._reserved_names.discard(dataset.name)
+            dataset.sequence = next(self._sequence)
             self._datasets[dataset.id] = dataset
             if dataset.name:
                 self._names[dataset.name] = dataset
-        return dataset
+
+    def _unreserve(self, name, size):
+        """Give back what _reserve took for an upload that failed."""
+        with self._lock:
+            self._uploads -= 1
+            self._reserved_names.discard(name)
+            self._bytes -= size
 
     def _reserve(self, name, size):
         settings = self._settings
