@@ -19,7 +19,7 @@ from nnserve.kernels import optimizers
 from nnserve.kernels.codes import ACTIVATIONS, LOSSES, OPTIMIZERS, SLOTS
 
 from . import fit as fitting
-from .batches import ROW_SUM_TOLERANCE, BatchRule, inputs_array, targets_array
+from .batches import ROW_SUM_TOLERANCE, BatchRule, check_inputs, inputs_array, targets_array
 from .errors import InvalidSpec, InvalidState, NonFiniteStep
 from .guard import DivergenceGuard
 from .init import initial_parameters
@@ -151,6 +151,12 @@ class Network:
         if not valid:
             self._batches.refuse(x)
         return Outputs.of(outputs, version)
+
+    def checked_inputs(self, x):
+        """x as predict takes it, every value checked now (predict leaves the finiteness
+        check to the kernel): for rows that will be computed together with other callers',
+        so that one caller's bad input is refused alone. InvalidBatch if refused."""
+        return check_inputs(x, self.n_inputs, self._dtype)
 
     def evaluate(self, x, y):
         """Return {"loss": ...} plus "accuracy" for classification losses, with `.version`;

@@ -15,7 +15,7 @@ from nnserve.v1.tensors import InvalidMessage, InvalidTensor
 
 from .interceptor_base import MethodInterceptor
 
-__all__ = ["AlreadyExists", "ErrorInterceptor", "FailedPrecondition", "InvalidArgument",
+__all__ = ["DOMAIN_ERRORS", "AlreadyExists", "ErrorInterceptor", "FailedPrecondition", "InvalidArgument",
            "InvalidMessage", "InvalidTensor", "LimitExceeded", "ModelNotFound", "NotFound",
            "ServiceError", "limit_message", "status_code"]
 
@@ -59,7 +59,7 @@ STATUS_CODES = {
     LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
 }
-_DOMAIN_ERRORS = tuple(STATUS_CODES)
+DOMAIN_ERRORS = tuple(STATUS_CODES)
 # gRPC's retry pushback (gRFC A6): a negative pause tells a retrying client not to retry.
 # A limit (max_models, max_rows_per_request, ...) shares RESOURCE_EXHAUSTED with overload,
 # which is worth retrying; this keeps a client that retries RESOURCE_EXHAUSTED from
@@ -113,6 +113,11 @@ class ErrorInterceptor(MethodInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 _guarded_stream(method, handler.unary_stream, handler.request_deserializer),
                 request_deserializer=None, response_serializer=handler.response_serializer)
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _guarded_stream(method, _decoding_stream(method, handler.stream_stream,
+                                                         handler.request_deserializer)),
+                request_deserializer=None, response_serializer=handler.response_serializer)
         return handler
 
 
@@ -126,7 +131,7 @@ def _decoded(method, deserializer, data):
 
 def _abort(method, error, context):
     """End the call with the status of `error`: its domain code, or INTERNAL for a bug."""
-    if isinstance(error, _DOMAIN_ERRORS):
+    if isinstance(error, DOMAIN_ERRORS):
         if isinstance(error, LimitExceeded):  # waiting will not help: ask clients not to retry
             context.set_trailing_metadata(_DO_NOT_RETRY)
         context.abort(status_code(error), str(error))
@@ -160,10 +165,12 @@ def _decoding_stream(method, behavior, deserializer):
     return decoding
 
 
-def _guarded_stream(method, behavior, deserializer):
+def _guarded_stream(method, behavior, deserializer=None):
     def guarded(request, context):
         try:
-            yield from behavior(_decoded(method, deserializer, request), context)
+            if deserializer is not None:
+                request = _decoded(method, deserializer, request)
+            yield from behavior(request, context)
         except Exception as error:
             _abort(method, error, context)
 

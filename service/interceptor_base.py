@@ -2,7 +2,7 @@
 
 import grpc
 
-__all__ = ["MethodInterceptor", "UnaryMethodInterceptor"]
+__all__ = ["MethodInterceptor"]
 
 
 class MethodInterceptor(grpc.ServerInterceptor):
@@ -30,21 +30,4 @@ class MethodInterceptor(grpc.ServerInterceptor):
 
     def wrap(self, method, handler):
         """Return the RpcMethodHandler that replaces `handler` for `method` (or `handler`)."""
-        raise NotImplementedError
-
-
-class UnaryMethodInterceptor(MethodInterceptor):
-    """Wrap the unary-unary methods under `prefix` with `wrap_unary`; others pass through."""
-
-    def __init__(self, prefix):
-        super().__init__()
-        self._prefix = prefix
-
-    def wrap(self, method, handler):
-        if handler.unary_unary is None or not method.startswith(self._prefix):
-            return handler
-        return self.wrap_unary(method, handler)
-
-    def wrap_unary(self, method, handler):
-        """Return the RpcMethodHandler that replaces the unary-unary `handler` for `method`."""
         raise NotImplementedError

@@ -37,6 +37,7 @@ OVERFLOW_MODEL = "__overflow__"
 # Sub-millisecond resolution: a batch-1 Predict is handled in well under a millisecond.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MERGED_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 _GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
 
@@ -97,6 +98,12 @@ class NullMetrics:
     def job_stepped(self, entry, steps, examples_per_second):
         pass
 
+    def predict_merged(self, rows):
+        pass
+
+    def predict_queued(self, seconds):
+        pass
+
 
 NO_METRICS = NullMetrics()
 
@@ -150,6 +157,15 @@ class Metrics(NullMetrics):
             "nnserve_predict_duration_seconds",
             "Time of one Predict in the model, including waiting for its lock.",
             model, buckets=LATENCY_BUCKETS, registry=registry)
+
+        # Dynamic batching (--batch-max-rows), for all models together.
+        self.merged_rows = Histogram(
+            "nnserve_predict_merged_rows", "Rows per kernel call of merged Predicts.",
+            buckets=MERGED_ROWS_BUCKETS, registry=registry)
+        self.queue_seconds = Histogram(
+            "nnserve_predict_queue_seconds",
+            "Time a merged Predict waited in its model's queue before its kernel call.",
+            buckets=LATENCY_BUCKETS, registry=registry)
 
         self.job_steps = Counter("nnserve_training_job_steps_total",
                                  "Train steps applied by training jobs (also counted in "
@@ -263,6 +279,14 @@ class Metrics(NullMetrics):
             return
         series.predict_rows.inc(n_samples)
         series.predict_seconds.observe(seconds)
+
+    def predict_merged(self, rows):
+        """Record one kernel call of merged Predicts, of `rows` rows."""
+        self.merged_rows.observe(rows)
+
+    def predict_queued(self, seconds):
+        """Record how long one merged Predict waited for its kernel call."""
+        self.queue_seconds.observe(seconds)
 
     def job_stepped(self, entry, steps, examples_per_second):
         """Record train steps of a training job (trained() counts them as train steps too)."""

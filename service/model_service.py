@@ -15,7 +15,7 @@ from nnserve.v1.models import (layers_from_proto, spec_from_proto, spec_to_proto
                                state_to_proto)
 from nnserve.v1.tensors import to_array, to_tensor
 
-from .errors import InvalidArgument
+from .errors import DOMAIN_ERRORS, InvalidArgument, status_code
 
 __all__ = ["SERVICE_NAME", "ModelServicer", "timestamp"]
 
@@ -34,6 +34,15 @@ def _required(request, field):
     if not request.HasField(field):
         raise InvalidArgument(f"{field}: got nothing, expected a {getattr(request, field).DESCRIPTOR.name}")
     return getattr(request, field)
+
+
+def _per_message(handle, request, context):
+    """(response, None) of one stream message, or (None, MessageError) when the unary call
+    would have refused it; anything else (a bug) ends the stream."""
+    try:
+        return handle(request, context), None
+    except DOMAIN_ERRORS as error:
+        return None, pb.MessageError(code=status_code(error).value[0], message=str(error))
 
 
 def describe(entry):
@@ -74,8 +83,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def Predict(self, request, context):
         x = to_array(request.x, "x")
-        outputs = self._registry.predict(request.model, x)
-        return pb.PredictResponse(outputs=to_tensor(outputs, "outputs"), version=outputs.version)
+        prediction = self._registry.predict(request.model, x)
+        outputs = prediction.outputs
+        return pb.PredictResponse(outputs=to_tensor(outputs, "outputs"), version=outputs.version,
+                                  merged_rows=prediction.merged_rows,
+                                  merged_offset=prediction.merged_offset)
 
     def Evaluate(self, request, context):
         x, y = to_array(request.x, "x"), to_array(request.y, "y")
@@ -96,6 +108,22 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         weights = layers_from_proto(request.weights, "weights")
         change = self._registry.set_weights(request.model, weights)
         return pb.SetWeightsResponse(step=change.step, version=change.version)
+
+    # -- streams: each message handled as its unary call (proto: "Streams") ------------
+
+    def TrainStream(self, requests, context):
+        for request in requests:
+            if not context.is_active():  # cancelled: apply nothing more
+                return
+            step, error = _per_message(self.TrainStep, request, context)
+            yield pb.TrainStreamResponse(step=step, error=error)
+
+    def PredictStream(self, requests, context):
+        for request in requests:
+            if not context.is_active():
+                return
+            prediction, error = _per_message(self.Predict, request, context)
+            yield pb.PredictStreamResponse(prediction=prediction, error=error)
 
     # -- datasets -----------------------------------------------------------------------
 

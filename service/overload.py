@@ -21,6 +21,13 @@ With `--max-concurrent-rpcs N` (0: off):
   `--health-port`, which this cap does not cover.
 
 Without the limit, the pool has `--workers` threads and calls beyond them queue.
+
+Streams (TrainStream, PredictStream) hold a thread for as long as they are open, so they
+have a budget of their own: at most `--max-streams` are open at once, the next one is
+refused at once (RESOURCE_EXHAUSTED with the same pushback), and the pool has that many
+threads more than the calls need. Under `--max-concurrent-rpcs` an open stream is also one
+admitted call for its whole life (it needs no worker slot: its messages run on its own
+thread, one at a time).
 """
 
 import random
@@ -29,9 +36,10 @@ from concurrent import futures
 
 import grpc
 
-from .interceptor_base import UnaryMethodInterceptor
+from .interceptor_base import MethodInterceptor
 
-__all__ = ["RESERVED_THREADS", "ConcurrencyLimit", "concurrency_limit", "rpc_executor", "rpc_limit"]
+__all__ = ["RESERVED_THREADS", "ConcurrencyLimit", "StreamLimit", "concurrency_limit", "rpc_executor",
+           "rpc_limit"]
 
 RESERVED_THREADS = 8
 PUSHBACK_MS = (50, 250)  # the retry pause asked of a refused client, drawn uniformly
@@ -39,9 +47,9 @@ PUSHBACK_MS = (50, 250)  # the retry pause asked of a refused client, drawn unif
 
 def rpc_executor(settings):
     """The thread pool of the gRPC server."""
-    threads = settings.workers
+    threads = settings.workers + settings.max_streams
     if settings.max_concurrent_rpcs:
-        threads = settings.max_concurrent_rpcs + RESERVED_THREADS
+        threads = rpc_limit(settings)
     return futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nnserve-rpc")
 
 
@@ -50,29 +58,89 @@ def rpc_limit(settings):
     return settings.max_concurrent_rpcs + RESERVED_THREADS if settings.max_concurrent_rpcs else None
 
 
-class ConcurrencyLimit(UnaryMethodInterceptor):
-    """Admit at most `max_calls` calls under `prefix` at once; run at most `workers` of them."""
+def _refuse(context, message):
+    """End a call with RESOURCE_EXHAUSTED and a retry pushback drawn from PUSHBACK_MS."""
+    context.set_trailing_metadata((("grpc-retry-pushback-ms", str(random.randint(*PUSHBACK_MS))),))
+    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
+def _holding(slot, behavior, message):
+    """A bidirectional-stream behavior that holds one of `slot`'s permits while open.
+
+    The permit is given back once, whichever comes first: the stream's end, or gRPC's
+    termination callback (a cancelled stream's generator may never be resumed).
+    """
+    def held(requests, context):
+        if not slot.acquire(blocking=False):
+            _refuse(context, message)
+        once = threading.Lock()
+
+        def release():
+            if once.acquire(blocking=False):
+                slot.release()
+
+        context.add_callback(release)
+        try:
+            yield from behavior(requests, context)
+        finally:
+            release()
+
+    return held
+
+
+def _stream_handler(handler, behavior):
+    return grpc.stream_stream_rpc_method_handler(
+        behavior, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
+
+
+class StreamLimit(MethodInterceptor):
+    """Keep at most `max_streams` bidirectional streams under `prefix` open at once."""
+
+    def __init__(self, prefix, max_streams):
+        super().__init__()
+        self._prefix = prefix
+        self._open = threading.BoundedSemaphore(max_streams)
+        self._message = (f"limit max_streams reached: got stream {max_streams + 1}, expected at most "
+                         f"{max_streams} streams open at once (server option --max-streams / "
+                         "NNSERVE_MAX_STREAMS); close a stream or retry with backoff")
+
+    def wrap(self, method, handler):
+        if handler.stream_stream is None or not method.startswith(self._prefix):
+            return handler
+        return _stream_handler(handler, _holding(self._open, handler.stream_stream, self._message))
+
+
+class ConcurrencyLimit(MethodInterceptor):
+    """Admit at most `max_calls` calls under `prefix` at once; run at most `workers` of the
+    unary ones (a stream is admitted for its life and runs on its own thread)."""
 
     def __init__(self, prefix, max_calls, workers):
-        super().__init__(prefix)
+        super().__init__()
+        self._prefix = prefix
         self._admitted = threading.BoundedSemaphore(max_calls)
         self._workers = threading.BoundedSemaphore(workers)
         self._message = (f"limit max_concurrent_rpcs reached: got call {max_calls + 1}, expected at "
                          f"most {max_calls} ModelService calls at once (server option "
                          "--max-concurrent-rpcs / NNSERVE_MAX_CONCURRENT_RPCS); retry with backoff")
 
-    def wrap_unary(self, method, handler):
-        return grpc.unary_unary_rpc_method_handler(
-            self._limited(handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+    def wrap(self, method, handler):
+        if not method.startswith(self._prefix):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._limited(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.stream_stream is not None:
+            return _stream_handler(handler, _holding(self._admitted, handler.stream_stream,
+                                                     self._message))
+        return handler
 
     def _limited(self, behavior):
         def limited(request, context):
             if not self._admitted.acquire(blocking=False):
-                pause = random.randint(*PUSHBACK_MS)
-                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(pause)),))
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._message)
+                _refuse(context, self._message)
             try:
                 with self._workers:
                     if not context.is_active():  # deadline passed or cancelled while waiting

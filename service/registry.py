@@ -25,6 +25,7 @@ from .errors import (AlreadyExists, FailedPrecondition, InvalidArgument, LimitEx
                      limit_message)
 from .metrics import NO_METRICS
 from .names import check_name, page_after, page_of
+from .predict_batching import PredictBatcher, predict_alone
 
 __all__ = ["ModelEntry", "Registry"]
 
@@ -91,6 +92,11 @@ class Registry:
         self._parameter_bytes = 0
         self._num_parameters = 0
         self.on_delete = []  # hooks run with a deleted entry (the job table cancels its job)
+        self._predict = predict_alone
+        if settings.batch_max_rows:
+            batcher = PredictBatcher(min(settings.batch_max_rows, settings.max_rows_per_request),
+                                     settings.batch_max_delay_us / 1e6, metrics)
+            self._predict = batcher.predict
 
     def __len__(self):
         return len(self._models)
@@ -241,14 +247,15 @@ class Registry:
         return loss
 
     def predict(self, model, x):
-        """Return the Outputs (their .version is the one that computed them)."""
+        """Return the Prediction: its Outputs (.version: the weights that computed them) and
+        the kernel call they came from (merged with others under --batch-max-rows)."""
         entry = self.get(model)
         self._check_rows(x)
         started = time.perf_counter()
         with _model_errors_as_status():
-            outputs = entry.network.predict(x)
+            prediction = self._predict(entry, x)
         self._metrics.predicted(entry, x.shape[0], time.perf_counter() - started)
-        return outputs
+        return prediction
 
     def evaluate(self, model, x, y):
         """Return the Evaluation ({"loss", ["accuracy"]} and .version)."""

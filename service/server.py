@@ -28,7 +28,7 @@ from .errors import ErrorInterceptor
 from .grpc_metrics import MetricsInterceptor
 from .metrics import NO_METRICS, Metrics, MetricsHTTPServer
 from .model_service import SERVICE_NAME, ModelServicer, timestamp
-from .overload import concurrency_limit, rpc_executor, rpc_limit
+from .overload import StreamLimit, concurrency_limit, rpc_executor, rpc_limit
 from .registry import Registry
 from .settings import Settings
 from .tls import server_credentials
@@ -181,7 +181,8 @@ def create_server(settings=None):
     prefix = f"/{SERVICE_NAME}/"
     credentials = server_credentials(settings)
     # Tokens first (nothing runs for a caller without one), then admission, then errors.
-    guards = [guard for guard in (auth_interceptor(settings, prefix), concurrency_limit(settings, prefix))
+    guards = [guard for guard in (auth_interceptor(settings, prefix), concurrency_limit(settings, prefix),
+                                  StreamLimit(prefix, settings.max_streams))
               if guard is not None]
     metrics = Metrics(settings.metrics_max_models) if settings.metrics_port else NO_METRICS
     checkpoints = open_checkpoints(settings)  # holds the state directory's lock from here on

@@ -51,6 +51,16 @@ class Settings:
     max_concurrent_rpcs: int = _option(
         0, "ModelService calls admitted at once, running or waiting for a worker; more get "
         "RESOURCE_EXHAUSTED at once (0: no limit, calls queue without bound)", low=0)
+    max_streams: int = _option(
+        64, "TrainStream and PredictStream calls open at once (each holds a thread of its own "
+        "while open); more get RESOURCE_EXHAUSTED at once", low=1)
+    batch_max_rows: int = _option(
+        0, "merge concurrent Predicts on one model (unary and stream messages) into kernel calls "
+        "of up to this many rows; a merged row can differ in the last bits from the row "
+        "predicted alone (0: off, every request computed alone)", low=0)
+    batch_max_delay_us: int = _option(
+        0, "with --batch-max-rows, microseconds a Predict waits for others to merge with (0: "
+        "merge only the requests already queued, never wait)", low=0, high=1_000_000)
     state_dir: str = _option("", "directory of durable model checkpoints, restored on start "
                              "(empty: models live in memory only)")
     checkpoint_every_steps: int = _option(0, "with --state-dir, checkpoint a model after this many "
@@ -67,7 +77,7 @@ class Settings:
     read_tokens_file: str = _option("", "file of bearer tokens, one per line, that may call the "
                                     "reading methods (Predict, Evaluate, GetModel, ListModels, "
                                     "GetState, GetDataset, ListDatasets, GetTrainingJob, "
-                                    "ListTrainingJobs, WatchTrainingJob); with either tokens file ModelService needs a token")
+                                    "ListTrainingJobs, WatchTrainingJob, PredictStream); with either tokens file ModelService needs a token")
     write_tokens_file: str = _option("", "file of bearer tokens, one per line, that may call "
                                      "every ModelService method")
     threads: int = _option(

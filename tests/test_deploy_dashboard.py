@@ -28,6 +28,8 @@ METRICS = {
     "nnserve_train_step_duration_seconds": ("histogram", MODEL),
     "nnserve_predict_rows_total": ("counter", MODEL),
     "nnserve_predict_duration_seconds": ("histogram", MODEL),
+    "nnserve_predict_merged_rows": ("histogram", ()),
+    "nnserve_predict_queue_seconds": ("histogram", ()),
     "nnserve_models": ("gauge", ()),
     "nnserve_parameters": ("gauge", ()),
     "nnserve_parameter_bytes": ("gauge", ()),

@@ -171,6 +171,8 @@ def _requests(model, dataset, job):
         "SetState": pb.SetStateRequest(model=model, state=pb.ModelState()),
         "SetWeights": pb.SetWeightsRequest(model=model),
         "DeleteModel": pb.DeleteModelRequest(model="no-such-model"),
+        "TrainStream": [pb.TrainStepRequest(model=model, x=to_tensor(x), y=to_tensor(y))],
+        "PredictStream": [pb.PredictRequest(model=model, x=to_tensor(x))],
     }
 
 
@@ -198,6 +200,8 @@ def _call(stub, method, request, token):
             stub.UploadDataset(iter(request), timeout=10, metadata=metadata)
         elif method == "WatchTrainingJob":  # server streaming: read to the end
             list(stub.WatchTrainingJob(request, timeout=10, metadata=metadata))
+        elif method in ("TrainStream", "PredictStream"):  # both ways: send all, read to the end
+            list(getattr(stub, method)(iter(request), timeout=10, metadata=metadata))
         else:
             getattr(stub, method)(request, timeout=10, metadata=metadata)
     except grpc.RpcError as error:

@@ -106,7 +106,8 @@ def test_reflection_lists_and_describes_the_service():
             "CreateModel", "GetModel", "ListModels", "DeleteModel", "TrainStep", "Predict",
             "Evaluate", "GetState", "SetState", "SetWeights", "UploadDataset", "GetDataset",
             "ListDatasets", "DeleteDataset", "CreateTrainingJob", "GetTrainingJob",
-            "ListTrainingJobs", "CancelTrainingJob", "WatchTrainingJob"]
+            "ListTrainingJobs", "CancelTrainingJob", "WatchTrainingJob", "TrainStream",
+            "PredictStream"]
 
 
 def test_a_port_in_use_is_an_error_not_a_shared_port():

@@ -270,12 +270,40 @@ class PredictRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("outputs", "version")
+    __slots__ = ("outputs", "version", "merged_rows", "merged_offset")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    MERGED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MERGED_OFFSET_FIELD_NUMBER: _ClassVar[int]
     outputs: Tensor
     version: int
-    def __init__(self, outputs: _Optional[_Union[Tensor, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+    merged_rows: int
+    merged_offset: int
+    def __init__(self, outputs: _Optional[_Union[Tensor, _Mapping]] = ..., version: _Optional[int] = ..., merged_rows: _Optional[int] = ..., merged_offset: _Optional[int] = ...) -> None: ...
+
+class MessageError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TrainStreamResponse(_message.Message):
+    __slots__ = ("step", "error")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    step: TrainStepResponse
+    error: MessageError
+    def __init__(self, step: _Optional[_Union[TrainStepResponse, _Mapping]] = ..., error: _Optional[_Union[MessageError, _Mapping]] = ...) -> None: ...
+
+class PredictStreamResponse(_message.Message):
+    __slots__ = ("prediction", "error")
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    prediction: PredictResponse
+    error: MessageError
+    def __init__(self, prediction: _Optional[_Union[PredictResponse, _Mapping]] = ..., error: _Optional[_Union[MessageError, _Mapping]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("model", "x", "y")

@@ -130,6 +130,16 @@ class ModelServiceStub:
                 request_serializer=nnserve_dot_v1_dot_nnserve__pb2.WatchTrainingJobRequest.SerializeToString,
                 response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.TrainingJobEvent.FromString,
                 _registered_method=True)
+        self.TrainStream = channel.stream_stream(
+                '/nnserve.v1.ModelService/TrainStream',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.TrainStepRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.TrainStreamResponse.FromString,
+                _registered_method=True)
+        self.PredictStream = channel.stream_stream(
+                '/nnserve.v1.ModelService/PredictStream',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.PredictRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.PredictStreamResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -332,6 +342,51 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TrainStream(self, request_iterator, context):
+        """-- Streams: many batches over one call, at a fraction of a unary call's cost --------
+
+        Both streams follow the same rules:
+        - One response per request, in request order. Each request names its model (id or
+        name) and may name another model than the one before. The requests of one stream
+        are applied one after the other, so the train steps of a stream on one model apply
+        in the order sent; steps of other callers may fall between them.
+        - A bad message does not end the stream: its response carries `error` (the code and
+        message the unary call would have returned: INVALID_ARGUMENT, NOT_FOUND,
+        FAILED_PRECONDITION, RESOURCE_EXHAUSTED) and the message changed nothing; the
+        stream goes on with the next message. Only these end a stream early: bytes that do
+        not parse as the request message (INVALID_ARGUMENT), a bug in the server
+        (INTERNAL), the client cancelling or its deadline passing (no message after that
+        point is applied; every response the client received stands), and the server
+        shutting down (after its grace period).
+        - Flow control: the server reads a request only after the response to the previous
+        one has been written to the connection. A client that sends faster than it reads is
+        held back by HTTP/2 flow control once the connection's windows are full; nothing is
+        buffered without bound. The SDK keeps at most `window` requests unanswered.
+        - Each open stream counts as one call against --max-concurrent-rpcs for its whole
+        life, and at most --max-streams streams are open at once; beyond that a new stream
+        is refused with RESOURCE_EXHAUSTED naming the flag. Auth: TrainStream needs write
+        scope, PredictStream read scope, checked once when the stream opens.
+        - Metrics count messages: grpc_server_msg_received_total and _sent_total per message,
+        and the train and predict series (nnserve_train_steps_total, ...) per message, as
+        for the unary calls.
+
+        Train steps over a bidirectional stream: each request is a TrainStep request, each
+        response its TrainStep response (or the error of that one message).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictStream(self, request_iterator, context):
+        """Predictions over a bidirectional stream: each request is a Predict request, each
+        response its Predict response (or the error of that one message). With
+        --batch-max-rows, stream messages are merged with concurrent Predicts as unary ones
+        are (see PredictResponse.merged_rows).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -429,6 +484,16 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.WatchTrainingJob,
                     request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.WatchTrainingJobRequest.FromString,
                     response_serializer=nnserve_dot_v1_dot_nnserve__pb2.TrainingJobEvent.SerializeToString,
+            ),
+            'TrainStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.TrainStream,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.TrainStepRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.TrainStreamResponse.SerializeToString,
+            ),
+            'PredictStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PredictStream,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.PredictRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.PredictStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -945,6 +1010,60 @@ class ModelService:
             '/nnserve.v1.ModelService/WatchTrainingJob',
             nnserve_dot_v1_dot_nnserve__pb2.WatchTrainingJobRequest.SerializeToString,
             nnserve_dot_v1_dot_nnserve__pb2.TrainingJobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrainStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nnserve.v1.ModelService/TrainStream',
+            nnserve_dot_v1_dot_nnserve__pb2.TrainStepRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.TrainStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nnserve.v1.ModelService/PredictStream',
+            nnserve_dot_v1_dot_nnserve__pb2.PredictRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.PredictStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
