@@ -13,8 +13,12 @@ concurrency:
 - nnserve: `nnserve serve` with its defaults (metrics on).
 
 Cases on [784, 256, 256, 10] (relu, relu, softmax; float32): batch-1 Predict with 1 and 8
-calls in flight, batch-256 Predict and batch-256 TrainStep with 4 in flight. Then the
-training-job cases (bench/training_jobs.py) on an nnserve server of their own.
+calls in flight, batch-256 Predict and batch-256 TrainStep with 4 in flight, on every
+server. On nnserve only, the streams (`nnserve loadtest --stream`: the same messages over
+1 or 8 PredictStreams, a batch-256 TrainStream) and batch-4 TrainSteps of a [2, 8, 8, 1]
+network, unary and over one TrainStream. And a second nnserve, "batched", with dynamic
+batching on (BATCHED_FLAGS), on the batch-1 Predict cases. Then the training-job cases
+(bench/training_jobs.py) on an nnserve server of their own.
 
 The servers run side by side (idle but for the one under load) and take turns: each case
 runs `--rounds` rounds, and in each round every server is loaded for `--duration` /
@@ -38,26 +42,51 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 import numpy as np
 
 from nnserve.bench.training_jobs import format_jobs, job_targets, measure_jobs
 from nnserve.clients.loadtest import LoadSpec, parse_duration, run as run_load
 
-__all__ = ["CASES", "LAYERS", "run"]
+__all__ = ["CASES", "LAYERS", "Case", "run"]
 
 LAYERS = (784, 256, 256, 10)
-# (name, operation, batch, calls in flight)
+TINY_LAYERS = (2, 8, 8, 1)
+
+
+class Case(NamedTuple):
+    name: str
+    operation: str  # "predict" or "train"
+    batch: int  # rows per message
+    in_flight: int  # unary calls in flight, or streams open
+    stream: bool = False
+    layers: tuple = LAYERS
+
+
+# Every server runs these.
 CASES = (
-    ("predict b1 x1", "predict", 1, 1),
-    ("predict b1 x8", "predict", 1, 8),
-    ("predict b256 x4", "predict", 256, 4),
-    ("train b256 x4", "train", 256, 4),
+    Case("predict b1 x1", "predict", 1, 1),
+    Case("predict b1 x8", "predict", 1, 8),
+    Case("predict b256 x4", "predict", 256, 4),
+    Case("train b256 x4", "train", 256, 4),
 )
-BATCH_1_CASES = tuple(case for case in CASES if case[2] == 1)
-RPC = {"predict": "Predict", "train": "TrainStep"}
+BATCH_1_CASES = tuple(case for case in CASES if case.batch == 1)
+# nnserve's own: streams against its unary calls.
+STREAM_CASES = (
+    Case("stream predict b1 x1", "predict", 1, 1, stream=True),
+    Case("stream predict b1 x8", "predict", 1, 8, stream=True),
+    Case("stream train b256 x1", "train", 256, 1, stream=True),
+    Case("tiny train b4 x1", "train", 4, 1, layers=TINY_LAYERS),
+    Case("tiny stream train b4 x1", "train", 4, 1, stream=True, layers=TINY_LAYERS),
+)
+ALL_CASES = CASES + STREAM_CASES
+BATCHED_FLAGS = ("--batch-max-rows", "64", "--batch-max-delay-us", "0")
+RPC = {("predict", False): "Predict", ("train", False): "TrainStep",
+       ("predict", True): "PredictStream", ("train", True): "TrainStream"}
 ROUNDS = 5  # each case's time is split into this many turns per server
 ROUND_WARMUP_SECONDS = 0.2  # unreported load before each turn
+QUIET_SECONDS = 0.5  # between turns: the last server's BLAS threads stop spinning
 STARTUP_SECONDS = 180  # nnserve compiles its kernels on a cold cache (about 40 s)
 
 
@@ -125,13 +154,15 @@ def _servers():
     """[(name, command, readiness parser, cases)]; torch's command is None without torch."""
     python = sys.executable
     bare = [python, "-m", "nnserve.bench.bare_server"]
+    nnserve = [python, "-m", "nnserve.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--metrics-port", "-1", "--log-format", "json"]
     return [
         ("floor", bare + ["floor"], _bare_ready, CASES),
         ("weights", bare + ["weights"], _bare_ready, BATCH_1_CASES),
         ("torch", bare + ["torch"] if importlib.util.find_spec("torch") else None, _bare_ready,
          CASES),
-        ("nnserve", [python, "-m", "nnserve.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-                     "--metrics-port", "-1", "--log-format", "json"], _nnserve_ready, CASES),
+        ("nnserve", nnserve, _nnserve_ready, ALL_CASES),
+        ("batched", nnserve + list(BATCHED_FLAGS), _nnserve_ready, BATCH_1_CASES),
     ]
 
 
@@ -157,21 +188,20 @@ def in_process_train(seconds, batch=256):
     return steps * batch / (time.perf_counter() - started)
 
 
-def _load(port, operation, batch, concurrency, seconds, warmup):
+def _load(port, case, seconds, warmup):
     report = run_load(LoadSpec(target=f"127.0.0.1:{port}", duration=seconds,
-                               concurrency=concurrency, mix={operation: 1}, batch=batch,
-                               layers=LAYERS, models=1, warmup=warmup))
+                               concurrency=case.in_flight, mix={case.operation: 1},
+                               batch=case.batch, layers=case.layers, models=1, warmup=warmup,
+                               stream=case.stream))
     if not report["ok"]:
-        raise RuntimeError(f"unexpected status codes {report['unexpected_codes']} "
-                           f"({operation}, batch {batch}, {concurrency} in flight)")
-    return report["rpcs"][RPC[operation]]
+        raise RuntimeError(f"unexpected status codes {report['unexpected_codes']} ({case.name})")
+    return report["rpcs"][RPC[case.operation, case.stream]]
 
 
-def _warm_up(server):
+def _warm_up(server, cases):
     """Load every path and buffer the cases use, then let the server idle."""
-    _load(server.port, "train", 256, 4, 1.0, warmup=0)
-    _load(server.port, "predict", 256, 4, 0.5, warmup=0)
-    _load(server.port, "predict", 1, 8, 0.5, warmup=0)
+    for case in cases:
+        _load(server.port, case, 1.0 if case.operation == "train" else 0.5, warmup=0)
 
 
 def _median_row(rows):
@@ -189,25 +219,25 @@ def measure_servers(servers, seconds, rounds=ROUNDS):
 
     servers: [(name, command, readiness parser, cases)].
     """
-    cases_of = {name: {case[0] for case in cases} for name, _, _, cases in servers}
+    cases_of = {name: cases for name, _, _, cases in servers}
     started = {}
     try:
-        for name, command, ready, _ in servers:
+        for name, command, ready, cases in servers:
             print(f"{name}: starting ...", file=sys.stderr, flush=True)
             started[name] = ServerProcess(name, command, ready)
-            _warm_up(started[name])
+            _warm_up(started[name], cases)
         time.sleep(1.0)
         idle = {name: server.memory_mib() for name, server in started.items()}
         runs = {name: {} for name in started}
         names = list(started)
-        for case, operation, batch, concurrency in CASES:
-            print(f"{case}: {rounds} rounds ...", file=sys.stderr, flush=True)
+        for case in ALL_CASES:
+            print(f"{case.name}: {rounds} rounds ...", file=sys.stderr, flush=True)
             for round_ in range(rounds):
                 for name in names[round_ % len(names):] + names[:round_ % len(names)]:
                     if case in cases_of[name]:
-                        runs[name].setdefault(case, []).append(_load(
-                            started[name].port, operation, batch, concurrency, seconds / rounds,
-                            warmup=ROUND_WARMUP_SECONDS))
+                        runs[name].setdefault(case.name, []).append(_load(
+                            started[name].port, case, seconds / rounds, warmup=ROUND_WARMUP_SECONDS))
+                        time.sleep(QUIET_SECONDS)
         end = {name: server.memory_mib() for name, server in started.items()}
     finally:
         for server in started.values():
@@ -227,27 +257,29 @@ def _rounds(server, case):
 
 
 def _ratio(results, name, reference, case, key):
-    """The median over the rounds of name's figure divided by reference's in the same round."""
-    pairs = zip(_rounds(results[name], case), _rounds(results[reference], case))
-    return statistics.median(mine[key] / theirs[key] for mine, theirs in pairs)
+    """The median over the rounds of name's figure divided by reference's in the same round;
+    `case` may be a pair (name's case, reference's case)."""
+    mine, theirs = case if isinstance(case, tuple) else (case, case)
+    pairs = zip(_rounds(results[name], mine), _rounds(results[reference], theirs))
+    return statistics.median(a[key] / b[key] for a, b in pairs)
 
 
 def _ratios(results, in_process):
-    """Per case and server: req/s and p99 against the floor (and the weights floor where it
-    ran), each the median of the rounds' ratios (a round's servers ran minutes apart at
-    most, seconds apart usually); TrainStep against in-process and torch."""
+    """Per case and server: req/s and p99 against the floor (and the weights floor) where
+    they ran the case, each the median of the rounds' ratios (a round's servers ran minutes
+    apart at most, seconds apart usually); TrainStep against in-process and torch; nnserve's
+    streams against its own unary calls of the same messages."""
     ratios = {}
     for name, server in results.items():
         for case in server["cases"]:
-            ratio = ratios.setdefault(case, {})[name] = {
-                "requests_per_second_vs_floor": _ratio(results, name, "floor", case,
-                                                       "requests_per_second"),
-                "p99_vs_floor": _ratio(results, name, "floor", case, "p99_ms"),
-            }
-            if name != "weights" and case in results.get("weights", {}).get("cases", {}):
-                ratio["requests_per_second_vs_weights_floor"] = _ratio(
-                    results, name, "weights", case, "requests_per_second")
-                ratio["p99_vs_weights_floor"] = _ratio(results, name, "weights", case, "p99_ms")
+            ratio = ratios.setdefault(case, {})[name] = {}
+            for reference, suffix in (("floor", "floor"), ("weights", "weights_floor")):
+                if name != reference and case in results.get(reference, {}).get("cases", {}):
+                    ratio[f"requests_per_second_vs_{suffix}"] = _ratio(
+                        results, name, reference, case, "requests_per_second")
+                    ratio[f"p99_vs_{suffix}"] = _ratio(results, name, reference, case, "p99_ms")
+            if name == "floor":
+                ratio.update(requests_per_second_vs_floor=1.0, p99_vs_floor=1.0)
     train = "train b256 x4"
     nnserve = results["nnserve"]["cases"][train]["rows_per_second"]
     ratios[train]["nnserve"]["examples_per_second_vs_in_process"] = nnserve / in_process
@@ -256,26 +288,54 @@ def _ratios(results, in_process):
             results, "nnserve", "torch", train, "rows_per_second")
         torch = results["torch"]["cases"][train]["rows_per_second"]
         ratios[train]["torch"]["examples_per_second_vs_in_process"] = torch / in_process
+    for stream, unary in STREAM_VERSUS_UNARY.items():
+        if stream in results["nnserve"]["cases"]:
+            ratios[stream]["nnserve"]["messages_per_second_vs_unary"] = _ratio(
+                results, "nnserve", "nnserve", (stream, unary), "requests_per_second")
+    stream_train = "stream train b256 x1"
+    if stream_train in results["nnserve"]["cases"]:
+        rate = results["nnserve"]["cases"][stream_train]["rows_per_second"]
+        ratios[stream_train]["nnserve"]["examples_per_second_vs_in_process"] = rate / in_process
     return ratios
+
+
+# Each stream case against the unary case of the same messages and in-flight count.
+STREAM_VERSUS_UNARY = {"stream predict b1 x1": "predict b1 x1",
+                       "stream predict b1 x8": "predict b1 x8",
+                       "tiny stream train b4 x1": "tiny train b4 x1"}
 
 
 def _targets(results, ratios, jobs):
     """The issues' targets: (what, value, bound, met)."""
     rows = job_targets(jobs)
-    for case in ("predict b1 x1", "predict b1 x8"):
-        mine = ratios[case]["nnserve"]
-        rows.append((f"{case}: req/s vs floor", mine["requests_per_second_vs_floor"], ">= 0.85",
-                     mine["requests_per_second_vs_floor"] >= 0.85))
-        rows.append((f"{case}: p99 vs floor", mine["p99_vs_floor"], "<= 1.3",
-                     mine["p99_vs_floor"] <= 1.3))
+
+    def at_least(what, value, bound):
+        rows.append((what, value, f">= {bound}", value >= bound))
+
+    def at_most(what, value, bound):
+        rows.append((what, value, f"<= {bound}", value <= bound))
+
+    for name in ("nnserve", "batched"):
+        for case in ("predict b1 x1", "predict b1 x8"):
+            mine = ratios[case].get(name)
+            if mine is None:
+                continue
+            at_least(f"{name} {case}: req/s vs floor", mine["requests_per_second_vs_floor"], 0.85)
+            at_most(f"{name} {case}: p99 vs floor", mine["p99_vs_floor"], 1.3)
     train = ratios["train b256 x4"]["nnserve"]
-    rows.append(("train b256: examples/s vs in-process", train["examples_per_second_vs_in_process"],
-                 ">= 0.6", train["examples_per_second_vs_in_process"] >= 0.6))
+    at_least("train b256: examples/s vs in-process", train["examples_per_second_vs_in_process"], 0.6)
     if "examples_per_second_vs_torch" in train:
-        rows.append(("train b256: examples/s vs torch server", train["examples_per_second_vs_torch"],
-                     ">= 2", train["examples_per_second_vs_torch"] >= 2))
-    idle = results["nnserve"]["rss_idle_mib"]
-    rows.append(("nnserve resident memory at idle (MiB)", idle, "<= 250", idle <= 250))
+        at_least("train b256: examples/s vs torch server", train["examples_per_second_vs_torch"], 2)
+    for stream, bound in (("stream predict b1 x1", 2), ("stream predict b1 x8", 2),
+                          ("tiny stream train b4 x1", 3)):
+        mine = ratios.get(stream, {}).get("nnserve")
+        if mine is not None:
+            at_least(f"{stream}: messages/s vs unary", mine["messages_per_second_vs_unary"], bound)
+    mine = ratios.get("stream train b256 x1", {}).get("nnserve")
+    if mine is not None:
+        at_least("stream train b256 x1: examples/s vs in-process",
+                 mine["examples_per_second_vs_in_process"], 0.75)
+    at_most("nnserve resident memory at idle (MiB)", results["nnserve"]["rss_idle_mib"], 250)
     return [{"target": what, "value": value, "bound": bound, "met": met}
             for what, value, bound, met in rows]
 
@@ -283,25 +343,30 @@ def _targets(results, ratios, jobs):
 def format_report(report):
     results, ratios = report["servers"], report["ratios"]
     lines = [f"{report['duration_seconds']:g} s per case and server in {report.get('rounds', 1)} "
-             f"rounds (medians), layers {list(LAYERS)}, float32; "
-             f"{report['machine']['cpus']} CPUs; torch {report['torch'] or 'not installed'}"]
+             f"rounds (medians), layers {list(LAYERS)} (tiny: {list(TINY_LAYERS)}), float32; "
+             f"{report['machine']['cpus']} CPUs; torch {report['torch'] or 'not installed'}; "
+             f"batched: nnserve serve {' '.join(BATCHED_FLAGS)}"]
     if report["torch"] is None:
         lines.append("torch: skipped (not installed; pip install 'nnserve[bench]')")
-    lines.append(f"{'case':<16} {'server':<8} {'req/s':>9} {'rows/s':>10} {'p50 us':>8} "
-                 f"{'p99 us':>8} {'x floor':>8} {'p99 x floor':>11} {'x weights':>9}")
-    for case, *_ in CASES:
+    lines.append(f"{'case':<24} {'server':<8} {'msg/s':>9} {'rows/s':>10} {'p50 us':>8} "
+                 f"{'p99 us':>8} {'x floor':>8} {'p99 x floor':>11} {'x weights':>9} {'x unary':>8}")
+    for case in ALL_CASES:
         for name, server in results.items():
-            row = server["cases"].get(case)
+            row = server["cases"].get(case.name)
             if row is None:
                 continue
-            ratio = ratios[case][name]
-            versus_weights = ratio.get("requests_per_second_vs_weights_floor")
-            lines.append(f"{case:<16} {name:<8} {row['requests_per_second']:>9.1f} "
+            ratio = ratios[case.name][name]
+
+            def column(key, width, ratio=ratio):
+                value = ratio.get(key)
+                return f"{value:>{width}.2f}" if value is not None else " " * width
+
+            lines.append(f"{case.name:<24} {name:<8} {row['requests_per_second']:>9.1f} "
                          f"{row['rows_per_second']:>10.0f} {row['p50_ms'] * 1e3:>8.0f} "
-                         f"{row['p99_ms'] * 1e3:>8.0f} "
-                         f"{ratio['requests_per_second_vs_floor']:>8.2f} "
-                         f"{ratio['p99_vs_floor']:>11.2f} "
-                         + (f"{versus_weights:>9.2f}" if versus_weights else f"{'':>9}"))
+                         f"{row['p99_ms'] * 1e3:>8.0f} {column('requests_per_second_vs_floor', 8)} "
+                         f"{column('p99_vs_floor', 11)} "
+                         f"{column('requests_per_second_vs_weights_floor', 9)} "
+                         f"{column('messages_per_second_vs_unary', 8)}")
     lines.append(f"in-process Network.train_step b256: {report['in_process_examples_per_second']:.0f} "
                  "examples/s")
     lines.append("resident memory MiB (idle after warm-up / end of load / peak): " + ", ".join(
@@ -351,7 +416,7 @@ def run(args):
     import grpc
 
     report = {"duration_seconds": seconds, "rounds": args.rounds, "layers": list(LAYERS),
-              "cases": [dict(zip(("case", "operation", "batch", "in_flight"), case)) for case in CASES],
+              "cases": [case._asdict() for case in ALL_CASES], "batched_flags": list(BATCHED_FLAGS),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "grpcio": grpc.__version__, "platform": platform.platform()},
               "torch": torch_version, "in_process_examples_per_second": in_process,

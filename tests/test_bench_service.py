@@ -86,7 +86,7 @@ def test_report_ratios_and_targets_follow_the_figures():
     each target says whether it is met."""
     def server(scale, p99, rss):
         return {"rss_idle_mib": rss, "rss_end_mib": rss + 10, "rss_peak_mib": rss + 20,
-                "cases": {case: _row(1000 * scale, p99, batch) for case, _, batch, _ in CASES}}
+                "cases": {case: _row(1000 * scale, p99, batch) for case, _, batch, *_ in CASES}}
 
     results = {"floor": server(1.0, 1.0, 50), "torch": server(0.5, 2.0, 330),
                "nnserve": server(0.9, 1.2, 200)}
@@ -106,7 +106,8 @@ def test_report_ratios_and_targets_follow_the_figures():
     assert train["examples_per_second_vs_torch"] == pytest.approx(1.8)
     jobs = _job_figures([0.85, 0.95, 0.4])
     targets = {t["target"]: t["met"] for t in service._targets(results, ratios, jobs)}
-    assert targets["predict b1 x1: req/s vs floor"] and targets["predict b1 x8: p99 vs floor"]
+    assert targets["nnserve predict b1 x1: req/s vs floor"]
+    assert targets["nnserve predict b1 x8: p99 vs floor"]
     digits, mnist, tiny = (name for name, *_ in JOB_CASES)
     assert targets[f"job {digits}: steps/s vs in-process"]
     assert targets[f"job {mnist}: examples/s vs in-process"]
@@ -128,7 +129,7 @@ def test_ratios_are_medians_of_each_rounds_ratio():
     """With rounds, a ratio compares servers within each round, then takes the median: a
     slow round (the machine busy) slows both servers and leaves the ratio alone."""
     def server(per_round):
-        rounds = {case: [_row(rate, 1.0, batch) for rate in per_round] for case, _, batch, _ in CASES}
+        rounds = {case: [_row(rate, 1.0, batch) for rate in per_round] for case, _, batch, *_ in CASES}
         return {"rss_idle_mib": 1, "rss_end_mib": 1, "rss_peak_mib": 1, "rounds": rounds,
                 "cases": {case: service._median_row(rows) for case, rows in rounds.items()}}
 
@@ -153,3 +154,38 @@ def test_servers_take_turns_in_rounds_and_report_medians():
             assert len(rows) == 2 and all(row["requests_per_second"] > 0 for row in rows)
             assert figures["cases"][case]["requests_per_second"] == pytest.approx(
                 (rows[0]["requests_per_second"] + rows[1]["requests_per_second"]) / 2)
+
+
+def test_streams_compare_with_nnserve_unary_calls_and_in_process():
+    """A stream case's ratio divides by nnserve's unary case of the same messages, round by
+    round; the batch-256 TrainStream compares with in-process; the batched server's Predicts
+    with the floor."""
+    def server(scale, cases):
+        rows = {case.name: [_row(1000 * scale * factor, 1.0, case.batch) for factor in (1, 2)]
+                for case in cases}
+        return {"rss_idle_mib": 100, "rss_end_mib": 1, "rss_peak_mib": 1, "rounds": rows,
+                "cases": {name: service._median_row(r) for name, r in rows.items()}}
+
+    results = {"floor": server(1.0, service.CASES), "nnserve": server(0.5, service.CASES),
+               "batched": server(0.9, service.BATCH_1_CASES)}
+    for case in service.STREAM_CASES:  # streams 2.5x nnserve's unary rate, tiny ones 4x
+        scale = 2.0 if case.layers == service.TINY_LAYERS else 1.25
+        extra = server(scale, [case])
+        results["nnserve"]["rounds"].update(extra["rounds"])
+        results["nnserve"]["cases"].update(extra["cases"])
+    tiny = service.Case("tiny train b4 x1", "train", 4, 1, layers=service.TINY_LAYERS)
+    unary_tiny = server(0.5, [tiny])
+    results["nnserve"]["rounds"].update(unary_tiny["rounds"])
+    results["nnserve"]["cases"].update(unary_tiny["cases"])
+    in_process = 1875 * 256 / 0.5  # the TrainStream's examples/s (median of 1250, 2500) is half
+    ratios = service._ratios(results, in_process)
+    assert ratios["stream predict b1 x8"]["nnserve"]["messages_per_second_vs_unary"] == pytest.approx(2.5)
+    assert ratios["tiny stream train b4 x1"]["nnserve"]["messages_per_second_vs_unary"] == pytest.approx(4)
+    assert "requests_per_second_vs_floor" not in ratios["stream predict b1 x1"]["nnserve"]
+    assert ratios["predict b1 x8"]["batched"]["requests_per_second_vs_floor"] == pytest.approx(0.9)
+    targets = {t["target"]: t["met"] for t in service._targets(results, ratios, _job_figures([1, 1, 1]))}
+    assert targets["stream predict b1 x1: messages/s vs unary"]
+    assert targets["tiny stream train b4 x1: messages/s vs unary"]
+    assert not targets["stream train b256 x1: examples/s vs in-process"]
+    assert targets["batched predict b1 x8: req/s vs floor"]
+    assert not targets["nnserve predict b1 x8: req/s vs floor"]
