@@ -1,7 +1,8 @@
 """Generate the Python code of the contract: `python proto/generate.py [--out DIR]`.
 
-Writes nnserve_pb2.py, nnserve_pb2.pyi and nnserve_pb2_grpc.py next to nnserve.proto
-(or into DIR/nnserve/v1/ with --out, which the staleness test uses). The generated files
+Writes X_pb2.py, X_pb2.pyi and X_pb2_grpc.py next to each X.proto: nnserve.v1 (the
+contract) and nnserve.oip (the Open Inference Protocol); with --out, under DIR instead
+(the staleness test uses it). The generated files
 are committed and never edited by hand; grpcio-tools is pinned in pyproject.toml because
 its output must match the committed files byte for byte.
 """
@@ -12,15 +13,17 @@ from importlib import resources
 from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
-PROTO_FILES = ("nnserve/v1/nnserve.proto",)
+PROTO_FILES = ("nnserve/v1/nnserve.proto", "nnserve/oip/model_config.proto",
+               "nnserve/oip/grpc_service.proto")
 
 
 def generate(out_root):
-    """Run protoc on PROTO_FILES, writing under out_root/nnserve/v1/; raise on failure."""
+    """Run protoc on PROTO_FILES, writing under out_root; raise on failure."""
     from grpc_tools import protoc
 
     out_root = Path(out_root)
-    (out_root / "nnserve" / "v1").mkdir(parents=True, exist_ok=True)
+    for proto in PROTO_FILES:
+        (out_root / proto).parent.mkdir(parents=True, exist_ok=True)
     well_known = resources.files("grpc_tools") / "_proto"  # google/protobuf/*.proto
     args = [
         "grpc_tools.protoc",
@@ -39,7 +42,7 @@ def generate(out_root):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(PROTO_ROOT),
-                        help="root to write nnserve/v1/*_pb2*.py under (default: proto/)")
+                        help="root to write nnserve/*/*_pb2*.py under (default: proto/)")
     args = parser.parse_args(argv)
     generate(args.out)
     return 0

@@ -22,10 +22,12 @@ client out.
 Clients send the metadata `authorization: Bearer <token>` on every call.
 
 - read scope: GetModel, ListModels, Predict, Evaluate, GetState, GetDataset, ListDatasets,
-  GetTrainingJob, ListTrainingJobs, WatchTrainingJob, PredictStream (`READ_METHODS`);
-- write scope: every ModelService method, including any added later;
-- no token needed: the health service (for probes), server reflection (it describes the
-  public contract, not models) and the metrics port.
+  GetTrainingJob, ListTrainingJobs, WatchTrainingJob, PredictStream (`READ_METHODS`), and
+  every method of the Open Inference Protocol (inference.GRPCInferenceService) but two;
+- write scope: every other ModelService method, including any added later;
+- no token needed: the health service (for probes), the protocol's ServerLive and
+  ServerReady (its probes), server reflection (it describes the public contract, not
+  models) and the metrics port.
 
 No or an unknown token -> UNAUTHENTICATED; a read token on a write method ->
 PERMISSION_DENIED. Tokens are held only as SHA-256 digests, a presented token is
@@ -43,8 +45,8 @@ from pathlib import Path
 
 import grpc
 
-__all__ = ["READ", "READ_METHODS", "RELOAD_INTERVAL", "WRITE", "AuthInterceptor", "auth_interceptor",
-           "read_tokens_file"]
+__all__ = ["PROTECTED_SERVICES", "READ", "READ_METHODS", "RELOAD_INTERVAL", "WRITE", "AuthInterceptor",
+           "auth_interceptor", "read_tokens_file", "required_scope"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,15 @@ READ, WRITE = "read", "write"
 READ_METHODS = frozenset({"GetModel", "ListModels", "Predict", "Evaluate", "GetState",
                           "GetDataset", "ListDatasets", "GetTrainingJob", "ListTrainingJobs",
                           "WatchTrainingJob", "PredictStream"})
+OIP_READ_METHODS = frozenset({"ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+                              "ModelStreamInfer", "ModelConfig", "RepositoryIndex"})
+# Per protected service: (the methods a read token may call, the methods that need no token).
+# Any other method of these services needs write scope, so a method added later is closed
+# until it is listed.
+PROTECTED_SERVICES = {
+    "nnserve.v1.ModelService": (READ_METHODS, frozenset()),
+    "inference.GRPCInferenceService": (OIP_READ_METHODS, frozenset({"ServerLive", "ServerReady"})),
+}
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 4096
 # Seconds between two looks at the tokens files: a rotation takes effect within about this
@@ -83,6 +94,15 @@ def read_tokens_file(path, option):
     if not tokens:
         raise ValueError(f"{option} {path}: got no token, expected at least one (one per line)")
     return tokens
+
+
+def required_scope(method):
+    """READ or WRITE for a method ("/package.Service/Name") that needs a token, else None."""
+    service, _, name = method[1:].rpartition("/")
+    rule = PROTECTED_SERVICES.get(service)
+    if rule is None or name in rule[1]:
+        return None
+    return READ if name in rule[0] else WRITE
 
 
 def _digest(token):
@@ -122,15 +142,14 @@ def _refusal(code, message, method, handler):
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    """Let a ModelService call (methods under `prefix`) through only with a token of its scope.
+    """Let a call to a protected service through only with a token of the method's scope.
 
     The tokens come from the files and follow them when they change (see the module
     docstring); `reload_interval` is the least number of seconds between two looks.
     Raises OSError or ValueError when a file cannot be read or is malformed at start.
     """
 
-    def __init__(self, prefix, read_tokens_file="", write_tokens_file="", *, reload_interval=RELOAD_INTERVAL):
-        self._prefix = prefix
+    def __init__(self, read_tokens_file="", write_tokens_file="", *, reload_interval=RELOAD_INTERVAL):
         self._files = [(path, option, scope) for path, option, scope in (
             (read_tokens_file, "read_tokens_file", READ), (write_tokens_file, "write_tokens_file", WRITE))
             if path]
@@ -203,11 +222,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
-        if not method.startswith(self._prefix):
-            return continuation(handler_call_details)  # health, reflection: open
+        required = required_scope(method)
+        if required is None:
+            return continuation(handler_call_details)  # health, reflection, probes: open
         if time.monotonic() >= self._next_look:
             self._reload_if_changed()
-        name = method[len(self._prefix):]
+        name = method.rpartition("/")[2]
         token = _bearer(handler_call_details.invocation_metadata)
         scope = self.scope(token) if token is not None else None
         if scope is None:
@@ -219,7 +239,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     "'authorization: Bearer <token>' with a token of this server", method,
                     continuation(handler_call_details))
             return handler
-        if scope == READ and name not in READ_METHODS:
+        if scope == READ and required == WRITE:
             handler = self._denied.get(method)
             if handler is None:
                 handler = self._denied[method] = _refusal(
@@ -231,12 +251,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return continuation(handler_call_details)
 
 
-def auth_interceptor(settings, prefix):
+def auth_interceptor(settings):
     """The AuthInterceptor the settings ask for, or None when neither tokens file is set."""
     if not (settings.read_tokens_file or settings.write_tokens_file):
         return None
     # RELOAD_INTERVAL is looked up here, not bound as a default, so a test can shorten it.
-    interceptor = AuthInterceptor(prefix, settings.read_tokens_file, settings.write_tokens_file,
+    interceptor = AuthInterceptor(settings.read_tokens_file, settings.write_tokens_file,
                                   reload_interval=RELOAD_INTERVAL)
     logger.info("bearer tokens required", extra={
         "event": "auth_enabled", "read_tokens": interceptor.counts[READ],

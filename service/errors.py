@@ -84,7 +84,7 @@ def status_code(error):
 
 
 class ErrorInterceptor(MethodInterceptor):
-    """Wrap every method under `prefix` with the domain-error mapping.
+    """Wrap every method under `prefixes` with the domain-error mapping.
 
     A call pays one dict lookup and one try block. A unary request is deserialized inside
     that block, so bytes that are no valid message are INVALID_ARGUMENT (gRPC itself would
@@ -92,12 +92,12 @@ class ErrorInterceptor(MethodInterceptor):
     between two messages ends the stream with its status.
     """
 
-    def __init__(self, prefix):
+    def __init__(self, prefixes):
         super().__init__()
-        self._prefix = prefix
+        self._prefixes = prefixes  # one or a tuple: str.startswith takes either
 
     def wrap(self, method, handler):
-        if not method.startswith(self._prefix):
+        if not method.startswith(self._prefixes):
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

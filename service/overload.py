@@ -95,29 +95,29 @@ def _stream_handler(handler, behavior):
 
 
 class StreamLimit(MethodInterceptor):
-    """Keep at most `max_streams` bidirectional streams under `prefix` open at once."""
+    """Keep at most `max_streams` bidirectional streams under `prefixes` open at once."""
 
-    def __init__(self, prefix, max_streams):
+    def __init__(self, prefixes, max_streams):
         super().__init__()
-        self._prefix = prefix
+        self._prefixes = prefixes  # one or a tuple: str.startswith takes either
         self._open = threading.BoundedSemaphore(max_streams)
         self._message = (f"limit max_streams reached: got stream {max_streams + 1}, expected at most "
                          f"{max_streams} streams open at once (server option --max-streams / "
                          "NNSERVE_MAX_STREAMS); close a stream or retry with backoff")
 
     def wrap(self, method, handler):
-        if handler.stream_stream is None or not method.startswith(self._prefix):
+        if handler.stream_stream is None or not method.startswith(self._prefixes):
             return handler
         return _stream_handler(handler, _holding(self._open, handler.stream_stream, self._message))
 
 
 class ConcurrencyLimit(MethodInterceptor):
-    """Admit at most `max_calls` calls under `prefix` at once; run at most `workers` of the
+    """Admit at most `max_calls` calls under `prefixes` at once; run at most `workers` of the
     unary ones (a stream is admitted for its life and runs on its own thread)."""
 
-    def __init__(self, prefix, max_calls, workers):
+    def __init__(self, prefixes, max_calls, workers):
         super().__init__()
-        self._prefix = prefix
+        self._prefixes = prefixes  # one or a tuple: str.startswith takes either
         self._admitted = threading.BoundedSemaphore(max_calls)
         self._workers = threading.BoundedSemaphore(workers)
         self._message = (f"limit max_concurrent_rpcs reached: got call {max_calls + 1}, expected at "
@@ -125,7 +125,7 @@ class ConcurrencyLimit(MethodInterceptor):
                          "--max-concurrent-rpcs / NNSERVE_MAX_CONCURRENT_RPCS); retry with backoff")
 
     def wrap(self, method, handler):
-        if not method.startswith(self._prefix):
+        if not method.startswith(self._prefixes):
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -152,8 +152,8 @@ class ConcurrencyLimit(MethodInterceptor):
         return limited
 
 
-def concurrency_limit(settings, prefix):
+def concurrency_limit(settings, prefixes):
     """The ConcurrencyLimit the settings ask for, or None without --max-concurrent-rpcs."""
     if not settings.max_concurrent_rpcs:
         return None
-    return ConcurrencyLimit(prefix, settings.max_concurrent_rpcs, settings.workers)
+    return ConcurrencyLimit(prefixes, settings.max_concurrent_rpcs, settings.workers)

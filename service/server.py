@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from nnserve.oip import grpc_service_pb2_grpc as oip_grpc
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 from .auth import auth_interceptor
@@ -28,6 +29,7 @@ from .errors import ErrorInterceptor
 from .grpc_metrics import MetricsInterceptor
 from .metrics import NO_METRICS, Metrics, MetricsHTTPServer
 from .model_service import SERVICE_NAME, ModelServicer, timestamp
+from .open_inference import OIP_SERVICE_NAME, OpenInference, OpenInferenceServicer
 from .overload import StreamLimit, concurrency_limit, rpc_executor, rpc_limit
 from .registry import Registry
 from .settings import Settings
@@ -51,7 +53,7 @@ class Server:
     port (0 when disabled), `health_port` the bound plaintext health port (0 when disabled).
     """
 
-    def __init__(self, grpc_server, registry, datasets, jobs, health_servicer, settings,
+    def __init__(self, grpc_server, registry, datasets, jobs, health_servicer, settings, ready,
                  metrics=NO_METRICS, metrics_http=None, health_server=None, health_port=0):
         self.grpc_server = grpc_server
         self.registry = registry
@@ -59,6 +61,7 @@ class Server:
         self.jobs = jobs
         self.health = health_servicer
         self.settings = settings
+        self._ready = ready  # what the Open Inference Protocol's ServerReady reports
         self.metrics = metrics
         self._metrics_http = metrics_http
         self.metrics_port = metrics_http.port if metrics_http is not None else 0
@@ -77,8 +80,9 @@ class Server:
 
     def set_serving(self):
         """Report SERVING for the server as a whole and for ModelService."""
-        for service in (health.OVERALL_HEALTH, SERVICE_NAME):
+        for service in (health.OVERALL_HEALTH, SERVICE_NAME, OIP_SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._ready.set()
 
     def stop(self, grace=None):
         """Shut down gracefully; return a threading.Event set once every RPC has ended.
@@ -87,6 +91,7 @@ class Server:
         then refused, and those in flight get `grace` seconds (default: the settings').
         """
         grace = self.settings.grace_period if grace is None else grace
+        self._ready.clear()
         self.health.enter_graceful_shutdown()
         if self.settings.drain_period:
             time.sleep(self.settings.drain_period)
@@ -178,11 +183,11 @@ def create_server(settings=None):
     tokens file that cannot be read.
     """
     settings = settings or Settings()
-    prefix = f"/{SERVICE_NAME}/"
+    prefixes = (f"/{SERVICE_NAME}/", f"/{OIP_SERVICE_NAME}/")  # the services of models
     credentials = server_credentials(settings)
     # Tokens first (nothing runs for a caller without one), then admission, then errors.
-    guards = [guard for guard in (auth_interceptor(settings, prefix), concurrency_limit(settings, prefix),
-                                  StreamLimit(prefix, settings.max_streams))
+    guards = [guard for guard in (auth_interceptor(settings), concurrency_limit(settings, prefixes),
+                                  StreamLimit(prefixes, settings.max_streams))
               if guard is not None]
     metrics = Metrics(settings.metrics_max_models) if settings.metrics_port else NO_METRICS
     checkpoints = open_checkpoints(settings)  # holds the state directory's lock from here on
@@ -193,7 +198,7 @@ def create_server(settings=None):
     datasets = DatasetStore(settings, dataset_files)
     jobs = JobTable(settings, registry, datasets, metrics, checkpoints, timestamp, job_files)
     # The metrics interceptor comes first, so that it sees every status the others set.
-    interceptors = [*guards, ErrorInterceptor(prefix)]
+    interceptors = [*guards, ErrorInterceptor(prefixes)]
     if metrics is not NO_METRICS:
         metrics.watch_registry(registry)
         metrics.watch_datasets(datasets)
@@ -211,13 +216,16 @@ def create_server(settings=None):
         ],
     )
     pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry, datasets, jobs), server)
+    ready = threading.Event()
+    inference = OpenInference(registry, settings, ready.is_set)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(OpenInferenceServicer(inference), server)
 
     health_servicer = health.HealthServicer()
-    for service in (health.OVERALL_HEALTH, SERVICE_NAME):
+    for service in (health.OVERALL_HEALTH, SERVICE_NAME, OIP_SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                                        server)
+    reflection.enable_server_reflection((SERVICE_NAME, OIP_SERVICE_NAME, health.SERVICE_NAME,
+                                         reflection.SERVICE_NAME), server)
 
     metrics_http = health_server = None
     health_port = 0
@@ -237,5 +245,5 @@ def create_server(settings=None):
     restore(registry, checkpoints)
     if durable:
         restore_training_data(datasets, jobs, dataset_files, job_files)
-    return Server(server, registry, datasets, jobs, health_servicer, settings, metrics,
+    return Server(server, registry, datasets, jobs, health_servicer, settings, ready, metrics,
                   metrics_http, health_server, health_port), port

@@ -52,8 +52,8 @@ class Settings:
         0, "ModelService calls admitted at once, running or waiting for a worker; more get "
         "RESOURCE_EXHAUSTED at once (0: no limit, calls queue without bound)", low=0)
     max_streams: int = _option(
-        64, "TrainStream and PredictStream calls open at once (each holds a thread of its own "
-        "while open); more get RESOURCE_EXHAUSTED at once", low=1)
+        64, "TrainStream, PredictStream and ModelStreamInfer calls open at once (each holds a thread "
+        "of its own while open); more get RESOURCE_EXHAUSTED at once", low=1)
     batch_max_rows: int = _option(
         0, "merge concurrent Predicts on one model (unary and stream messages) into kernel calls "
         "of up to this many rows; a merged row can differ in the last bits from the row "

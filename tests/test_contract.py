@@ -17,17 +17,19 @@ from nnserve.v1.tensors import InvalidMessage, InvalidTensor, to_array, to_tenso
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-GENERATED = ("nnserve_pb2.py", "nnserve_pb2.pyi", "nnserve_pb2_grpc.py")
 
 
 def test_generated_code_matches_the_proto(tmp_path):
-    """Regenerating from proto/ with the pinned grpcio-tools reproduces the committed files exactly."""
+    """Regenerating from proto/ with the pinned grpcio-tools reproduces the committed files
+    exactly (nnserve.v1 and nnserve.oip), and no committed generated file lacks its proto."""
     subprocess.run([sys.executable, str(PROTO_DIR / "generate.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True, timeout=120)
-    for name in GENERATED:
-        fresh, committed = tmp_path / "nnserve" / "v1" / name, PROTO_DIR / "nnserve" / "v1" / name
-        assert filecmp.cmp(fresh, committed, shallow=False), (
-            f"{committed} is stale: run `python proto/generate.py` and commit the result")
+    fresh = sorted(path.relative_to(tmp_path) for path in tmp_path.glob("nnserve/*/*_pb2*"))
+    committed = sorted(path.relative_to(PROTO_DIR) for path in PROTO_DIR.glob("nnserve/*/*_pb2*"))
+    assert fresh == committed and len(fresh) == 9
+    for name in fresh:
+        assert filecmp.cmp(tmp_path / name, PROTO_DIR / name, shallow=False), (
+            f"{PROTO_DIR / name} is stale: run `python proto/generate.py` and commit the result")
 
 
 def _source_info(tmp_path):

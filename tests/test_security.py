@@ -344,3 +344,38 @@ def test_nnserve_serve_with_tls_and_tokens(pki, tokens):
         assert server.terminate() == 0
     text = str(server.events)
     assert READ_TOKEN not in text and WRITE_TOKEN not in text
+
+
+def test_open_inference_protocol_needs_a_token_but_its_probes_do_not(pki, tokens):
+    """inference.GRPCInferenceService over TLS: ServerLive/ServerReady answer without a
+    token (probes); every other method needs one, and a read token is enough."""
+    from nnserve.oip import grpc_service_pb2 as oip
+    from nnserve.oip import grpc_service_pb2_grpc as oip_grpc
+
+    with serving(tls_cert=str(pki["server_cert"]), tls_key=str(pki["server_key"]), **tokens) as port, \
+            _tls_channel(port, pki) as channel:
+        writer = (("authorization", f"Bearer {WRITE_TOKEN}"),)
+        pb_grpc.ModelServiceStub(channel).CreateModel(
+            pb.CreateModelRequest(spec=classifier_spec(), name="m"), timeout=10, metadata=writer)
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerLive(oip.ServerLiveRequest(), timeout=10).live
+        assert stub.ServerReady(oip.ServerReadyRequest(), timeout=10).ready
+        x = np.ones((1, 4), np.float32)
+        request = oip.ModelInferRequest(
+            model_name="m", inputs=[oip.ModelInferRequest.InferInputTensor(name="input", datatype="FP32",
+                                                                             shape=[1, 4])],
+            raw_input_contents=[x.tobytes()])
+        calls = {"ModelReady": oip.ModelReadyRequest(name="m"), "ServerMetadata": oip.ServerMetadataRequest(),
+                 "ModelMetadata": oip.ModelMetadataRequest(name="m"), "ModelInfer": request,
+                 "ModelConfig": oip.ModelConfigRequest(name="m"), "RepositoryIndex": oip.RepositoryIndexRequest()}
+        for method, message in calls.items():
+            with pytest.raises(grpc.RpcError) as caught:
+                getattr(stub, method)(message, timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, method
+            getattr(stub, method)(message, timeout=10, metadata=(("authorization", f"Bearer {READ_TOKEN}"),))
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.ModelStreamInfer(iter([request]), timeout=10))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        (answer,) = stub.ModelStreamInfer(iter([request]), timeout=10,
+                                          metadata=(("authorization", f"Bearer {READ_TOKEN}"),))
+        assert answer.error_message == "" and answer.infer_response.model_version == "0"
