@@ -46,6 +46,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nnserve.bench.open_inference import (format_open_inference, measure_open_inference,
+                                          open_inference_targets)
 from nnserve.bench.training_jobs import format_jobs, job_targets, measure_jobs
 from nnserve.clients.loadtest import LoadSpec, parse_duration, run as run_load
 
@@ -305,9 +307,11 @@ STREAM_VERSUS_UNARY = {"stream predict b1 x1": "predict b1 x1",
                        "tiny stream train b4 x1": "tiny train b4 x1"}
 
 
-def _targets(results, ratios, jobs):
+def _targets(results, ratios, jobs, open_inference=None):
     """The issues' targets: (what, value, bound, met)."""
     rows = job_targets(jobs)
+    if open_inference:
+        rows += open_inference_targets(open_inference)
 
     def at_least(what, value, bound):
         rows.append((what, value, f">= {bound}", value >= bound))
@@ -373,6 +377,8 @@ def format_report(report):
         f"{name} {s['rss_idle_mib']:.0f} / {s['rss_end_mib']:.0f} / {s['rss_peak_mib']:.0f}"
         for name, s in results.items()))
     lines.append(format_jobs(report["training_jobs"]))
+    if report.get("open_inference"):
+        lines.append(format_open_inference(report["open_inference"]))
     lines.append("targets:")
     for target in report["targets"]:
         lines.append(f"  {target['target']}: {target['value']:.2f} ({target['bound']}) "
@@ -380,13 +386,13 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def _measure_jobs(rounds):
-    """The training-job cases (bench/training_jobs.py) on an nnserve server of their own."""
-    name, command, ready, _ = _servers()[-1]
-    print("training jobs: starting nnserve ...", file=sys.stderr, flush=True)
+def _on_own_nnserve(what, measure, rounds):
+    """measure(port, rounds) against an `nnserve serve` of its own (defaults)."""
+    name, command, ready, _ = next(server for server in _servers() if server[0] == "nnserve")
+    print(f"{what}: starting nnserve ...", file=sys.stderr, flush=True)
     server = ServerProcess(name, command, ready)
     try:
-        return measure_jobs(server.port, rounds)
+        return measure(server.port, rounds)
     finally:
         server.stop()
 
@@ -412,7 +418,9 @@ def run(args):
             servers.append(server)
     results = measure_servers(servers, seconds, args.rounds)
     ratios = _ratios(results, in_process)
-    jobs = _measure_jobs(args.rounds)
+    jobs = _on_own_nnserve("training jobs", measure_jobs, args.rounds)
+    open_inference = _on_own_nnserve(
+        "open inference", lambda port, rounds: measure_open_inference(port, 0, rounds), args.rounds)
     import grpc
 
     report = {"duration_seconds": seconds, "rounds": args.rounds, "layers": list(LAYERS),
@@ -420,8 +428,9 @@ def run(args):
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "grpcio": grpc.__version__, "platform": platform.platform()},
               "torch": torch_version, "in_process_examples_per_second": in_process,
-              "servers": results, "ratios": ratios, "training_jobs": jobs}
-    report["targets"] = _targets(results, ratios, jobs)
+              "servers": results, "ratios": ratios, "training_jobs": jobs,
+              "open_inference": open_inference}
+    report["targets"] = _targets(results, ratios, jobs, open_inference)
     print(format_report(report))
     if args.json:
         with open(args.json, "w") as handle:
