@@ -80,6 +80,9 @@ def hidden_activate(z, biases, activation, squares):
 
     In the same pass, squares[j] += sum_i a[i, j]^2: the squared column norms the
     divergence guard bounds gradients with (a non-finite value makes its sum non-finite).
+    squares=None (inference) compiles a variant without them: numba prunes the
+    `is not None` branches of a None argument at compile time, so each variant's loop is
+    straight-line, and both compute a identically.
     """
     # One loop per activation: with the choice inside the loop, LLVM computes the sigmoid's
     # exp for every element and selects (measured 50x slower for relu).
@@ -89,29 +92,34 @@ def hidden_activate(z, biases, activation, squares):
         for i in range(n_samples):
             for j in range(n_out):
                 z[i, j] = sigmoid(z[i, j] + biases[j], one)
-                squares[j] += z[i, j] * z[i, j]
+                if squares is not None:
+                    squares[j] += z[i, j] * z[i, j]
     elif activation == TANH:
         for i in range(n_samples):
             for j in range(n_out):
                 z[i, j] = tanh(z[i, j] + biases[j])
-                squares[j] += z[i, j] * z[i, j]
+                if squares is not None:
+                    squares[j] += z[i, j] * z[i, j]
     elif activation == RELU:
         for i in range(n_samples):
             for j in range(n_out):
                 v = z[i, j] + biases[j]
                 z[i, j] = v if v > 0 else zero
-                squares[j] += z[i, j] * z[i, j]
+                if squares is not None:
+                    squares[j] += z[i, j] * z[i, j]
     elif activation == LEAKY_RELU:
         for i in range(n_samples):
             for j in range(n_out):
                 v = z[i, j] + biases[j]
                 z[i, j] = v if v > 0 else slope * v
-                squares[j] += z[i, j] * z[i, j]
+                if squares is not None:
+                    squares[j] += z[i, j] * z[i, j]
     else:
         for i in range(n_samples):
             for j in range(n_out):
                 z[i, j] += biases[j]
-                squares[j] += z[i, j] * z[i, j]
+                if squares is not None:
+                    squares[j] += z[i, j] * z[i, j]
 
 
 @kernel()

@@ -294,16 +294,41 @@ def _total_width(layer_sizes):
 
 
 @kernel()
+def _widest_hidden(layer_sizes):
+    widest = 0
+    for l in range(1, layer_sizes.shape[0] - 1):
+        widest = max(widest, layer_sizes[l])
+    return widest
+
+
+@kernel()
 def predict(params, layer_sizes, activations, x):
-    """Return (output activations, valid); allocates its own buffers (reentrant)."""
+    """Return (output activations, valid): the forward pass and nothing else.
+
+    No column norms (the guard's, for training) and no buffer per layer: the hidden layers
+    take turns in two row buffers and the last layer is computed in the returned array.
+    The values equal `forward`'s (the same products and elementwise operations). Allocates
+    its own buffers, so calls may run at once.
+    """
     n_samples = x.shape[0]
-    outputs = np.empty(n_samples * _total_width(layer_sizes), dtype=params.dtype)
-    logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
+    n_layers = layer_sizes.shape[0] - 1
+    out = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
     if not _all_finite(x):
-        return logits, False
-    forward(params, layer_sizes, activations, x, outputs, logits,
-            np.zeros(_norm_offset(layer_sizes, layer_sizes.shape[0]), dtype=params.dtype))
-    return _layer_rows(outputs, layer_sizes, layer_sizes.shape[0] - 2, n_samples).copy(), True
+        return out, False
+    buffers = np.empty((2, n_samples * _widest_hidden(layer_sizes)), dtype=params.dtype)
+    layer_input = x
+    for layer in range(n_layers - 1):
+        weights, biases = _weights(params, layer_sizes, layer)
+        n_out = layer_sizes[layer + 1]
+        a = buffers[layer % 2, :n_samples * n_out].reshape((n_samples, n_out))
+        matmul(layer_input, weights, a)
+        hidden_activate(a, biases, activations[layer], None)
+        layer_input = a
+    weights, biases = _weights(params, layer_sizes, n_layers - 1)
+    matmul(layer_input, weights, out)
+    add_bias(out, biases)
+    activate(out, activations[n_layers - 1], out)
+    return out, True
 
 
 @kernel()
