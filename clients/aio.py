@@ -234,14 +234,14 @@ class AsyncRemoteModel(ModelMessages):
         """Drive a plan of chunks (chunking.py): `await make_round(builders)` returns a
         round's replies; return the plan's result.
 
-        The rounds are the sync client's: a predict's chunks go over one PredictStream,
-        answered one after the other (a chunk is already as large as the server takes, so
-        it keeps a server thread busy by itself), and an evaluate's chunks are unary calls
-        made one after the other, not gathered (chunks in flight together would hold
-        several chunks in memory at once, count several times against the server's
-        max_concurrent_rpcs, and answer in another order than the sync client's). So the
-        two clients return the same results bit for bit. Callers wanting parallelism gather
-        several predicts.
+        The rounds are the sync client's: a predict's chunks go over one PredictStream
+        (CHUNKS_IN_FLIGHT sent ahead, computed one after the other by the server: a chunk
+        is already as large as the server takes, so it keeps a server thread busy by
+        itself), and an evaluate's chunks are unary calls made one after the other, not
+        gathered (chunks in flight together would hold several chunks in memory at once,
+        count several times against the server's max_concurrent_rpcs, and answer in
+        another order than the sync client's). So the two clients return the same results
+        bit for bit. Callers wanting parallelism gather several predicts.
         """
         try:
             requests = next(plan)
