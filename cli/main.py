@@ -48,7 +48,8 @@ def _add_loadtest_arguments(parser):
     parser.add_argument("--target", required=True, metavar="HOST:PORT", help="the server")
     parser.add_argument("--duration", default="10s", help="measured time (default 10s)")
     parser.add_argument("--concurrency", type=int, default=16,
-                        help="calls in flight, one per worker (default 16)")
+                        help="workers, each with one call in flight (default 16); with "
+                             "--stream, also the streams of each kind")
     parser.add_argument("--mix", default="predict=10,train=3,create=1",
                         help="operation weights, from predict, train, evaluate, create, fit "
                              "(one training job run to its end on a model of its own) "
@@ -67,9 +68,19 @@ def _add_loadtest_arguments(parser):
     parser.add_argument("--warmup", default="0s",
                         help="unreported load before the measured time (default 0s; one call "
                              "of each operation is always made first)")
-    parser.add_argument("--timeout", default="30s", help="deadline of each call (default 30s)")
+    parser.add_argument("--timeout", default="30s",
+                        help="deadline of each call (default 30s); a stream's is --duration "
+                             "plus this")
     parser.add_argument("--expect", default="", metavar="CODE,...",
                         help="status codes that are no failure besides OK (e.g. RESOURCE_EXHAUSTED)")
+    parser.add_argument("--stream", action="store_true",
+                        help="send predict and train as messages over streams (PredictStream, "
+                             "TrainStream: one of each kind per worker, open for the whole run) "
+                             "with up to --window unanswered per stream, instead of one call "
+                             "each; reported as messages/s and per-message latency")
+    parser.add_argument("--window", type=int, default=16,
+                        help="with --stream, messages sent and unanswered at once per stream "
+                             "(default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the choices")
     parser.add_argument("--token", default=None, help="bearer token sent with every call")
     parser.add_argument("--tls-ca", default=None, metavar="PEM",
@@ -109,8 +120,8 @@ def build_parser():
                     "--concurrency calls in flight for --duration with the --mix of "
                     "operations, delete the models and the dataset, and report requests/s, "
                     "latency quantiles and status codes per RPC (fit: per training job, as "
-                    "Fit). Exit status 1 when a status code other than OK (and --expect) "
-                    "appeared.")
+                    "Fit; with --stream, predict and train messages per stream method). Exit "
+                    "status 1 when a status code other than OK (and --expect) appeared.")
     _add_loadtest_arguments(loadtest)
     loadtest.set_defaults(handler=_loadtest)
 

@@ -10,7 +10,8 @@
 
 `Client` / `RemoteModel` are synchronous, `AsyncClient` / `AsyncRemoteModel` their asyncio
 twins; every failure is an `NNServeError` with the gRPC status code and the server's
-message. The scikit-learn estimators `NNClassifier` and `NNRegressor` are imported on
+message. `RemoteModel.train_stream` / `predict_stream` (and `fit(..., stream=True)`) send
+many batches over one bidirectional stream, a window of them in flight (streams.py). The scikit-learn estimators `NNClassifier` and `NNRegressor` are imported on
 first use (they need scikit-learn, the `sklearn` extra). This package needs only numpy,
 grpcio, protobuf and tqdm: it never imports numba.
 """

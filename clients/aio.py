@@ -1,11 +1,13 @@
 """The asyncio client: `AsyncClient` and `AsyncRemoteModel`, on grpc.aio.
 
-The same surface as Client and RemoteModel, every call awaitable; the requests and replies
-are built and read by the same code (messages.py), so both clients send and return exactly
+The same surface as Client and RemoteModel, every call awaitable (train_stream and
+predict_stream are async iterators); the requests and replies are built and read by the
+same code (messages.py, chunking.py, streams.py), so both clients send and return exactly
 the same things. Create an AsyncClient inside the event loop that uses it.
 """
 
 import asyncio
+import contextlib
 
 import grpc
 import grpc.aio
@@ -16,11 +18,13 @@ from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
+from .chunking import CHUNKS_IN_FLIGHT
 from .errors import NNServeError, encoding
 from .jobs import (AsyncTrainingJob, RemoteDataset, dataset_ref, job_request, upload_arrays,
                    upload_requests)
-from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
-                       list_request)
+from .messages import (ModelInfo, ModelMessages, create_request, delete_request, fit_runs,
+                       get_request, list_request)
+from .streams import STREAM_WINDOW, async_items, check_window, stream_async
 
 __all__ = ["AsyncClient", "AsyncRemoteModel"]
 
@@ -81,6 +85,15 @@ class AsyncClient:
             raise NNServeError.from_rpc(error, method) from None
         finally:
             call.cancel()
+
+    def _bidi(self, method, requests, timeout=None):
+        """Open a bidirectional stream that sends `requests` (an async iterator grpc.aio
+        consumes in a task of its own); return the call: an async iterator of replies with
+        cancel(). Deadline: `timeout` seconds for the whole stream, None for none."""
+        if self._closed:
+            raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
+        return getattr(self._stub, method)(requests, timeout=timeout,
+                                           metadata=self._connection.metadata)
 
     async def upload_dataset(self, x, y, name=None):
         """Upload (x, y) once, for training jobs; see Client.upload_dataset."""
@@ -197,48 +210,81 @@ class AsyncRemoteModel(ModelMessages):
         request = self._train_step_request(x, y)
         return self._on_train_step(await self._client._call("TrainStep", request))
 
-    async def _run(self, method, plan):
-        """Await the calls of a plan (messages.py) one after the other; return its result.
+    def train_stream(self, batches, *, window=STREAM_WINDOW, timeout=None):
+        """Apply one optimizer step per batch over one TrainStream; an async iterator of the
+        losses (StepLoss) in order. RemoteModel.train_stream's semantics (window, timeout,
+        errors and their applied_after), with an asyncio.Semaphore for the window.
 
-        Sequential on purpose, also for the chunks of one large predict: a chunk is
-        already as large as the server takes, so it keeps a server thread busy by itself
-        (its BLAS products run on one thread by default, and other clients want the
-        others); chunks in flight together would hold several chunks' requests and replies
-        in memory at once, count several times against the server's max_concurrent_rpcs
-        (refused with RESOURCE_EXHAUSTED at once), and answer in another order than the
-        sync client's calls. Sequential calls are the sync client's calls, so the two
-        return the same results bit for bit. Callers wanting parallelism gather several
-        predicts.
+        `batches` is an async or a sync iterable of (x, y); a sync one is read on the event
+        loop, so it should not block. Leaving early cancels the stream once the iterator is
+        closed: `await it.aclose()`, leaving an `async with contextlib.aclosing(it)` block,
+        or soon after the event loop finalizes an iterator left unreferenced.
+        """
+        return stream_async(self._client, self._train_exchange(), async_items(batches),
+                            check_window(window), timeout)
+
+    def predict_stream(self, xs, *, window=STREAM_WINDOW, timeout=None):
+        """Predict each x over one PredictStream; an async iterator of the outputs (Outputs)
+        in order. RemoteModel.predict_stream's semantics; `xs` an async or sync iterable, as
+        train_stream's batches."""
+        return stream_async(self._client, self._predict_exchange(), async_items(xs),
+                            check_window(window), timeout)
+
+    async def _run(self, plan, make_round):
+        """Drive a plan of chunks (chunking.py): `await make_round(builders)` returns a
+        round's replies; return the plan's result.
+
+        The rounds are the sync client's: a predict's chunks go over one PredictStream
+        (CHUNKS_IN_FLIGHT sent ahead, computed one after the other by the server: a chunk
+        is already as large as the server takes, so it keeps a server thread busy by
+        itself), and an evaluate's chunks are unary calls made one after the other, not
+        gathered (chunks in flight together would hold several chunks in memory at once,
+        count several times against the server's max_concurrent_rpcs, and answer in
+        another order than the sync client's). So the two clients return the same results
+        bit for bit. Callers wanting parallelism gather several predicts.
         """
         try:
-            request = next(plan)
+            requests = next(plan)
             while True:
-                request = plan.send(await self._client._call(method, request))
+                requests = plan.send(await make_round(requests))
         except StopIteration as done:
             return done.value
         finally:
             plan.close()
 
+    async def _streamed_round(self, requests):
+        """One round of Predict chunks over one PredictStream (deadline: the client's timeout
+        per chunk)."""
+        return [reply async for reply in stream_async(
+            self._client, self._chunk_exchange(), async_items(requests), CHUNKS_IN_FLIGHT,
+            self._client.timeout * len(requests))]
+
+    async def _unary_round(self, requests):
+        """One round of Evaluate chunks, one call after the other."""
+        return [await self._client._call("Evaluate", build()) for build in requests]
+
     async def predict(self, x, *, batch_size=None):
         """Return the output activations for x: (n_samples, n_out) of the model's dtype.
 
-        Large x is split into calls exactly as RemoteModel.predict splits it (same
-        batch_size, same version rule, same errors), so the results are the same bit for bit.
+        Large x is split and sent exactly as RemoteModel.predict sends it (same batch_size,
+        one PredictStream, same version rule, same errors), so the results are the same bit
+        for bit.
         """
         request, plan = self._predict_calls(x, batch_size, self._client._connection.max_message_bytes)
         if plan is None:  # one call
             return self._on_predict(await self._client._call("Predict", request))
-        return await self._run("Predict", plan)
+        return await self._run(plan, self._streamed_round)
 
     async def evaluate(self, x, y, *, batch_size=None):
         """Return {"loss": float} plus "accuracy" for classification losses; no update.
 
-        Split and combined exactly as RemoteModel.evaluate does (see there).
+        Split into unary calls and combined exactly as RemoteModel.evaluate does (see there;
+        Evaluate has no stream).
         """
         request, plan = self._evaluate_calls(x, y, batch_size, self._client._connection.max_message_bytes)
         if plan is None:  # one call
             return self._on_evaluate(await self._client._call("Evaluate", request))
-        return await self._run("Evaluate", plan)
+        return await self._run(plan, self._unary_round)
 
     async def get_state(self):
         """Return {"spec", "step", "version", "weights", "slots"} as Network.get_state() does."""
@@ -279,7 +325,7 @@ class AsyncRemoteModel(ModelMessages):
         return AsyncTrainingJob(self._client, reply.job, owned)
 
     async def _dataset_for(self, data, y, owned, **fit_arguments):
-        arrays = self._arrays_to_upload(data, y, **fit_arguments)
+        arrays = self._fit_arrays(data, y, **fit_arguments)
         if arrays is None:
             return data
         dataset = await self._client.upload_dataset(*arrays)
@@ -287,9 +333,25 @@ class AsyncRemoteModel(ModelMessages):
         return dataset
 
     async def fit(self, x, y=None, *, epochs, batch_size, shuffle=True, seed=0,
-                  validation_data=None, progress=None):
-        """Train on the server as a training job, its progress streamed back; see
-        RemoteModel.fit (cancelling the awaiting task cancels the job)."""
+                  validation_data=None, progress=None, stream=False):
+        """Train on the server; see RemoteModel.fit. By default as a training job, its
+        progress streamed back (cancelling the awaiting task cancels the job); with
+        stream=True over TrainStream, the batches sent ahead of their losses (cancelling
+        the task cancels the stream). The same batches and history as Network.fit, bit for
+        bit."""
+        if stream:
+            history = await self._fit_streamed(x, y, epochs=epochs, batch_size=batch_size,
+                                               shuffle=shuffle, seed=seed,
+                                               validation_data=validation_data, progress=progress)
+        else:
+            history = await self._fit_job(x, y, epochs=epochs, batch_size=batch_size,
+                                          shuffle=shuffle, seed=seed,
+                                          validation_data=validation_data, progress=progress)
+        await self.refresh()  # the step and version the fit left
+        return history
+
+    async def _fit_job(self, x, y, *, epochs, batch_size, shuffle, seed, validation_data,
+                       progress):
         job = await self.start_training(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                                         seed=seed, validation_data=validation_data,
                                         progress_every_seconds=0.25 if progress is not False else 0.0)
@@ -298,12 +360,36 @@ class AsyncRemoteModel(ModelMessages):
             async for event in job.watch():
                 if bar is not None:
                     bar.update(event.step - bar.n)
-            history = await job.wait()
+            return await job.wait()
         except (KeyboardInterrupt, asyncio.CancelledError):
             await asyncio.shield(job.cancel())
             raise
         finally:
             if bar is not None:
                 bar.close()
-        await self.refresh()  # the step and version the job left
-        return history
+
+    async def _fit_streamed(self, x, y, *, validation_data, progress, **order):
+        """RemoteModel._fit_streamed, awaited."""
+        x, y = self._streamed_fit_arrays(x, y, epochs=order["epochs"], batch_size=order["batch_size"],
+                                         validation_data=validation_data)
+        losses = self._losses(fit_runs(x, y, validating=validation_data is not None, **order))
+        plan = training.fit_plan(x, y, **order, validation_data=validation_data, progress=progress)
+        try:
+            call = next(plan)
+            while True:
+                name, *arguments = call
+                result = await (anext(losses) if name == "train_step" else self.evaluate(*arguments))
+                call = plan.send(result)
+        except StopIteration as done:
+            await anext(losses, None)  # reads the last stream to its end (every batch answered)
+            return done.value
+        finally:
+            plan.close()
+            await losses.aclose()  # cancels a stream left early
+
+    async def _losses(self, runs):
+        """The losses of runs of batches, one TrainStream each, opened one after the other."""
+        for run in runs:
+            async with contextlib.aclosing(self.train_stream(run)) as losses:
+                async for loss in losses:
+                    yield loss

@@ -7,7 +7,8 @@ RESOURCE_EXHAUSTED when the server is overloaded: its refusals carry a
 too many models) carry -1, which tells gRPC not to retry them. Methods that change a
 model (CreateModel, DeleteModel, TrainStep, SetState, SetWeights) are never retried: a
 TrainStep whose reply was lost may have been applied, and applying it twice would train
-twice. Retries happen inside the call's one deadline.
+twice. Nor are the bidirectional streams (TrainStream, PredictStream). Retries happen
+inside the call's one deadline.
 """
 
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 import grpc
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TARGET", "DEFAULT_TIMEOUT", "IDEMPOTENT_METHODS",
-           "MUTATING_METHODS", "SERVICE_NAME", "TLS", "Connection", "auth_metadata",
+           "MUTATING_METHODS", "SERVICE_NAME", "STREAMING_METHODS", "TLS", "Connection", "auth_metadata",
            "channel_credentials", "channel_options", "connection", "model_ref", "service_config"]
 
 SERVICE_NAME = "nnserve.v1.ModelService"
@@ -30,6 +31,12 @@ IDEMPOTENT_METHODS = ("GetModel", "ListModels", "Predict", "Evaluate", "GetState
                       "ListDatasets", "GetTrainingJob", "ListTrainingJobs", "WatchTrainingJob")
 MUTATING_METHODS = ("CreateModel", "DeleteModel", "TrainStep", "SetState", "SetWeights",
                     "UploadDataset", "DeleteDataset", "CreateTrainingJob", "CancelTrainingJob")
+# Bidirectional streams, never retried either: a retried TrainStream would send again
+# steps the server may have applied, and gRPC can replay a stream only until its first
+# reply (or 256 KiB sent), after which a failure reaches the caller anyway, so a retry
+# would not be transparent. A failed stream raises at the position it reached
+# (clients/streams.py); the caller decides what to send again.
+STREAMING_METHODS = ("TrainStream", "PredictStream")
 
 RETRY_POLICY = {
     "maxAttempts": 5,

@@ -1,12 +1,16 @@
 """Predict and Evaluate of more rows than one call carries, planned once for both clients.
 
-Inputs are split into several calls (at most MAX_ROWS_PER_CALL rows, and within the
-channel's message sizes, per call). `_predict_calls` and `_evaluate_calls` return either
-the one request of an input that fits in one call, or a plan: a generator (like
-nnserve.model.fit.fit_plan) that yields each chunk's request, is sent each reply, and
-returns the combined result. The sync client drives it with blocking calls and the async
-one with awaited calls, so both send the same chunks and combine the same replies in the
-same order.
+Inputs are split into chunks (at most MAX_ROWS_PER_CALL rows, and within the channel's
+message sizes, each). `_predict_calls` and `_evaluate_calls` return either the one request
+of an input that fits in one call, or a plan: a generator (like nnserve.model.fit.fit_plan)
+that yields rounds of chunks, each round a list of functions that build one chunk's
+request, is sent the list of their replies, and returns the combined result. A round is
+every chunk at first, then the chunks answered by an older weights version than the
+newest one seen (see _consistent_replies). The sync client drives a plan with blocking
+calls and the async one with awaited calls, so both send the same chunks and combine the
+same replies in the same order: a round of Predict chunks goes over one PredictStream
+(CHUNKS_IN_FLIGHT of them sent ahead, see clients/streams.py), a round of Evaluate chunks
+as one unary call each (Evaluate has no stream).
 """
 
 import math
@@ -20,9 +24,10 @@ from nnserve.v1.tensors import to_array, to_tensor
 
 from .channel import DEFAULT_MAX_MESSAGE_BYTES
 from .errors import MixedVersionsError, encoding
+from .streams import Exchange
 
-__all__ = ["MAX_ROWS_PER_CALL", "MAX_VERSION_ROUNDS", "MESSAGE_HEADROOM", "ChunkedReads",
-           "check_batch_size", "rows_per_call"]
+__all__ = ["CHUNKS_IN_FLIGHT", "MAX_ROWS_PER_CALL", "MAX_VERSION_ROUNDS", "MESSAGE_HEADROOM",
+           "ChunkedReads", "check_batch_size", "rows_per_call"]
 
 # Rows per Predict/Evaluate call when batch_size is None: the server's default
 # max_rows_per_request (service/settings.py). A server configured lower needs batch_size=.
@@ -33,6 +38,10 @@ MESSAGE_HEADROOM = 64 << 10
 # Times the chunks that saw an older weights version than the newest one are re-run before
 # a split Predict/Evaluate gives up with MixedVersionsError.
 MAX_VERSION_ROUNDS = 3
+# Predict chunks sent and unanswered at once on their PredictStream: one computed while the
+# next travels keeps the server busy, and a chunk is already as large as the server takes
+# (more in flight would only hold more chunks' bytes in memory at once).
+CHUNKS_IN_FLIGHT = 2
 
 
 def check_batch_size(batch_size):
@@ -76,9 +85,9 @@ class ChunkedReads:
 
         (request, None) when x fits in one call (the common case, as cheap as it always
         was: x converted and encoded once, whole, no other copy); _on_predict reads the
-        reply. Else (None, plan): a generator yielding one request per chunk of
-        rows_per_call rows, in order, sent each reply, returning the chunks' outputs
-        concatenated, all of one weights version (see _consistent_replies).
+        reply. Else (None, plan): a plan of chunks of rows_per_call rows (see the module's
+        docstring), each round sent over one PredictStream (_chunk_exchange), returning
+        the chunks' outputs concatenated, all of one weights version.
         """
         batch_size = check_batch_size(batch_size)
         with encoding("Predict"):
@@ -98,8 +107,15 @@ class ChunkedReads:
         outputs = np.concatenate([to_array(reply.outputs, "outputs", copy=False) for reply in replies])
         return Outputs.of(outputs, replies[0].version)
 
+    @staticmethod
+    def _chunk_exchange():
+        """The bookkeeping of a PredictStream of chunks: request builders in, the raw
+        PredictResponses out (the plan reads them)."""
+        return Exchange("PredictStream", lambda build: build(), lambda reply: reply, drain=False)
+
     def _evaluate_calls(self, x, y, batch_size=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
-        """The Evaluate calls for (x, y): (request, None) or (None, plan), as _predict_calls.
+        """The Evaluate calls for (x, y): (request, None) or (None, plan), as _predict_calls,
+        a round's chunks one unary call each.
 
         Split, the chunks' metrics are combined as one call over every row computes them:
         the loss weighted by each chunk's rows, the accuracy from each chunk's count of
@@ -137,19 +153,20 @@ class ChunkedReads:
         return Evaluation(metrics, replies[0].version)
 
     def _consistent_replies(self, method, requests):
-        """Yield each chunk's request (requests: one function per chunk that builds it) and
-        receive its reply; return the replies, in order, all of one weights version.
+        """Yield rounds of the chunks' requests (requests: one function per chunk that builds
+        it) and receive their replies; return the replies, in order, all of one weights
+        version.
 
         A model trained between two chunks' calls answers them with different versions.
         The chunks that saw an older version than the newest one seen are then asked again,
-        up to MAX_VERSION_ROUNDS times; after that MixedVersionsError is raised (a result
-        mixing two models is never returned).
+        in a round of their own, up to MAX_VERSION_ROUNDS times; after that
+        MixedVersionsError is raised (a result mixing two models is never returned).
         """
         replies = [None] * len(requests)
         pending = range(len(requests))
         for _ in range(1 + MAX_VERSION_ROUNDS):
-            for index in pending:
-                reply = yield requests[index]()
+            answered = yield [requests[index] for index in pending]
+            for index, reply in zip(pending, answered):
                 self._saw(reply.version)
                 replies[index] = reply
             versions = [reply.version for reply in replies]

@@ -1,9 +1,11 @@
 """The synchronous client: `Client` and the `RemoteModel` handles it returns.
 
 Every method is: build the request (messages.py) -> call with the client's deadline and
-metadata -> read the reply (messages.py); a grpc.RpcError becomes NNServeError. predict and
-evaluate of more rows than one call carries make one such call per chunk of rows, as
-planned by messages.py (each call has the client's deadline).
+metadata -> read the reply (messages.py); a grpc.RpcError becomes NNServeError. evaluate
+of more rows than one call carries makes one such call per chunk of rows, and predict
+sends its chunks over one PredictStream, as planned by chunking.py. train_stream,
+predict_stream and fit(stream=True) exchange many batches over one bidirectional stream
+(streams.py).
 """
 
 import grpc
@@ -14,11 +16,13 @@ from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from nnserve.model import fit as training
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
                       model_ref)
+from .chunking import CHUNKS_IN_FLIGHT
 from .errors import NNServeError, encoding
 from .jobs import (RemoteDataset, TrainingJob, dataset_ref, job_request, upload_arrays,
                    upload_requests)
-from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
-                       list_request)
+from .messages import (ModelInfo, ModelMessages, create_request, delete_request, fit_runs,
+                       get_request, list_request)
+from .streams import STREAM_WINDOW, check_window, stream
 
 __all__ = ["Client", "RemoteModel"]
 
@@ -96,6 +100,15 @@ class Client:
             raise NNServeError.from_rpc(error, method) from None
         finally:
             replies.cancel()
+
+    def _bidi(self, method, requests, timeout=None):
+        """Open a bidirectional stream that sends `requests` (an iterator gRPC consumes on a
+        thread of its own); return the call: an iterator of replies with cancel().
+        Deadline: `timeout` seconds for the whole stream, None for none."""
+        if self._closed:
+            raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
+        return getattr(self._stub, method)(requests, timeout=timeout,
+                                           metadata=self._connection.metadata)
 
     # -- datasets -----------------------------------------------------------------------
 
@@ -267,30 +280,128 @@ class RemoteModel(ModelMessages):
         """
         return self._on_train_step(self._client._call("TrainStep", self._train_step_request(x, y)))
 
-    def _run(self, method, plan):
-        """Make a plan's calls (messages.py: it yields requests, is sent replies); return its result."""
+    def train_stream(self, batches, *, window=STREAM_WINDOW, timeout=None):
+        """Apply one optimizer step per batch over one TrainStream; yield the losses in order.
+
+        Each batch is cast and sent as train_step sends it, and each result is what
+        train_step returns (a StepLoss: the batch loss before the update, with the .step
+        and .version it produced). The batches are sent ahead of their losses, at most
+        `window` unanswered at once: a batch is taken from `batches` only when it can be
+        sent (until the first loss is read, at most `window` are taken), so a fast producer
+        never fills memory, and one read loss lets one more batch go. Nothing is sent until
+        the first loss is asked for. `batches` is read on a thread of gRPC's.
+
+        The steps of one stream apply in the order sent; another caller's steps on the
+        model may fall between them.
+
+        Parameters
+        ----------
+        batches : iterable of (x, y)
+            x (n_samples, n_in) and y as train_step takes them; any number of batches
+            (a generator may be endless: stop reading to stop).
+        window : int >= 1
+            Batches sent and unanswered at once (default 16).
+        timeout : float, optional
+            Deadline of the whole stream, in seconds. None (the default): none, as a
+            stream lasts as long as its batches come; the client's per-call timeout does not
+            apply to streams.
+
+        Yields
+        ------
+        StepLoss
+
+        Raises
+        ------
+        ValueError
+            window not an integer >= 1 (at the call, before anything is sent).
+        NNServeError
+            A batch the server refused (INVALID_ARGUMENT for a malformed x or y, NOT_FOUND,
+            FAILED_PRECONDITION while a training job trains the model or when the step
+            would make the weights non-finite, RESOURCE_EXHAUSTED above the server's max
+            rows): raised at that batch's position, after the losses of the batches before
+            it. No batch is sent after it; the stream is closed and read to its end, and
+            the steps of the batches already sent after it (at most window - 1), which the
+            server applied, are the error's `applied_after` (a list of StepLoss, in order).
+            A batch the SDK cannot encode is refused in its place the same way (its
+            `applied_after` is empty: nothing was sent after it). A failure of the stream
+            itself (its deadline, the server's --max-streams, the server going away)
+            raises as a unary call's failure does; the steps answered before it stand.
+        Exception
+            Whatever iterating `batches` raised, at that position, after the losses of
+            the batches before it.
+
+        Leaving early (break, or closing the iterator) cancels the stream: the server
+        applies no batch it had not read by then, and at most `window` batches were sent
+        beyond the last loss read.
+        """
+        return stream(self._client, self._train_exchange(), iter(batches), check_window(window),
+                      timeout)
+
+    def predict_stream(self, xs, *, window=STREAM_WINDOW, timeout=None):
+        """Predict each x over one PredictStream; yield the outputs in order.
+
+        Each x is cast and sent as predict sends it (one message: it must fit the server's
+        max rows and message size), and each result is what predict returns for it
+        (Outputs: (n_samples, n_out) of the model's dtype, with the .version that computed
+        them). At most `window` inputs are sent and unanswered at once, taken from `xs`
+        only when they can be sent; `xs` is read on a thread of gRPC's. Each message is
+        computed on one version of the weights; messages of one stream may see different
+        versions when the model trains meanwhile.
+
+        window and timeout are train_stream's (no deadline by default).
+
+        Raises
+        ------
+        ValueError
+            window not an integer >= 1.
+        NNServeError
+            An x the server refused (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED):
+            raised at its position, after the outputs before it; the stream is cancelled
+            (the inputs after it are not computed, or their outputs are dropped). As
+            train_stream for an x the SDK cannot encode and for stream failures.
+        Exception
+            Whatever iterating `xs` raised, at that position.
+
+        Leaving early (break, or closing the iterator) cancels the stream.
+        """
+        return stream(self._client, self._predict_exchange(), iter(xs), check_window(window),
+                      timeout)
+
+    def _run(self, plan, make_round):
+        """Drive a plan of chunks (chunking.py): make_round(builders) returns a round's
+        replies; return the plan's result."""
         try:
-            request = next(plan)
+            requests = next(plan)
             while True:
-                request = plan.send(self._client._call(method, request))
+                requests = plan.send(make_round(requests))
         except StopIteration as done:
             return done.value
         finally:
             plan.close()
 
+    def _streamed_round(self, requests):
+        """One round of Predict chunks over one PredictStream. Its deadline is the client's
+        timeout per chunk, as each chunk's unary call would have had."""
+        return list(stream(self._client, self._chunk_exchange(), iter(requests), CHUNKS_IN_FLIGHT,
+                           self._client.timeout * len(requests)))
+
+    def _unary_round(self, requests):
+        """One round of Evaluate chunks, one call after the other."""
+        return [self._client._call("Evaluate", build()) for build in requests]
+
     def predict(self, x, *, batch_size=None):
         """Return the output activations for x (n_samples, n_in): (n_samples, n_out) of dtype.
 
         Any number of rows: x goes in one Predict call when it fits, else in chunks of
-        batch_size rows, one call each, made one after the other, whose outputs are
-        concatenated in order. Each chunk's outputs are exactly what one call with those
-        rows returns.
+        batch_size rows sent over one PredictStream (two chunks in flight, answered in
+        order), whose outputs are concatenated in order. Each chunk's outputs are exactly
+        what one call with those rows returns.
 
         Parameters
         ----------
         x : array (n_samples, n_in)
         batch_size : int >= 1 or None
-            Rows per call. None: the most rows within both MAX_ROWS_PER_CALL (16384, the
+            Rows per chunk. None: the most rows within both MAX_ROWS_PER_CALL (16384, the
             server's default max_rows_per_request) and the client's max_message_bytes
             (see nnserve.clients.chunking.rows_per_call). Pass a smaller one for a server
             configured with a lower max_rows_per_request or max_message_bytes.
@@ -301,32 +412,35 @@ class RemoteModel(ModelMessages):
             batch_size not None and not an integer >= 1 (before any call).
         nnserve.clients.errors.MixedVersionsError (an NNServeError, code ABORTED)
             Outputs are never mixed across weights versions: when the model changed between
-            the calls (a train step, set_weights or set_state elsewhere), the chunks answered
-            by an older version than the newest one seen are predicted again, up to
-            MAX_VERSION_ROUNDS (3) times; if the versions still differ this is raised.
+            the chunks (a train step, set_weights or set_state elsewhere), the chunks answered
+            by an older version than the newest one seen are predicted again (over a
+            stream of their own), up to MAX_VERSION_ROUNDS (3) times; if the versions still
+            differ this is raised.
         NNServeError
-            As for one call: the first chunk's call that fails ends the predict with its
-            error (the server's limits apply to each call).
+            As for one call: the first chunk the server refuses ends the predict with its
+            error (the server's limits apply to each chunk; method "PredictStream"), and a
+            failed stream with the stream's (its deadline: the client's timeout per chunk).
         """
         request, plan = self._predict_calls(x, batch_size, self._client._connection.max_message_bytes)
         if plan is None:  # one call
             return self._on_predict(self._client._call("Predict", request))
-        return self._run("Predict", plan)
+        return self._run(plan, self._streamed_round)
 
     def evaluate(self, x, y, *, batch_size=None):
         """Return {"loss": float} plus "accuracy" for classification losses; no update.
 
-        Any number of rows, split into calls as predict splits them (batch_size, versions
-        and errors alike). Over several calls the metrics are combined as one call over all
-        rows computes them: the loss is the mean over samples, so each chunk's loss counts
-        by its rows; the accuracy is the fraction of correct answers, counted per chunk.
-        The accuracy equals one call's exactly; the loss may differ from it in the last
-        bits (float rounding: sums in another order, and one division per chunk).
+        Any number of rows, split as predict splits them (batch_size, versions and errors
+        alike), but each chunk is a unary Evaluate call, one after the other: Evaluate has
+        no stream. Over several calls the metrics are combined as one call over all rows
+        computes them: the loss is the mean over samples, so each chunk's loss counts by
+        its rows; the accuracy is the fraction of correct answers, counted per chunk. The
+        accuracy equals one call's exactly; the loss may differ from it in the last bits
+        (float rounding: sums in another order, and one division per chunk).
         """
         request, plan = self._evaluate_calls(x, y, batch_size, self._client._connection.max_message_bytes)
         if plan is None:  # one call
             return self._on_evaluate(self._client._call("Evaluate", request))
-        return self._run("Evaluate", plan)
+        return self._run(plan, self._unary_round)
 
     def get_state(self):
         """Return {"spec", "step", "version", "weights", "slots"} as Network.get_state() does."""
@@ -393,7 +507,7 @@ class RemoteModel(ModelMessages):
         return job
 
     def _dataset_for(self, data, y, owned, **fit_arguments):
-        arrays = self._arrays_to_upload(data, y, **fit_arguments)
+        arrays = self._fit_arrays(data, y, **fit_arguments)
         if arrays is None:
             return data
         dataset = self._client.upload_dataset(*arrays)
@@ -401,31 +515,66 @@ class RemoteModel(ModelMessages):
         return dataset
 
     def fit(self, x, y=None, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
-            progress=None):
+            progress=None, stream=False):
         """Train for `epochs` passes over (x, y) in mini-batches of batch_size rows, on the
-        server: the data is uploaded once (or x is a RemoteDataset, reused) and a training
-        job runs the fit loop next to the weights, its progress streamed back.
+        server.
 
-        The batches are those nnserve.model.fit.fit_plan gives, so a fit here equals
-        Network.fit in-process bit for bit. Ctrl-C (KeyboardInterrupt) cancels the job.
+        By default the data is uploaded once (or x is a RemoteDataset, reused) and a
+        training job runs the fit loop next to the weights, its progress streamed back;
+        Ctrl-C (KeyboardInterrupt) cancels the job. With stream=True nothing is uploaded:
+        the batches are sent over TrainStream (see train_stream), ahead of their losses,
+        since their order depends on no loss; with validation_data, each epoch's steps are
+        all answered before its Evaluate (one stream per epoch then, else one for the whole
+        fit). Ctrl-C cancels the stream; the model keeps the steps applied.
+
+        Either way the batches are those nnserve.model.fit.fit_plan gives, and the history
+        is fit_plan's (each epoch's loss the mean of its batch losses weighted by batch
+        size, its validation metrics from one Evaluate after it), so a fit here equals
+        Network.fit in-process bit for bit: weights, history, step and version (with
+        stream=True the validation set must fit in one Evaluate call, or its loss is
+        combined from chunks, see evaluate).
 
         Parameters
         ----------
-        x : array (n_samples, n_in), or a RemoteDataset (then no y)
+        x : array (n_samples, n_in), or a RemoteDataset (then no y, and stream=False)
         y : targets with n_samples rows (see train_step)
         epochs : int;  batch_size : int
         shuffle : bool
             A new order each epoch from numpy.random.default_rng(seed).
-        validation_data : (x_val, y_val) or RemoteDataset, optional
+        validation_data : (x_val, y_val), or a RemoteDataset (stream=False), optional
         progress : bool, optional
             A progress bar on stderr; default: only when stderr is a terminal.
+        stream : bool
+            Send the batches over TrainStream instead of uploading a dataset for a job:
+            for data not worth keeping on the server.
 
         Returns
         -------
         dict
             "loss" per epoch (batch losses averaged by size), and with validation_data
             "val_loss" and, for classification losses, "val_accuracy".
+
+        Raises
+        ------
+        ValueError
+            Bad epochs, batch_size, rows or validation_data (before any call).
+        TypeError
+            A RemoteDataset with stream=True.
+        NNServeError
+            A failed call. With stream=True, a step the server refused ends the fit with
+            train_stream's error (its applied_after: the steps applied after it).
         """
+        if stream:
+            history = self._fit_streamed(x, y, epochs=epochs, batch_size=batch_size,
+                                         shuffle=shuffle, seed=seed,
+                                         validation_data=validation_data, progress=progress)
+        else:
+            history = self._fit_job(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                                    seed=seed, validation_data=validation_data, progress=progress)
+        self.refresh()  # the step and version the fit left
+        return history
+
+    def _fit_job(self, x, y, *, epochs, batch_size, shuffle, seed, validation_data, progress):
         job = self.start_training(x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                                   seed=seed, validation_data=validation_data,
                                   progress_every_seconds=0.25 if progress is not False else 0.0)
@@ -437,12 +586,34 @@ class RemoteModel(ModelMessages):
                     if event.history["loss"]:
                         bar.set_postfix({"epoch": event.epoch, "loss": f"{event.history['loss'][-1]:.4g}"},
                                         refresh=False)
-            history = job.wait()
+            return job.wait()
         except KeyboardInterrupt:
             job.cancel()
             raise
         finally:
             if bar is not None:
                 bar.close()
-        self.refresh()  # the step and version the job left
-        return history
+
+    def _fit_streamed(self, x, y, *, validation_data, progress, **order):
+        """fit_plan driven with the losses of its batches, sent ahead over TrainStream by
+        runs of the same batches (fit_runs: epoch_batches with the same arguments)."""
+        x, y = self._streamed_fit_arrays(x, y, epochs=order["epochs"], batch_size=order["batch_size"],
+                                         validation_data=validation_data)
+        losses = self._losses(fit_runs(x, y, validating=validation_data is not None, **order))
+        plan = training.fit_plan(x, y, **order, validation_data=validation_data, progress=progress)
+        try:
+            call = next(plan)
+            while True:
+                name, *arguments = call
+                call = plan.send(next(losses) if name == "train_step" else self.evaluate(*arguments))
+        except StopIteration as done:
+            next(losses, None)  # reads the last stream to its end (every batch answered)
+            return done.value
+        finally:
+            plan.close()
+            losses.close()  # cancels a stream left early
+
+    def _losses(self, runs):
+        """The losses of runs of batches, one TrainStream each, opened one after the other."""
+        for run in runs:
+            yield from self.train_stream(run)

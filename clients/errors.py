@@ -6,6 +6,11 @@ code and the server's message ("got X, expected Y"). A request the SDK cannot ev
 the status code the server would have given it, INVALID_ARGUMENT, so callers handle a bad
 argument the same way wherever it is caught.
 
+A message of a stream (TrainStream, PredictStream) that the server refused arrives as a
+reply holding its status code and message; `NNServeError.from_message_error` makes it the
+same NNServeError the unary call would have raised. For TrainStream it also carries, as
+`applied_after`, the steps the server applied after the refused one (already on their way).
+
 A Predict or Evaluate split into several calls whose calls kept seeing different weights
 versions (the model trained meanwhile) fails with `MixedVersionsError`, an NNServeError
 with gRPC's code for a concurrency conflict, ABORTED: `except NNServeError` still catches
@@ -20,6 +25,8 @@ from nnserve.v1.tensors import InvalidMessage
 
 __all__ = ["MixedVersionsError", "NNServeError"]
 
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}  # google.rpc.Code numbers
+
 
 class NNServeError(Exception):
     """An nnserve call that failed.
@@ -33,7 +40,13 @@ class NNServeError(Exception):
         The server's explanation, or the SDK's when the request never left the client.
     method : str or None
         The RPC's name ("Predict"), when the error belongs to one.
+    applied_after : list of StepLoss
+        For a batch of RemoteModel.train_stream (or fit(stream=True)) that the server
+        refused: the steps of the batches sent after it, which the server applied before
+        the stream closed (at most window - 1), in order. Empty otherwise.
     """
+
+    applied_after = ()
 
     def __init__(self, code, message, method=None):
         super().__init__(code, message, method)
@@ -51,6 +64,11 @@ class NNServeError(Exception):
         code = error.code() if callable(getattr(error, "code", None)) else None
         details = error.details() if callable(getattr(error, "details", None)) else None
         return cls(code or grpc.StatusCode.UNKNOWN, details or str(error), method)
+
+    @classmethod
+    def from_message_error(cls, error, method):
+        """Return the NNServeError of a refused stream message (an nnserve.v1.MessageError)."""
+        return cls(_STATUS_CODES.get(error.code, grpc.StatusCode.UNKNOWN), error.message, method)
 
 
 class MixedVersionsError(NNServeError):

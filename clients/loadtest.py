@@ -2,6 +2,7 @@
 
     nnserve loadtest --target localhost:50051 --duration 10s --concurrency 16 \\
         --mix predict=10,train=3,create=1,fit=1 --batch 1 --json report.json
+    nnserve loadtest --target localhost:50051 --stream --window 16 --mix predict=3,train=1
 
 It creates its own models (`--models`, deleted at the end), then `--concurrency` workers
 each keep one call in flight until `--duration` has passed, choosing each call by the
@@ -21,16 +22,28 @@ each keep one call in flight until `--duration` has passed, choosing each call b
   worker, taken from a pool for the length of a job, never used by the other operations.
   A job that ends otherwise than SUCCEEDED counts as JOB_FAILED or JOB_CANCELLED.
 
+With `--stream`, predict and train are messages instead of calls: each worker keeps a
+PredictStream and a TrainStream open for the whole run (those of the kinds in the mix,
+opened on first use: `--concurrency` streams of each kind) and puts a message on one
+without waiting for its reply, up to `--window` unanswered per stream (then it waits for
+a reply). Their rows, "PredictStream" and "TrainStream", count messages (messages/s) and
+time each from its send to its reply; a refused message counts under its own status
+code, and a failed stream under the stream's, for each message it had not answered (a new
+stream is then opened). The other operations stay calls. At the end each stream is closed
+and read to its end. A stream's deadline is `--duration` plus `--timeout`.
+
 Requests are built once and reused, and calls go straight through the generated stubs
 (no SDK conversions, no retries), so the figures are the server's and gRPC's. The report
 gives requests/s, p50/p90/p99/max latency and counts by status code per RPC, as a table
-and as JSON; the exit status is 1 when a status code other than OK (and `--expect`)
-appeared. Targets other than loopback are refused unless `--allow-remote`. The models and
-the dataset are deleted at the end.
+and as JSON (the total counts every call and message); the exit status is 1 when a status
+code other than OK (and `--expect`) appeared. Targets other than loopback are refused
+unless `--allow-remote`. The models and the dataset are deleted at the end.
 """
 
 import asyncio
+import collections
 import contextlib
+import functools
 import ipaddress
 import json
 import random
@@ -55,11 +68,14 @@ __all__ = ["LoadSpec", "LoadTestError", "check_target", "format_report", "loadte
            "parse_duration", "parse_mix", "run", "run_async"]
 
 OPERATIONS = ("predict", "train", "evaluate", "create", "fit")
+# The operations --stream sends as messages, and the stream method of each.
+STREAMED = {"predict": "PredictStream", "train": "TrainStream"}
 DEFAULT_LAYERS = (784, 256, 256, 10)
 # Rows of the dataset each fit trains on for one epoch: a job of a few steps, long enough
 # to be a job (queued, started, stepped, ended), short enough to run many in a load test.
 FIT_ROWS = 256
 _MAX_MESSAGE_BYTES = 256 << 20
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}  # of a refused message
 
 
 class LoadTestError(Exception):
@@ -82,6 +98,8 @@ class LoadSpec:
     warmup: float = 0.0
     seed: int = 0
     expect: tuple = ()  # status code names accepted besides OK
+    stream: bool = False  # predict and train as messages on each worker's streams
+    window: int = 16  # with stream: messages sent and unanswered at once per stream
     token: str = None
     tls: object = None  # None (plaintext) or a nnserve.clients.TLS
 
@@ -296,17 +314,113 @@ class _Calls:
             return "OK"
         return "JOB_" + pb.TrainingJobState.Name(state)[len("TRAINING_JOB_STATE_"):]
 
+    def open_stream(self, operation, recorder, window, timeout):
+        """A _Stream of predict or train messages, on a new stream."""
+        method = STREAMED[operation]
+        requests = self._predict if operation == "predict" else self._train
+        call = getattr(self._stub, method)(timeout=timeout, metadata=self._metadata)
+        return _Stream(call, method, requests, recorder, window)
+
+
+class _Stream:
+    """One stream of a worker: a message sent whenever the worker asks, at most `window`
+    unanswered (the worker waits for a permit); each reply recorded with the time since
+    its message was sent, under the code of its `error`, if any."""
+
+    def __init__(self, call, method, requests, recorder, window):
+        self._call = call
+        self._method = method
+        self._requests = requests
+        self._recorder = recorder
+        self._permits = asyncio.Semaphore(window)
+        self._sent_at = collections.deque()  # perf_counter_ns of the unanswered messages
+        self.broken = False  # the stream failed: open another
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def send(self, rng):
+        """Send one message once a permit is free; False when the stream failed meanwhile."""
+        await self._permits.acquire()
+        if self.broken:
+            return False
+        self._sent_at.append(time.perf_counter_ns())
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            # A failed stream: the reader records this message with the stream's code.
+            await self._call.write(rng.choice(self._requests))
+        return True
+
+    async def _read(self):
+        try:
+            async for reply in self._call:
+                error = reply.error.code if reply.WhichOneof("result") == "error" else 0
+                self._answered(_CODE_NAMES.get(error, "UNKNOWN") if error else "OK")
+        except grpc.aio.AioRpcError as failure:
+            self.broken = True
+            while self._sent_at:
+                self._answered(failure.code().name)
+            self._permits.release()  # a worker waiting to send sees `broken`
+
+    def _answered(self, code):
+        self._recorder.add(self._method, time.perf_counter_ns() - self._sent_at.popleft(), code)
+        self._permits.release()
+
+    async def close(self):
+        """Close the stream and record the replies still to come."""
+        if not self.broken:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self._call.done_writing()
+        await self._reader
+
+
+class _WorkerStreams:
+    """A worker's streams, one per streamed operation it sends, opened on first use (and
+    again after one failed) and closed at the end."""
+
+    def __init__(self, calls, recorder, window, timeout):
+        self._open = functools.partial(calls.open_stream, recorder=recorder, window=window,
+                                       timeout=timeout)
+        self._streams = {}
+
+    async def send(self, operation, rng):
+        while True:
+            stream = self._streams.get(operation)
+            if stream is None or stream.broken:
+                stream = self._streams[operation] = self._open(operation)
+            if await stream.send(rng):
+                return
+
+    async def close(self):
+        for stream in self._streams.values():
+            await stream.close()
+
+
+@contextlib.asynccontextmanager
+async def _operations(calls, spec, recorder, stream_timeout):
+    """The operations of one worker by name, each an `await operation(rng)`: calls, and
+    with --stream, predict and train as messages on the worker's own streams (closed and
+    read to their end on exit)."""
+    operations = {name: functools.partial(getattr(calls, name), recorder) for name in OPERATIONS}
+    if not spec.stream:
+        yield operations
+        return
+    streams = _WorkerStreams(calls, recorder, spec.window, stream_timeout)
+    operations.update({name: functools.partial(streams.send, name) for name in STREAMED})
+    try:
+        yield operations
+    finally:
+        await streams.close()
+
 
 async def _load(calls, spec, seconds, recorder):
-    """`spec.concurrency` workers, each one call in flight, until `seconds` have passed."""
+    """`spec.concurrency` workers, each one call in flight (or with --stream, its streams'
+    windows), until `seconds` have passed."""
     plan = [name for name, weight in spec.mix.items() for _ in range(weight)]
-    operations = {name: getattr(calls, name) for name in OPERATIONS}
     deadline = time.perf_counter() + seconds
 
     async def worker(index):
         rng = random.Random(spec.seed * 1000 + index)
-        while time.perf_counter() < deadline:
-            await operations[rng.choice(plan)](recorder, rng)
+        async with _operations(calls, spec, recorder, seconds + spec.timeout) as operations:
+            while time.perf_counter() < deadline:
+                await operations[rng.choice(plan)](rng)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(spec.concurrency)))
@@ -343,10 +457,11 @@ async def run_async(spec):
                     fit_model_ids.append(await _create_model(
                         stub, spec, spec.models + index, f"loadtest-{tag}-fit-{index}", metadata))
             calls = _Calls(stub, spec, model_ids, metadata, fit_model_ids, dataset_id)
-            warm = _Recorder()  # one call of each operation, then the warm-up load: not reported
-            for name in OPERATIONS:
-                if spec.mix.get(name):
-                    await getattr(calls, name)(warm, random.Random(spec.seed))
+            warm = _Recorder()  # one call (message) of each operation, then the warm-up load: not reported
+            async with _operations(calls, spec, warm, spec.timeout) as operations:
+                for name in OPERATIONS:
+                    if spec.mix.get(name):
+                        await operations[name](random.Random(spec.seed))
             if spec.warmup:
                 await _load(calls, spec, spec.warmup, warm)
             recorder = _Recorder()
@@ -375,13 +490,13 @@ def _report(spec, recorder, elapsed):
     every = []
     all_codes = Counter()
     rows_per_call = {"Predict": spec.batch, "TrainStep": spec.batch, "Evaluate": spec.batch,
-                     "Fit": FIT_ROWS}
+                     "Fit": FIT_ROWS, "PredictStream": spec.batch, "TrainStream": spec.batch}
     for rpc in sorted(recorder.latencies):
         latencies = np.asarray(recorder.latencies[rpc], dtype=np.int64)
         every.append(latencies)
         codes = recorder.codes[rpc]
         all_codes.update(codes)
-        rows[rpc] = _row(latencies, codes, elapsed)
+        rows[rpc] = _row(latencies, codes, elapsed, "messages" if rpc in STREAMED.values() else "calls")
         if rpc in rows_per_call:
             rows[rpc]["rows_per_second"] = codes["OK"] * rows_per_call[rpc] / elapsed
     total = _row(np.concatenate(every) if every else np.empty(0, np.int64), all_codes, elapsed)
@@ -395,8 +510,11 @@ def _report(spec, recorder, elapsed):
             "unexpected_codes": unexpected, "ok": not unexpected}
 
 
-def _row(latencies, codes, elapsed):
-    row = {"calls": int(latencies.size), "requests_per_second": latencies.size / elapsed}
+def _row(latencies, codes, elapsed, unit="calls"):
+    """A report row: the count and rate of calls (requests_per_second) or of stream messages
+    (messages_per_second), latency quantiles and status codes."""
+    rate = "requests_per_second" if unit == "calls" else "messages_per_second"
+    row = {unit: int(latencies.size), rate: latencies.size / elapsed}
     if latencies.size:
         quantiles = np.percentile(latencies, [50, 90, 99]) / 1e6
         row.update(zip(("p50_ms", "p90_ms", "p99_ms"), map(float, quantiles)))
@@ -416,14 +534,20 @@ def format_report(report):
     lines = [f"target {s['target']}: {report['elapsed_seconds']:.2f} s, concurrency "
              f"{s['concurrency']}, mix {mix}, batch {s['batch']}, layers "
              f"{s['layers']}, {s['models']} model(s){fit}",
-             f"{'rpc':<12} {'calls':>8} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+             f"{'rpc':<14} {'calls':>8} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
              f"{'max ms':>8}  codes"]
     for name, row in [*report["rpcs"].items(), ("total", report["total"])]:
         codes = " ".join(f"{code}={count}" for code, count in row["codes"].items())
         times = " ".join(f"{'-':>8}" if row[key] is None else f"{row[key]:>8.3f}"
                          for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
-        lines.append(f"{name:<12} {row['calls']:>8} {row['requests_per_second']:>9.1f} {times}  "
-                     f"{codes}")
+        count, rate = (row["calls"], row["requests_per_second"]) if "calls" in row else (
+            row["messages"], row["messages_per_second"])
+        lines.append(f"{name:<14} {count:>8} {rate:>9.1f} {times}  {codes}")
+    streamed = [name for name in report["rpcs"] if name in STREAMED.values()]
+    if streamed:
+        lines.append(f"{', '.join(streamed)}: messages, not calls, over {s['concurrency']} "
+                     f"stream(s) each (window {s['window']}); latency from a message's send "
+                     "to its reply")
     for name, row in report["rpcs"].items():
         if "rows_per_second" in row:
             done = "trained by jobs that succeeded" if name == "Fit" else "answered OK"
@@ -437,7 +561,8 @@ def format_report(report):
 
 def _spec_from_args(args):
     for name, value, low in (("concurrency", args.concurrency, 1), ("batch", args.batch, 1),
-                             ("fit_batch", args.fit_batch, 1), ("models", args.models, 1)):
+                             ("fit_batch", args.fit_batch, 1), ("models", args.models, 1),
+                             ("window", args.window, 1)):
         if value < low:
             raise ValueError(f"{name}: got {value}, expected >= {low}")
     try:
@@ -456,7 +581,8 @@ def _spec_from_args(args):
                     fit_batch=args.fit_batch, layers=layers, models=args.models,
                     timeout=parse_duration(args.timeout),
                     warmup=parse_duration(args.warmup, allow_zero=True),
-                    seed=args.seed, expect=expect, token=args.token,
+                    seed=args.seed, expect=expect, token=args.token, stream=args.stream,
+                    window=args.window,
                     tls=TLS(ca=args.tls_ca) if args.tls_ca else None)
 
 

@@ -3,7 +3,8 @@
 Nothing here does I/O. Each RPC is three steps: build the request (here), call it (the
 sync or the grpc.aio client), read the reply (here). So `Client` and `AsyncClient` differ
 only in how they wait, and cannot drift apart in what they send or return. Predict and
-Evaluate of more rows than one call carries are planned in chunking.py.
+Evaluate of more rows than one call carries are planned in chunking.py; the streams'
+requests and results are made here too, and exchanged by streams.py.
 
 Arrays are encoded by the contract's codec (`nnserve.v1.tensors`): one `tobytes()` per
 array, no Python loop over elements, after the batch rule's casts (nnserve.model.batches,
@@ -12,12 +13,13 @@ weights version each reply named (nnserve.model.results), as in-process calls re
 """
 
 import datetime
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from nnserve.model.batches import inputs_array, targets_array
-from nnserve.model.fit import check_fit
+from nnserve.model.fit import check_fit, epoch_batches
 from nnserve.model.results import Change, Evaluation, Outputs, StepLoss
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1.models import (layers_to_proto, spec_from_proto, spec_to_proto, state_from_proto,
@@ -27,8 +29,10 @@ from nnserve.v1.tensors import to_array, to_tensor
 from .chunking import ChunkedReads
 from .errors import encoding
 from .jobs import as_dataset_pair
+from .streams import Exchange
 
-__all__ = ["ModelInfo", "ModelMessages", "create_request", "inputs_tensor", "targets_tensor"]
+__all__ = ["ModelInfo", "ModelMessages", "create_request", "fit_runs", "inputs_tensor",
+           "targets_tensor"]
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -174,8 +178,8 @@ class ModelMessages(ChunkedReads):
     def _on_delete(reply):
         return ModelInfo.from_proto(reply.model)
 
-    def _train_step_request(self, x, y):
-        with encoding("TrainStep"):
+    def _train_step_request(self, x, y, method="TrainStep"):
+        with encoding(method):
             return pb.TrainStepRequest(model=self.id, x=inputs_tensor(x, self._dtype),
                                        y=targets_tensor(y, self._dtype, self._info.spec["loss"]))
 
@@ -183,13 +187,30 @@ class ModelMessages(ChunkedReads):
         self._saw(reply.version, reply.step)
         return StepLoss(reply.loss, reply.step, reply.version)
 
-    def _predict_request(self, x):
-        with encoding("Predict"):
+    def _train_exchange(self):
+        """A TrainStream's bookkeeping: (x, y) batches in, StepLoss out; the steps after a
+        refused batch are drained into its error's applied_after."""
+        return Exchange("TrainStream", self._train_stream_request, self._on_train_step, drain=True)
+
+    def _train_stream_request(self, batch):
+        with encoding("TrainStream"):
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise TypeError(f"batches: got an item of type {type(batch).__name__}, expected "
+                                "(x, y) pairs")
+        return self._train_step_request(*batch, method="TrainStream")
+
+    def _predict_request(self, x, method="Predict"):
+        with encoding(method):
             return pb.PredictRequest(model=self.id, x=inputs_tensor(x, self._dtype))
 
     def _on_predict(self, reply):
         self._saw(reply.version)
         return Outputs.of(to_array(reply.outputs, "outputs"), reply.version)
+
+    def _predict_exchange(self):
+        """A PredictStream's bookkeeping: x arrays in, Outputs out."""
+        return Exchange("PredictStream", lambda x: self._predict_request(x, "PredictStream"),
+                        self._on_predict, drain=False)
 
     def _evaluate_request(self, x, y):
         with encoding("Evaluate"):
@@ -220,10 +241,10 @@ class ModelMessages(ChunkedReads):
         self._saw(reply.version, reply.step)
         return Change(reply.step, reply.version)
 
-    def _arrays_to_upload(self, data, y, **fit_arguments):
+    def _fit_arrays(self, data, y, **fit_arguments):
         """None for a RemoteDataset (trained on as it is), else the (x, y) of fit's or
         start_training's arguments cast once by the batch rule (as train_step would cast each
-        batch of them) and checked as the fit loop checks them, before any upload."""
+        batch of them) and checked as the fit loop checks them, before any call."""
         pair = as_dataset_pair(data, y)
         if pair is None:
             return None
@@ -232,6 +253,14 @@ class ModelMessages(ChunkedReads):
             y = targets_array(pair[1], self._dtype, self._info.spec["loss"])
         check_fit(x, y, **fit_arguments)
         return x, y
+
+    def _streamed_fit_arrays(self, data, y, **fit_arguments):
+        """The (x, y) of fit(stream=True): arrays only, cast and checked as _fit_arrays does."""
+        arrays = self._fit_arrays(data, y, **fit_arguments)
+        if arrays is None:
+            raise TypeError("x: got a RemoteDataset with stream=True, expected arrays (a dataset "
+                            "stored on the server is trained on by a training job: stream=False)")
+        return arrays
 
     def _set_weights_request(self, weights):
         with encoding("SetWeights"):
@@ -249,6 +278,18 @@ class ModelMessages(ChunkedReads):
         name = f", name={self.name!r}" if self.name else ""
         return (f"{type(self).__name__}(id={self.id!r}{name}, layers={spec['layers']}, "
                 f"loss={spec['loss']!r}, dtype={spec['dtype']!r}, step={self._step})")
+
+
+def fit_runs(x, y, *, epochs, batch_size, shuffle, seed, validating):
+    """The batches of a streamed fit (nnserve.model.fit.epoch_batches), in runs of one
+    TrainStream each: every epoch in one run, or with validation one run per epoch (its
+    steps must all be answered before the Evaluate after it, and the next epoch's steps
+    must wait for that Evaluate)."""
+    epochs_of_batches = epoch_batches(x, y, epochs=epochs, batch_size=batch_size,
+                                      shuffle=shuffle, seed=seed)
+    if validating:
+        return epochs_of_batches
+    return iter([itertools.chain.from_iterable(epochs_of_batches)] if epochs else [])
 
 
 def list_request(page_size, page_token):

@@ -5,16 +5,21 @@
 the history. `run` drives it on anything with Network's methods: Network.fit in-process,
 and a server's training jobs (service/training_jobs.py), which the SDK's RemoteModel.fit
 starts. So the batches, their order and the history are the same however a model trains.
+
+The batches and their order come from `epoch_batches` alone, and depend on no loss: the
+SDK's streamed fit (RemoteModel.fit(stream=True)) sends them ahead of their losses from
+its own `epoch_batches`, and drives `fit_plan` with the losses as they come back.
 Numpy only (tqdm when a progress bar is shown).
 """
 
+import math
 import sys
 
 import numpy as np
 
 from .errors import InvalidBatch, InvalidInput
 
-__all__ = ["check_fit", "fit_plan", "progress_bar", "run"]
+__all__ = ["check_fit", "epoch_batches", "fit_plan", "progress_bar", "run"]
 
 
 def _check_count(name, value, low):
@@ -51,6 +56,8 @@ def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=
              progress=None, on_epoch=None):
     """Yield the calls of `epochs` passes over (x, y) in batches; return the history.
 
+    The batches are those of epoch_batches with the same arguments, in its order.
+
     Parameters
     ----------
     x : array (n_samples, n_in);  y : array with n_samples rows
@@ -77,23 +84,16 @@ def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=
     n_samples = len(x)
     if validation_data is not None:
         x_val, y_val = validation_data
-    rng = np.random.default_rng(seed)
-    starts = range(0, n_samples, batch_size)
     history = {"loss": []}
     if validation_data is not None:
         history["val_loss"] = []
 
-    bar = progress_bar(progress, total=epochs * len(starts))
+    bar = progress_bar(progress, total=epochs * math.ceil(n_samples / batch_size))
     try:
-        for epoch in range(epochs):
-            order = rng.permutation(n_samples) if shuffle else None
+        for epoch, batches in enumerate(epoch_batches(x, y, epochs=epochs, batch_size=batch_size,
+                                                      shuffle=shuffle, seed=seed)):
             total = 0.0
-            for start in starts:
-                if order is None:
-                    x_batch, y_batch = x[start:start + batch_size], y[start:start + batch_size]
-                else:
-                    rows = order[start:start + batch_size]
-                    x_batch, y_batch = x[rows], y[rows]
+            for x_batch, y_batch in batches:
                 loss = yield ("train_step", x_batch, y_batch)
                 total += loss * len(x_batch)
                 if bar is not None:
@@ -115,6 +115,32 @@ def fit_plan(x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=
         if bar is not None:
             bar.close()
     return history
+
+
+def epoch_batches(x, y, *, epochs, batch_size, shuffle=True, seed=0):
+    """Yield one iterator per epoch of its (x_batch, y_batch), in training order.
+
+    The batches of fit_plan (see there; x and y as check_fit returns them): batch_size
+    rows each, the last of an epoch smaller when batch_size does not divide n_samples,
+    rows in a new order each epoch from numpy.random.default_rng(seed) when shuffle, else
+    in the given order (slices of x and y, no copy). An epoch's order is drawn when its
+    iterator is yielded, so two calls with the same arguments give the same batches.
+    """
+    n_samples = len(x)
+    rng = np.random.default_rng(seed)
+    starts = range(0, n_samples, batch_size)
+    for _ in range(epochs):
+        order = rng.permutation(n_samples) if shuffle else None
+        yield _batches(x, y, starts, batch_size, order)
+
+
+def _batches(x, y, starts, batch_size, order):
+    for start in starts:
+        if order is None:
+            yield x[start:start + batch_size], y[start:start + batch_size]
+        else:
+            rows = order[start:start + batch_size]
+            yield x[rows], y[rows]
 
 
 def progress_bar(progress, total):

@@ -51,13 +51,16 @@ def test_importing_the_sdk_does_not_import_numba():
 
 
 def test_the_sdk_works_where_numba_cannot_be_imported(live):
-    """With numba and scikit-learn made unimportable, a client still trains and predicts remotely."""
+    """With numba and scikit-learn made unimportable, a client still trains (by a job, over a
+    stream) and predicts remotely."""
     code = ("import sys; sys.modules['numba'] = sys.modules['sklearn'] = None\n"
             "from nnserve.clients import Client\n"
             f"with Client('{live.target}') as client:\n"
             "    model = client.create_model([2, 1], ['sigmoid'], 'binary_cross_entropy')\n"
             "    model.fit([[0.0, 1.0]], [1.0], epochs=2, batch_size=1)\n"
-            "    assert model.predict([[0.0, 1.0]]).shape == (1, 1) and model.step == 2\n"
+            "    model.fit([[0.0, 1.0]], [1.0], epochs=2, batch_size=1, stream=True)\n"
+            "    assert [loss.step for loss in model.train_stream([([[0.0, 1.0]], [1.0])])] == [5]\n"
+            "    assert model.predict([[0.0, 1.0]]).shape == (1, 1) and model.step == 5\n"
             "    model.delete()\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

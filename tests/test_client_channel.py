@@ -20,7 +20,7 @@ import pytest
 
 from nnserve.clients import TLS, AsyncClient, Client, NNServeError
 from nnserve.clients.channel import (IDEMPOTENT_METHODS, MUTATING_METHODS, SERVICE_NAME,
-                                     channel_credentials, channel_options)
+                                     STREAMING_METHODS, channel_credentials, channel_options)
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from nnserve.v1.models import spec_to_proto
@@ -76,16 +76,19 @@ def scripted_server(service, credentials=None):
 
 
 def test_retry_policy_covers_exactly_the_idempotent_methods():
-    """The channel's service config retries UNAVAILABLE and overload refusals with backoff, for read-only methods only."""
+    """The channel's service config retries UNAVAILABLE and overload refusals with backoff, for
+    read-only unary and server-streaming methods only: never a mutating method nor a
+    bidirectional stream; the three lists together name every method exactly once."""
     options = dict(channel_options())
     assert options["grpc.enable_retries"] == 1
     config = json.loads(options["grpc.service_config"])
     retried = {(name["service"], name["method"]) for entry in config["methodConfig"]
                if "retryPolicy" in entry for name in entry["name"]}
     assert retried == {(SERVICE_NAME, method) for method in IDEMPOTENT_METHODS}
-    assert retried.isdisjoint((SERVICE_NAME, method) for method in MUTATING_METHODS)
-    assert set(IDEMPOTENT_METHODS) | set(MUTATING_METHODS) == set(
-        pb.DESCRIPTOR.services_by_name["ModelService"].methods_by_name)
+    assert retried.isdisjoint((SERVICE_NAME, method) for method in MUTATING_METHODS + STREAMING_METHODS)
+    listed = IDEMPOTENT_METHODS + MUTATING_METHODS + STREAMING_METHODS
+    assert len(listed) == len(set(listed))
+    assert set(listed) == set(pb.DESCRIPTOR.services_by_name["ModelService"].methods_by_name)
     for entry in config["methodConfig"]:
         policy = entry["retryPolicy"]
         assert policy["retryableStatusCodes"] == ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]

@@ -1,11 +1,14 @@
-"""predict and evaluate of more rows than one call carries: split into calls, sync and async.
+"""predict and evaluate of more rows than one call carries: split into chunks, sync and async.
 
-Real servers on 127.0.0.1, real gRPC. The clients below are Client / AsyncClient subclasses
-that record each Predict/Evaluate call's rows (and may run a hook before it, to train the
-model between two chunks at a chosen point) and then make the real call.
+Real servers on 127.0.0.1, real gRPC. A predict's chunks go over one PredictStream, an
+evaluate's as one unary call each. The clients below are Client / AsyncClient subclasses
+that record each Predict/Evaluate call and each PredictStream message as (method, rows),
+count the streams they open, and may run a hook before a call or message (to train the
+model between two chunks at a chosen point); then they make the real call.
 """
 
 import asyncio
+import threading
 
 import grpc
 import numpy as np
@@ -19,41 +22,121 @@ from nnserve.model import Network
 
 SMALL_MAX_ROWS = 64
 READS = ("Predict", "Evaluate")
+RECORDED = {"Predict": "PredictStream", "Evaluate": "Evaluate"}  # how a chunk travels
 
 
 class RecordingClient(Client):
-    """A Client that records (method, rows) of each Predict/Evaluate and can run a hook first.
+    """A Client that records (method, rows) of each Predict/Evaluate call and PredictStream
+    message, counts its streams, and can run a hook first.
 
-    before(method, number): called before the number-th (1-based) Predict/Evaluate call.
+    before(method, number): called before the number-th (1-based) recorded call or message
+    is sent. A stream message then waits for the reply to the one before it, so that the
+    hook falls between the two as it did between two calls (the stream would otherwise
+    have sent it ahead).
     """
 
     def __init__(self, *args, before=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.calls = []
+        self.streams = 0
         self.before = before
+        self._replied = threading.Condition()
+        self._replies = 0
+
+    def _record(self, method, request):
+        self.calls.append((method, request.x.shape[0]))
+        if self.before is not None:
+            number = len(self.calls)
+            with self._replied:
+                self._replied.wait_for(lambda: self._replies >= number - 1, timeout=30)
+            self.before(method, number)
+
+    def _reply(self):
+        with self._replied:
+            self._replies += 1
+            self._replied.notify_all()
 
     def _call(self, method, request, timeout=None):
         if method in READS:
-            self.calls.append((method, request.x.shape[0]))
-            if self.before is not None:
-                self.before(method, len(self.calls))
-        return super()._call(method, request, timeout)
+            self._record(method, request)
+        reply = super()._call(method, request, timeout)
+        if method in READS:
+            self._reply()
+        return reply
+
+    def _bidi(self, method, requests, timeout=None):
+        self.streams += 1
+
+        def recorded():
+            for request in requests:
+                self._record(method, request)
+                yield request
+
+        return _RecordedCall(super()._bidi(method, recorded(), timeout), self._reply)
+
+
+class _RecordedCall:
+    """A stream's call whose replies are counted as they are read."""
+
+    def __init__(self, call, on_reply):
+        self._call = call
+        self._on_reply = on_reply
+
+    def __iter__(self):
+        for reply in self._call:
+            self._on_reply()
+            yield reply
+
+    async def __aiter__(self):
+        async for reply in self._call:
+            self._on_reply()
+            yield reply
+
+    def cancel(self):
+        return self._call.cancel()
 
 
 class RecordingAsyncClient(AsyncClient):
-    """RecordingClient's twin for AsyncClient."""
+    """RecordingClient's twin for AsyncClient (its hook, a sync function, runs on the loop)."""
 
     def __init__(self, *args, before=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.calls = []
+        self.streams = 0
         self.before = before
+        self._replies = 0
+        self._replied = asyncio.Event()  # set at each reply, for the one hook waiting
+
+    async def _record(self, method, request):
+        self.calls.append((method, request.x.shape[0]))
+        if self.before is not None:
+            number = len(self.calls)
+            while self._replies < number - 1:
+                self._replied.clear()
+                await self._replied.wait()
+            self.before(method, number)
+
+    def _reply(self):
+        self._replies += 1
+        self._replied.set()
 
     async def _call(self, method, request, timeout=None):
         if method in READS:
-            self.calls.append((method, request.x.shape[0]))
-            if self.before is not None:
-                self.before(method, len(self.calls))
-        return await super()._call(method, request, timeout)
+            await self._record(method, request)
+        reply = await super()._call(method, request, timeout)
+        if method in READS:
+            self._reply()
+        return reply
+
+    def _bidi(self, method, requests, timeout=None):
+        self.streams += 1
+
+        async def recorded():
+            async for request in requests:
+                await self._record(method, request)
+                yield request
+
+        return _RecordedCall(super()._bidi(method, recorded(), timeout), self._reply)
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +203,10 @@ def _trained_classifier(client, models, layers, dtype, steps=3, **extra):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_explicit_batch_size_predicts_more_rows_than_the_server_takes(small, models, dtype):
-    """1000 rows on a server taking 64 per request: batch_size=64 makes 16 calls whose outputs,
-    concatenated, are the in-process network's chunk by chunk, bit for bit. The automatic
-    size (16384) does not know this server's limit: one call, refused."""
+    """1000 rows on a server taking 64 per request: batch_size=64 sends 16 chunks over one
+    PredictStream whose outputs, concatenated, are the in-process network's chunk by chunk,
+    bit for bit. The automatic size (16384) does not know this server's limit: one call,
+    refused."""
     with RecordingClient(small.target) as client:
         model = _trained_classifier(client, models, [5, 7, 3], dtype)
         x, _ = _data(1, 1000, 5, 3, dtype)
@@ -130,13 +214,14 @@ def test_explicit_batch_size_predicts_more_rows_than_the_server_takes(small, mod
 
         outputs = model.predict(x, batch_size=SMALL_MAX_ROWS)
         sizes = _chunks(1000, SMALL_MAX_ROWS)
-        assert client.calls == [("Predict", n) for n in sizes] and sizes[-1] == 40
+        assert client.calls == [("PredictStream", n) for n in sizes] and sizes[-1] == 40
+        assert client.streams == 1
         assert outputs.shape == (1000, 3) and outputs.dtype == np.dtype(dtype)
         assert same_arrays(outputs, _per_chunk(network, x, sizes))
 
         client.calls.clear()
         assert same_arrays(model.predict(x, batch_size=np.int64(50)), _per_chunk(network, x, [50] * 20))
-        assert client.calls == [("Predict", 50)] * 20
+        assert client.calls == [("PredictStream", 50)] * 20 and client.streams == 2
 
         with pytest.raises(NNServeError) as caught:
             model.predict(x)
@@ -145,8 +230,9 @@ def test_explicit_batch_size_predicts_more_rows_than_the_server_takes(small, mod
 
 
 def test_one_call_when_x_fits_and_chunks_equal_one_call_predicts(small, models):
-    """x that fits goes whole (batch_size None, equal or larger): the Network's predict of x.
-    Split, each chunk's outputs are those of one remote predict of that chunk's rows."""
+    """x that fits goes whole in one Predict call (batch_size None, equal or larger): the
+    Network's predict of x. Split, each chunk's outputs are those of one remote predict of
+    that chunk's rows."""
     with RecordingClient(small.target) as client:
         model = _trained_classifier(client, models, [5, 7, 3], "float32")
         x, _ = _data(2, 40, 5, 3, "float32")
@@ -158,14 +244,15 @@ def test_one_call_when_x_fits_and_chunks_equal_one_call_predicts(small, models):
 
         client.calls.clear()
         chunked = model.predict(x, batch_size=16)
-        assert client.calls == [("Predict", 16), ("Predict", 16), ("Predict", 8)]
+        assert client.calls == [("PredictStream", 16), ("PredictStream", 16), ("PredictStream", 8)]
+        assert client.streams == 1
         one_call_each = [model.predict(x[start:start + 16]) for start in (0, 16, 32)]
         assert same_arrays(chunked, np.concatenate(one_call_each))
 
 
 def test_automatic_split_above_the_default_row_limit(default, models):
-    """On a default server, 40000 rows split by themselves into 16384-row calls; one call of
-    them all is refused."""
+    """On a default server, 40000 rows split by themselves into 16384-row chunks (one
+    PredictStream for predict, unary calls for evaluate); one call of them all is refused."""
     n_samples = 40_000
     with RecordingClient(default.target) as client:
         model = client.create_model([4, 3], ["softmax"], "cross_entropy", seed=1)
@@ -176,7 +263,7 @@ def test_automatic_split_above_the_default_row_limit(default, models):
 
         outputs = model.predict(x)
         sizes = [MAX_ROWS_PER_CALL, MAX_ROWS_PER_CALL, n_samples - 2 * MAX_ROWS_PER_CALL]
-        assert client.calls == [("Predict", n) for n in sizes]
+        assert client.calls == [("PredictStream", n) for n in sizes] and client.streams == 1
         assert same_arrays(outputs, _per_chunk(network, x, sizes))
 
         client.calls.clear()
@@ -207,7 +294,7 @@ def test_automatic_split_within_the_clients_message_size(default, models, layers
         x = np.random.default_rng(5).normal(size=(1100, layers[0])).astype(dtype)
         outputs = model.predict(x)
         sizes = _chunks(1100, expected_rows)
-        assert len(sizes) >= 3 and client.calls == [("Predict", n) for n in sizes]
+        assert len(sizes) >= 3 and client.calls == [("PredictStream", n) for n in sizes]
         assert same_arrays(outputs, _per_chunk(_twin(model), x, sizes))
         with pytest.raises(NNServeError) as caught:
             model.predict(x, batch_size=1100)
@@ -279,8 +366,9 @@ def _train_before(client, model, numbers):
 
 
 def test_chunks_that_saw_an_older_version_are_predicted_again(small, models):
-    """Trained between chunk 1 and chunk 2, chunk 1 is asked again: 3 calls, every output from
-    the trained weights (version 4), none from the weights before."""
+    """Trained between chunk 1 and chunk 2, chunk 1 is asked again: 3 messages (a second
+    PredictStream for the re-run) or 3 Evaluate calls, every output from the trained weights
+    (version 4), none from the weights before."""
     with RecordingClient(small.target) as client:
         model = _trained_classifier(client, models, [5, 7, 3], "float32")
         x, y = _data(9, 100, 5, 3, "float32")
@@ -288,7 +376,7 @@ def test_chunks_that_saw_an_older_version_are_predicted_again(small, models):
         client.before = _train_before(client, model, {2})
 
         outputs = model.predict(x, batch_size=50)
-        assert client.calls == [("Predict", 50)] * 3
+        assert client.calls == [("PredictStream", 50)] * 3 and client.streams == 2
         assert model.version == 4
         client.before = None
         assert same_arrays(outputs, _per_chunk(_twin(model), x, [50, 50]))
@@ -320,7 +408,7 @@ def test_a_model_that_keeps_changing_raises_mixed_versions_error(small, models, 
                 model.evaluate(x, y, batch_size=50)
     error = caught.value
     calls = 2 + MAX_VERSION_ROUNDS
-    assert client.calls == [(method, 50)] * calls
+    assert client.calls == [(RECORDED[method], 50)] * calls
     # chunk 1 was last asked on call 5 (version 5), chunk 2 on call 4 (version 4)
     assert error.versions == [5, 4] and model.version == 5
     assert isinstance(error, NNServeError) and error.code == grpc.StatusCode.ABORTED
@@ -401,11 +489,11 @@ def test_async_chunks_equal_the_sync_client_bit_for_bit(small, default, models):
                 return outputs, aclient.calls, remote.version
 
         outputs, calls, version = asyncio.run(rerun())
-        assert calls == [("Predict", 50)] * 3 and version == 4
+        assert calls == [("PredictStream", 50)] * 3 and version == 4
         assert same_arrays(outputs, _per_chunk(_twin(model), x[:100], [50, 50]))
         client.calls.clear()
         assert same_arrays(model.predict(x[:100], batch_size=50), outputs)
-        assert client.calls == [("Predict", 50)] * 2
+        assert client.calls == [("PredictStream", 50)] * 2
 
 
 # -- estimators ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from metrics_support import rpc, scrape, value
 from service_support import pb, running_server
 
 SMALL = "16,8,3"  # small models keep the short runs about the client and the server, not the math
+STREAMED_UNARY = {"PredictStream": "Predict", "TrainStream": "TrainStep"}
 
 
 def _loadtest(target, *flags):
@@ -90,6 +91,40 @@ def test_fit_runs_whole_jobs_on_models_of_their_own(tmp_path, capsys):
     assert "Fit" in table and "rows/s trained by jobs that succeeded" in table
 
 
+def test_stream_sends_predict_and_train_as_messages_over_one_stream_per_worker(tmp_path, capsys):
+    """With --stream, a 1 s predict/train/create mix exits 0 and reports PredictStream and
+    TrainStream rows counting messages, all OK, that equal the server's received-message
+    counters (less the one warm-up message each) over one stream per worker and kind (plus
+    the warm-up's), every stream ended OK; create stays calls, and the models are deleted."""
+    report_path = tmp_path / "report.json"
+    with running_server() as live:
+        status = _loadtest(live.target, "--duration", "1s", "--concurrency", "3", "--stream",
+                           "--window", "4", "--mix", "predict=3,train=1,create=1",
+                           "--json", str(report_path))
+        samples = scrape(live.server.metrics_port)
+        assert len(live.server.registry) == 0
+    assert status == 0
+    report = json.loads(report_path.read_text())
+    assert report["ok"] and report["settings"]["stream"] and report["settings"]["window"] == 4
+    rows = report["rpcs"]
+    assert set(rows) == {"PredictStream", "TrainStream", "CreateModel", "DeleteModel"}
+    for method in ("PredictStream", "TrainStream"):
+        row = rows[method]
+        assert "calls" not in row and row["messages"] > 0 and row["codes"] == {"OK": row["messages"]}
+        assert row["messages_per_second"] == pytest.approx(row["messages"] / report["elapsed_seconds"])
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+        labels = rpc(method, grpc_type="BIDI_STREAM")
+        assert value(samples, "grpc_server_msg_received_total", **labels) == row["messages"] + 1
+        assert value(samples, "grpc_server_msg_sent_total", **labels) == row["messages"] + 1
+        assert value(samples, "grpc_server_started_total", **labels) == 3 + 1
+        assert value(samples, "grpc_server_handled_total",
+                     **rpc(method, "OK", grpc_type="BIDI_STREAM")) == 3 + 1
+        assert value(samples, "grpc_server_started_total", **rpc(STREAMED_UNARY[method])) == 0
+    assert report["total"]["calls"] == sum(row.get("calls", row.get("messages")) for row in rows.values())
+    table = capsys.readouterr().out
+    assert "PredictStream" in table and "messages, not calls, over 3 stream(s) each (window 4)" in table
+
+
 def test_an_unexpected_status_code_exits_1_unless_expected(capsys):
     """Predicts refused with RESOURCE_EXHAUSTED (batch over the server's row limit) exit 1,
     and 0 with --expect RESOURCE_EXHAUSTED."""
@@ -112,9 +147,12 @@ def test_targets_off_loopback_are_refused_unless_allowed(capsys):
 
 
 def test_bad_arguments_exit_2_with_got_expected_messages(capsys):
-    """Unknown operations, bad weights and bad durations exit 2 saying what was expected."""
+    """Unknown operations, bad weights, a window below 1 and bad durations exit 2 saying what
+    was expected."""
     assert _loadtest("127.0.0.1:1", "--mix", "predict=1,fly=2") == 2
     assert "expected one of predict, train, evaluate, create, fit" in capsys.readouterr().err
+    assert _loadtest("127.0.0.1:1", "--stream", "--window", "0") == 2
+    assert "window: got 0, expected >= 1" in capsys.readouterr().err
     assert parse_mix("predict=3,train=0") == {"predict": 3, "train": 0}
     assert parse_duration("250ms") == 0.25 and parse_duration("2m") == 120 and parse_duration("3") == 3
     for text in ("predict=0", "predict=-1", "predict=x"):
