@@ -138,6 +138,10 @@ def _abort(method, error, context):
     code = context.code()
     if code is not None and code != grpc.StatusCode.OK:
         raise error  # the handler aborted the call itself; its status stands
+    if isinstance(error, grpc.RpcError) and not context.is_active():
+        # A request stream's iterator raises this when the client cancelled or its deadline
+        # passed while the handler waited for the next message: the call is over, no bug.
+        raise error
     logger.exception("internal error in %s", method,
                      extra={"event": "internal_error", "method": method})
     context.abort(grpc.StatusCode.INTERNAL,

@@ -120,7 +120,9 @@ def test_concurrent_streams_and_unary_calls_lose_and_reorder_no_step():
         assert live.stub.GetModel(pb.GetModelRequest(model="m"), timeout=30).model.step == total
 
 
-def test_cancelled_stream_applies_no_further_step():
+def test_cancelled_stream_applies_no_further_step(caplog):
+    """A stream cancelled while the server waits for its next message applies nothing more,
+    ends CANCELLED, and is no internal error in the logs."""
     with running_server() as live:
         _model(live)
         x, y = _batches(2, 1)[0]
@@ -145,6 +147,7 @@ def test_cancelled_stream_applies_no_further_step():
         _wait_for(lambda: value(scrape(live.server.metrics_port), "grpc_server_handled_total",
                                 **rpc("TrainStream", "CANCELLED", grpc_type=BIDI)) == 1)
         assert live.stub.GetModel(pb.GetModelRequest(model="m"), timeout=30).model.step == 3
+    assert not [r for r in caplog.records if getattr(r, "event", "") == "internal_error"]
 
 
 def _wait_for(condition, attempts=300):
