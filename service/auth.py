@@ -22,7 +22,8 @@ client out.
 Clients send the metadata `authorization: Bearer <token>` on every call.
 
 - read scope: GetModel, ListModels, Predict, Evaluate, GetState, GetDataset, ListDatasets,
-  GetTrainingJob, ListTrainingJobs, WatchTrainingJob, PredictStream (`READ_METHODS`);
+  GetTrainingJob, ListTrainingJobs, WatchTrainingJob, PredictStream, ExportModel
+  (`READ_METHODS`);
 - write scope: every ModelService method, including any added later;
 - no token needed: the health service (for probes), server reflection (it describes the
   public contract, not models) and the metrics port.
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 READ, WRITE = "read", "write"
 READ_METHODS = frozenset({"GetModel", "ListModels", "Predict", "Evaluate", "GetState",
                           "GetDataset", "ListDatasets", "GetTrainingJob", "ListTrainingJobs",
-                          "WatchTrainingJob", "PredictStream"})
+                          "WatchTrainingJob", "PredictStream", "ExportModel"})
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 4096
 # Seconds between two looks at the tokens files: a rotation takes effect within about this
