@@ -6,6 +6,8 @@ the same things. Create an AsyncClient inside the event loop that uses it.
 """
 
 import asyncio
+import os
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -20,7 +22,7 @@ from .errors import NNServeError, encoding
 from .jobs import (AsyncTrainingJob, RemoteDataset, dataset_ref, job_request, upload_arrays,
                    upload_requests)
 from .messages import (ModelInfo, ModelMessages, create_request, delete_request, get_request,
-                       list_request)
+                       import_request, list_request)
 
 __all__ = ["AsyncClient", "AsyncRemoteModel"]
 
@@ -172,6 +174,18 @@ class AsyncClient:
     def __repr__(self):
         return f"AsyncClient({self.target!r})"
 
+    async def import_onnx(self, source, *, loss, name=None, optimizer="sgd", learning_rate=None,
+                          momentum=None, nesterov=None, weight_decay=None, betas=None, eps=None):
+        """Create a model on the server from an ONNX model (bytes or a file's path); see
+        Client.import_onnx. A file is read off the event loop's thread."""
+        if isinstance(source, (str, os.PathLike)):
+            source = await asyncio.to_thread(Path(source).read_bytes)
+        request = import_request(source, loss, name=name, optimizer=optimizer,
+                                 learning_rate=learning_rate, momentum=momentum,
+                                 nesterov=nesterov, weight_decay=weight_decay, betas=betas, eps=eps)
+        reply = await self._call("ImportModel", request)
+        return AsyncRemoteModel(self, ModelInfo.from_proto(reply.model))
+
 
 class AsyncRemoteModel(ModelMessages):
     """RemoteModel for AsyncClient: the same methods, as coroutines (see RemoteModel)."""
@@ -307,3 +321,11 @@ class AsyncRemoteModel(ModelMessages):
                 bar.close()
         await self.refresh()  # the step and version the job left
         return history
+
+    async def to_onnx(self, path=None):
+        """Return the model as ONNX bytes (an ExportedModel with .step and .version), and
+        write them to `path` when given, off the event loop's thread; see RemoteModel.to_onnx."""
+        exported = self._on_export(await self._client._call("ExportModel", self._export_request()))
+        if path is not None:
+            await asyncio.to_thread(Path(path).write_bytes, exported)
+        return exported

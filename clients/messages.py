@@ -18,17 +18,18 @@ import numpy as np
 
 from nnserve.model.batches import inputs_array, targets_array
 from nnserve.model.fit import check_fit
-from nnserve.model.results import Change, Evaluation, Outputs, StepLoss
+from nnserve.model.results import Change, Evaluation, ExportedModel, Outputs, StepLoss
 from nnserve.v1 import nnserve_pb2 as pb
-from nnserve.v1.models import (layers_to_proto, spec_from_proto, spec_to_proto, state_from_proto,
-                               state_to_proto)
+from nnserve.v1.models import (layers_to_proto, options_to_proto, spec_from_proto, spec_to_proto,
+                               state_from_proto, state_to_proto)
 from nnserve.v1.tensors import to_array, to_tensor
 
 from .chunking import ChunkedReads
 from .errors import encoding
 from .jobs import as_dataset_pair
 
-__all__ = ["ModelInfo", "ModelMessages", "create_request", "inputs_tensor", "targets_tensor"]
+__all__ = ["ModelInfo", "ModelMessages", "create_request", "import_request", "inputs_tensor",
+           "targets_tensor"]
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -250,6 +251,13 @@ class ModelMessages(ChunkedReads):
         return (f"{type(self).__name__}(id={self.id!r}{name}, layers={spec['layers']}, "
                 f"loss={spec['loss']!r}, dtype={spec['dtype']!r}, step={self._step})")
 
+    def _export_request(self):
+        return pb.ExportModelRequest(model=self.id, format=pb.MODEL_FORMAT_ONNX)
+
+    def _on_export(self, reply):
+        self._saw(reply.version, reply.step)
+        return ExportedModel(reply.model_data, reply.step, reply.version)
+
 
 def list_request(page_size, page_token):
     with encoding("ListModels"):
@@ -262,3 +270,18 @@ def get_request(model):
 
 def delete_request(model):
     return pb.DeleteModelRequest(model=model)
+
+
+def import_request(data, loss, *, name=None, optimizer="sgd", **hyper):
+    """An ImportModelRequest of ONNX bytes; hyper-parameters given as None stay unset (the
+    server's defaults, Network's)."""
+    with encoding("ImportModel"):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"source: got {type(data).__name__}, expected the bytes of an ONNX "
+                            "model or the path of its file")
+        options = {"loss": loss, "optimizer": optimizer}
+        options.update({key: value for key, value in hyper.items() if value is not None})
+        if "betas" in options:
+            options["betas"] = list(options["betas"])
+        return pb.ImportModelRequest(name=name or "", format=pb.MODEL_FORMAT_ONNX,
+                                     model_data=bytes(data), options=options_to_proto(options))
