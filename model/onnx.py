@@ -43,14 +43,15 @@ from .results import ExportedModel
 __all__ = ["BATCH", "INPUT", "IR_VERSION", "OPSET", "OUTPUT", "DenseChain", "export_onnx",
            "read_onnx"]
 
-OPSET = 17  # onnxruntime runs float64 LeakyRelu from opset 16 to 18 only
+OPSET = 17  # onnxruntime runs every op written here in float32 and float64 at this opset
 IR_VERSION = 8  # the IR version of opset 17
 INPUT, OUTPUT, BATCH = "input", "output", "batch"
 PRODUCER = "nnserve"
 
 _ELEMENT_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
 _DTYPES = {element_type: dtype for dtype, element_type in _ELEMENT_TYPES.items()}
-_PLAIN_ACTIVATIONS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+_PLAIN_ACTIVATIONS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}  # op type: name
+_PLAIN_OPS = {name: op_type for op_type, name in _PLAIN_ACTIVATIONS.items()}
 _DOMAINS = ("", "ai.onnx")
 _ACCEPTED = ("Gemm or MatMul (then an optional Add of the biases) per layer, each followed by "
              "at most one of Relu, LeakyRelu (alpha 0.01), PRelu (slope 0.01), Sigmoid, Tanh, "
@@ -78,8 +79,7 @@ def _activation_node(activation, source, target, name, dtype, initializers):
         slope = f"{name}.slope"
         initializers.append(numpy_helper.from_array(np.array([LEAKY_RELU_SLOPE], dtype), slope))
         return helper.make_node("PRelu", [source, slope], [target], name=name)
-    op_type = {name: op for op, name in _PLAIN_ACTIVATIONS.items()}[activation]
-    return helper.make_node(op_type, [source], [target], name=name)
+    return helper.make_node(_PLAIN_OPS[activation], [source], [target], name=name)
 
 
 def export_onnx(spec, weights, *, step, version, metadata=None):
@@ -104,7 +104,8 @@ def export_onnx(spec, weights, *, step, version, metadata=None):
                                           initializers))
             current = a
     graph = helper.make_graph(
-        nodes, "nnserve", [helper.make_tensor_value_info(INPUT, element_type, [BATCH, spec["layers"][0]])],
+        nodes, "nnserve",
+        [helper.make_tensor_value_info(INPUT, element_type, [BATCH, spec["layers"][0]])],
         [helper.make_tensor_value_info(OUTPUT, element_type, [BATCH, spec["layers"][-1]])],
         initializer=initializers)
     producer_version = _nnserve_version()
@@ -175,7 +176,8 @@ def _tensor_shape(value, what):
         return tensor_type.elem_type, None
     dims = [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor_type.shape.dim]
     if len(dims) != 2:
-        raise InvalidOnnx(f"{what} {value.name!r}: got {len(dims)} dimensions, expected 2 (batch, features)")
+        raise InvalidOnnx(f"{what} {value.name!r}: got {len(dims)} dimensions, expected 2 "
+                          "(batch, features)")
     return tensor_type.elem_type, dims
 
 
@@ -210,8 +212,8 @@ def _number(node, name, default, where):
                 return attribute.i
             if attribute.type == onnx.AttributeProto.FLOAT:
                 return attribute.f
-            raise InvalidOnnx(f"{where}: got attribute {name} of type "
-                              f"{onnx.AttributeProto.AttributeType.Name(attribute.type)}, expected a number")
+            kind = onnx.AttributeProto.AttributeType.Name(attribute.type)
+            raise InvalidOnnx(f"{where}: got attribute {name} of type {kind}, expected a number")
     return default
 
 
@@ -339,8 +341,9 @@ class _ChainReader:
         slope = self.constant_inputs(node, where, " then the slope initializer", required=(1,))[1]
         if (slope.size == 0 or np.any(slope != self.dtype.type(LEAKY_RELU_SLOPE))
                 or not _broadcasts(slope.shape, (1, self.widths[-1]))):
-            raise InvalidOnnx(f"{where}: got slope {slope.ravel()[:4].tolist()} of shape {slope.shape}, "
-                              f"expected {LEAKY_RELU_SLOPE} for every unit (nnserve's leaky_relu slope)")
+            raise InvalidOnnx(f"{where}: got slope {slope.ravel()[:4].tolist()} of shape "
+                              f"{slope.shape}, expected {LEAKY_RELU_SLOPE} for every unit "
+                              "(nnserve's leaky_relu slope)")
         self.set_activation(where, "leaky_relu")
 
     def softmax(self, node, where):
@@ -358,13 +361,14 @@ class _ChainReader:
             raise InvalidOnnx(f"graph outputs: got {[value.name for value in graph.output]}, expected "
                               f"one, {self.current!r} (the output of the last node)")
         element_type, dims = _tensor_shape(graph.output[0], "output")
-        if element_type != _ELEMENT_TYPES[self.dtype] or (dims and dims[1] not in (None, self.widths[-1])):
-            raise InvalidOnnx(f"output {self.current!r}: got element type {_type_name(element_type)} and "
-                              f"shape {'unknown' if dims is None else dims}, expected "
-                              f"{_type_name(_ELEMENT_TYPES[self.dtype])} (batch, {self.widths[-1]})")
-        weights = [(w, b if b is not None else np.zeros(w.shape[1], self.dtype)) for w, b in self.weights]
-        return DenseChain(layers=list(self.widths), activations=[a or "identity" for a in self.activations],
-                          dtype=self.dtype.name, weights=weights)
+        n_out = self.widths[-1]
+        if element_type != _ELEMENT_TYPES[self.dtype] or (dims and dims[1] not in (None, n_out)):
+            raise InvalidOnnx(f"output {self.current!r}: got element type {_type_name(element_type)} "
+                              f"and shape {'unknown' if dims is None else dims}, expected "
+                              f"{_type_name(_ELEMENT_TYPES[self.dtype])} (batch, {n_out})")
+        weights = [(w, np.zeros(w.shape[1], self.dtype) if b is None else b) for w, b in self.weights]
+        return DenseChain(layers=list(self.widths), dtype=self.dtype.name, weights=weights,
+                          activations=[a or "identity" for a in self.activations])
 
 
 def read_onnx(data):
