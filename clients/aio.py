@@ -8,6 +8,8 @@ the same things. Create an AsyncClient inside the event loop that uses it.
 
 import asyncio
 import contextlib
+import os
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -23,7 +25,7 @@ from .errors import NNServeError, encoding
 from .jobs import (AsyncTrainingJob, RemoteDataset, dataset_ref, job_request, upload_arrays,
                    upload_requests)
 from .messages import (ModelInfo, ModelMessages, create_request, delete_request, fit_runs,
-                       get_request, list_request)
+                       get_request, import_request, list_request)
 from .streams import STREAM_WINDOW, async_items, check_window, stream_async
 
 __all__ = ["AsyncClient", "AsyncRemoteModel"]
@@ -184,6 +186,18 @@ class AsyncClient:
 
     def __repr__(self):
         return f"AsyncClient({self.target!r})"
+
+    async def import_onnx(self, source, *, loss, name=None, optimizer="sgd", learning_rate=None,
+                          momentum=None, nesterov=None, weight_decay=None, betas=None, eps=None):
+        """Create a model on the server from an ONNX model (bytes or a file's path); see
+        Client.import_onnx. A file is read off the event loop's thread."""
+        if isinstance(source, (str, os.PathLike)):
+            source = await asyncio.to_thread(Path(source).read_bytes)
+        request = import_request(source, loss, name=name, optimizer=optimizer,
+                                 learning_rate=learning_rate, momentum=momentum,
+                                 nesterov=nesterov, weight_decay=weight_decay, betas=betas, eps=eps)
+        reply = await self._call("ImportModel", request)
+        return AsyncRemoteModel(self, ModelInfo.from_proto(reply.model))
 
 
 class AsyncRemoteModel(ModelMessages):
@@ -393,3 +407,11 @@ class AsyncRemoteModel(ModelMessages):
             async with contextlib.aclosing(self.train_stream(run)) as losses:
                 async for loss in losses:
                     yield loss
+
+    async def to_onnx(self, path=None):
+        """Return the model as ONNX bytes (an ExportedModel with .step and .version), and
+        write them to `path` when given, off the event loop's thread; see RemoteModel.to_onnx."""
+        exported = self._on_export(await self._client._call("ExportModel", self._export_request()))
+        if path is not None:
+            await asyncio.to_thread(Path(path).write_bytes, exported)
+        return exported

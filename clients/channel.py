@@ -5,10 +5,10 @@ ones that change nothing) a retry policy with exponential backoff on UNAVAILABLE
 RESOURCE_EXHAUSTED when the server is overloaded: its refusals carry a
 `grpc-retry-pushback-ms` hint (when to try again), while its limit errors (too many rows,
 too many models) carry -1, which tells gRPC not to retry them. Methods that change a
-model (CreateModel, DeleteModel, TrainStep, SetState, SetWeights) are never retried: a
-TrainStep whose reply was lost may have been applied, and applying it twice would train
-twice. Nor are the bidirectional streams (TrainStream, PredictStream). Retries happen
-inside the call's one deadline.
+model (CreateModel, DeleteModel, TrainStep, SetState, SetWeights, ImportModel) are never
+retried: a TrainStep whose reply was lost may have been applied, and applying it twice
+would train twice. Nor are the bidirectional streams (TrainStream, PredictStream). Retries
+happen inside the call's one deadline.
 """
 
 import json
@@ -28,9 +28,11 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # the server's default limit
 
 # Read-only methods: running one twice has the effect of running it once.
 IDEMPOTENT_METHODS = ("GetModel", "ListModels", "Predict", "Evaluate", "GetState", "GetDataset",
-                      "ListDatasets", "GetTrainingJob", "ListTrainingJobs", "WatchTrainingJob")
+                      "ListDatasets", "GetTrainingJob", "ListTrainingJobs", "WatchTrainingJob",
+                      "ExportModel")
 MUTATING_METHODS = ("CreateModel", "DeleteModel", "TrainStep", "SetState", "SetWeights",
-                    "UploadDataset", "DeleteDataset", "CreateTrainingJob", "CancelTrainingJob")
+                    "UploadDataset", "DeleteDataset", "CreateTrainingJob", "CancelTrainingJob",
+                    "ImportModel")
 # Bidirectional streams, never retried either: a retried TrainStream would send again
 # steps the server may have applied, and gRPC can replay a stream only until its first
 # reply (or 256 KiB sent), after which a failure reaches the caller anyway, so a retry

@@ -8,6 +8,9 @@ predict_stream and fit(stream=True) exchange many batches over one bidirectional
 (streams.py).
 """
 
+import os
+from pathlib import Path
+
 import grpc
 
 from nnserve.v1 import nnserve_pb2 as pb
@@ -21,7 +24,7 @@ from .errors import NNServeError, encoding
 from .jobs import (RemoteDataset, TrainingJob, dataset_ref, job_request, upload_arrays,
                    upload_requests)
 from .messages import (ModelInfo, ModelMessages, create_request, delete_request, fit_runs,
-                       get_request, list_request)
+                       get_request, import_request, list_request)
 from .streams import STREAM_WINDOW, check_window, stream
 
 __all__ = ["Client", "RemoteModel"]
@@ -236,6 +239,51 @@ class Client:
 
     def __repr__(self):
         return f"Client({self.target!r})"
+
+    # -- ONNX ---------------------------------------------------------------------------
+
+    def import_onnx(self, source, *, loss, name=None, optimizer="sgd", learning_rate=None,
+                    momentum=None, nesterov=None, weight_decay=None, betas=None, eps=None):
+        """Create a model on the server from an ONNX model and return its handle.
+
+        The SDK only moves the bytes (no onnx package needed); the server reads the graph.
+
+        Parameters
+        ----------
+        source : bytes or str or path-like
+            The ONNX model's bytes, or the path of its file: a chain of dense layers as
+            torch.onnx and skl2onnx write multi-layer perceptrons (Gemm, or MatMul and Add,
+            per layer, each followed by at most one Relu, LeakyRelu with alpha 0.01, PRelu
+            with slope 0.01, Sigmoid or Tanh; Softmax after the last), float32 or float64.
+            MODEL_FORMAT_ONNX in nnserve.proto has the rules.
+        loss : str
+            As create_model's: "mse", "binary_cross_entropy" (the graph's output is a
+            Sigmoid) or "cross_entropy" (its output is a Softmax).
+        name, optimizer, learning_rate, momentum, nesterov, weight_decay, betas, eps
+            As create_model's (None: the server's default).
+
+        Returns
+        -------
+        RemoteModel
+            The graph's layers, activations, dtype and weights (bit for bit), step 0,
+            version 0.
+
+        Raises
+        ------
+        NNServeError
+            INVALID_ARGUMENT (a graph nnserve cannot hold: the message names the first
+            unsupported node; a loss that does not fit its output; bad options or name),
+            ALREADY_EXISTS (name taken), RESOURCE_EXHAUSTED (a server limit, or a model
+            larger than the max message size).
+        OSError
+            `source` is a path that cannot be read.
+        """
+        if isinstance(source, (str, os.PathLike)):
+            source = Path(source).read_bytes()
+        request = import_request(source, loss, name=name, optimizer=optimizer,
+                                 learning_rate=learning_rate, momentum=momentum,
+                                 nesterov=nesterov, weight_decay=weight_decay, betas=betas, eps=eps)
+        return RemoteModel(self, ModelInfo.from_proto(self._call("ImportModel", request).model))
 
 
 class RemoteModel(ModelMessages):
@@ -617,3 +665,29 @@ class RemoteModel(ModelMessages):
         """The losses of runs of batches, one TrainStream each, opened one after the other."""
         for run in runs:
             yield from self.train_stream(run)
+
+    def to_onnx(self, path=None):
+        """Return the model as ONNX bytes, and write them to `path` when given.
+
+        One ExportModel call: the weights of one version, bit for bit, as a graph that
+        onnxruntime and other ONNX tools run (opset 17; MODEL_FORMAT_ONNX in nnserve.proto
+        says how each layer is written; the optimizer state is not exported). Its
+        metadata_props name the producer, the step, the weights version, the loss and the
+        model's id and name. The SDK only moves the bytes (no onnx package needed).
+
+        Returns
+        -------
+        nnserve.model.ExportedModel
+            The bytes, with the `.step` and `.version` of the weights they hold.
+
+        Raises
+        ------
+        NNServeError
+            NOT_FOUND, RESOURCE_EXHAUSTED (a model larger than the max message size).
+        OSError
+            `path` cannot be written.
+        """
+        exported = self._on_export(self._client._call("ExportModel", self._export_request()))
+        if path is not None:
+            Path(path).write_bytes(exported)
+        return exported

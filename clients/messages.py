@@ -20,10 +20,10 @@ import numpy as np
 
 from nnserve.model.batches import inputs_array, targets_array
 from nnserve.model.fit import check_fit, epoch_batches
-from nnserve.model.results import Change, Evaluation, Outputs, StepLoss
+from nnserve.model.results import Change, Evaluation, ExportedModel, Outputs, StepLoss
 from nnserve.v1 import nnserve_pb2 as pb
-from nnserve.v1.models import (layers_to_proto, spec_from_proto, spec_to_proto, state_from_proto,
-                               state_to_proto)
+from nnserve.v1.models import (layers_to_proto, options_to_proto, spec_from_proto, spec_to_proto,
+                               state_from_proto, state_to_proto)
 from nnserve.v1.tensors import to_array, to_tensor
 
 from .chunking import ChunkedReads
@@ -31,7 +31,7 @@ from .errors import encoding
 from .jobs import as_dataset_pair
 from .streams import Exchange
 
-__all__ = ["ModelInfo", "ModelMessages", "create_request", "fit_runs", "inputs_tensor",
+__all__ = ["ModelInfo", "ModelMessages", "create_request", "fit_runs", "import_request", "inputs_tensor",
            "targets_tensor"]
 
 @dataclass(frozen=True)
@@ -279,6 +279,13 @@ class ModelMessages(ChunkedReads):
         return (f"{type(self).__name__}(id={self.id!r}{name}, layers={spec['layers']}, "
                 f"loss={spec['loss']!r}, dtype={spec['dtype']!r}, step={self._step})")
 
+    def _export_request(self):
+        return pb.ExportModelRequest(model=self.id, format=pb.MODEL_FORMAT_ONNX)
+
+    def _on_export(self, reply):
+        self._saw(reply.version, reply.step)
+        return ExportedModel(reply.model_data, reply.step, reply.version)
+
 
 def fit_runs(x, y, *, epochs, batch_size, shuffle, seed, validating):
     """The batches of a streamed fit (nnserve.model.fit.epoch_batches), in runs of one
@@ -303,3 +310,18 @@ def get_request(model):
 
 def delete_request(model):
     return pb.DeleteModelRequest(model=model)
+
+
+def import_request(data, loss, *, name=None, optimizer="sgd", **hyper):
+    """An ImportModelRequest of ONNX bytes; hyper-parameters given as None stay unset (the
+    server's defaults, Network's)."""
+    with encoding("ImportModel"):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"source: got {type(data).__name__}, expected the bytes of an ONNX "
+                            "model or the path of its file")
+        options = {"loss": loss, "optimizer": optimizer}
+        options.update({key: value for key, value in hyper.items() if value is not None})
+        if "betas" in options:
+            options["betas"] = list(options["betas"])
+        return pb.ImportModelRequest(name=name or "", format=pb.MODEL_FORMAT_ONNX,
+                                     model_data=bytes(data), options=options_to_proto(options))

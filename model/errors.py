@@ -6,8 +6,8 @@ FAILED_PRECONDITION. Any other exception out of the model layer is a bug (INTERN
 Numpy only: the client SDK raises the same types for what it checks before sending.
 """
 
-__all__ = ["IncompatibleState", "InvalidBatch", "InvalidInput", "InvalidSpec", "InvalidState",
-           "NonFiniteStep"]
+__all__ = ["IncompatibleState", "InvalidBatch", "InvalidInput", "InvalidOnnx", "InvalidSpec",
+           "InvalidState", "NonFiniteStep"]
 
 
 class InvalidInput(ValueError):
@@ -29,6 +29,11 @@ class InvalidState(InvalidInput):
 class IncompatibleState(InvalidState):
     """A state exported from a network of another structure (layers, activations, loss,
     optimizer or dtype): well-formed, but not loadable into this one."""
+
+
+class InvalidOnnx(InvalidInput):
+    """An ONNX model that does not parse, or whose graph is no chain of dense layers nnserve
+    can hold (nnserve.model.onnx); the message names the first node or part it refuses."""
 
 
 class NonFiniteStep(ArithmeticError):

@@ -98,6 +98,27 @@ class Network:
         network._version = int(version)
         return network
 
+    @classmethod
+    def from_onnx(cls, data, *, loss, optimizer="sgd", learning_rate=0.01, momentum=0.0,
+                  nesterov=False, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8):
+        """The network of an ONNX model (bytes): its layers, activations, dtype and weights
+        bit for bit, at step 0 and version 0, to train with `loss` and the optimizer
+        keywords (init and seed stay at their defaults: the weights come from the graph).
+
+        Takes a chain of dense layers as torch.onnx and skl2onnx write them (nnserve.model.onnx
+        says which nodes); InvalidOnnx names the first node or part it refuses, InvalidSpec a
+        loss that does not fit the output activation. Needs the `onnx` package.
+        """
+        from .onnx import read_onnx
+
+        chain = read_onnx(data)
+        network = cls(chain.layers, chain.activations, loss, optimizer=optimizer,
+                      learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
+                      weight_decay=weight_decay, betas=betas, eps=eps, dtype=chain.dtype)
+        network.set_weights(chain.weights)
+        network._version = 0  # created with these weights, like any new network
+        return network
+
     @staticmethod
     def _active_slots(spec):
         if spec["optimizer"] == "sgd" and spec["momentum"] == 0.0:
@@ -197,6 +218,17 @@ class Network:
         """Return a copy of the weights as [(W (n_in, n_out), b (n_out,)), ...]."""
         with self._lock.read:
             return self._layout.split(self._params)
+
+    def to_onnx(self, metadata=None):
+        """Return the network as an ONNX model (nnserve.model.onnx says how): ExportedModel
+        bytes with the `.step` and `.version` of the weights it holds, all from one version.
+        `metadata` (str -> str) is added to the model's metadata_props. Needs the `onnx`
+        package; the optimizer state is not exported."""
+        from .onnx import export_onnx
+
+        with self._lock.read:
+            weights, step, version = self._layout.split(self._params), self._step, self._version
+        return export_onnx(self.spec, weights, step=step, version=version, metadata=metadata)
 
     def get_state(self):
         """Return everything needed to resume training bit-exactly elsewhere, copied from one

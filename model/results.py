@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Change", "Evaluation", "Outputs", "StepLoss"]
+__all__ = ["Change", "Evaluation", "ExportedModel", "Outputs", "StepLoss"]
 
 
 class StepLoss(float):
@@ -63,3 +63,14 @@ class Change(NamedTuple):
 
     step: int
     version: int
+
+
+class ExportedModel(bytes):
+    """A serialized model (Network.to_onnx's ONNX bytes), with the `step` count and the
+    weights `version` it holds."""
+
+    def __new__(cls, data, step, version):
+        result = super().__new__(cls, data)
+        result.step = step
+        result.version = version
+        return result

@@ -22,8 +22,9 @@ client out.
 Clients send the metadata `authorization: Bearer <token>` on every call.
 
 - read scope: GetModel, ListModels, Predict, Evaluate, GetState, GetDataset, ListDatasets,
-  GetTrainingJob, ListTrainingJobs, WatchTrainingJob, PredictStream (`READ_METHODS`), and
-  every method of the Open Inference Protocol (inference.GRPCInferenceService) but two;
+  GetTrainingJob, ListTrainingJobs, WatchTrainingJob, PredictStream, ExportModel
+  (`READ_METHODS`), and every method of the Open Inference Protocol
+  (inference.GRPCInferenceService) but two;
 - write scope: every other ModelService method, including any added later;
 - no token needed: the health service (for probes), the protocol's ServerLive and
   ServerReady (its probes), server reflection (it describes the public contract, not
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 READ, WRITE = "read", "write"
 READ_METHODS = frozenset({"GetModel", "ListModels", "Predict", "Evaluate", "GetState",
                           "GetDataset", "ListDatasets", "GetTrainingJob", "ListTrainingJobs",
-                          "WatchTrainingJob", "PredictStream"})
+                          "WatchTrainingJob", "PredictStream", "ExportModel"})
 OIP_READ_METHODS = frozenset({"ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
                               "ModelStreamInfer", "ModelConfig", "RepositoryIndex"})
 # Per protected service: (the methods a read token may call, the methods that need no token).

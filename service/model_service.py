@@ -11,8 +11,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
-from nnserve.v1.models import (layers_from_proto, spec_from_proto, spec_to_proto, state_from_proto,
-                               state_to_proto)
+from nnserve.v1.models import (format_from_proto, layers_from_proto, options_from_proto,
+                               spec_from_proto, spec_to_proto, state_from_proto, state_to_proto)
 from nnserve.v1.tensors import to_array, to_tensor
 
 from .errors import DOMAIN_ERRORS, InvalidArgument, status_code
@@ -162,3 +162,16 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     def WatchTrainingJob(self, request, context):
         yield from self._jobs.watch(request.job, context.is_active)
 
+    # -- interchange: ONNX, the one ModelFormat (format_from_proto refuses the others) ---
+
+    def ExportModel(self, request, context):
+        format_from_proto(request.format)
+        exported = self._registry.export_onnx(request.model)
+        return pb.ExportModelResponse(model_data=exported, format=request.format,
+                                      step=exported.step, version=exported.version)
+
+    def ImportModel(self, request, context):
+        format_from_proto(request.format)
+        options = options_from_proto(_required(request, "options"))
+        entry = self._registry.import_onnx(request.model_data, options, request.name)
+        return pb.ImportModelResponse(model=describe(entry))

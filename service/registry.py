@@ -122,16 +122,37 @@ class Registry:
             check_name("name", name)
         n_parameters = _count_parameters(spec.get("layers"))
         if n_parameters is not None:
-            limit = self._settings.max_parameters_per_model
-            if n_parameters > limit:
-                raise LimitExceeded(limit_message("max_parameters_per_model",
-                                                   f"a spec with {n_parameters} parameters", limit))
+            self._check_parameters(f"a spec with {n_parameters} parameters", n_parameters)
             itemsize = _ITEMSIZE.get(spec.get("dtype"))
             if itemsize is not None:
                 with self._lock:
                     self._check_room(name, n_parameters * itemsize)
         with _model_errors_as_status():
             network = Network(**spec)
+        return self._insert(name, network, "created")
+
+    def import_onnx(self, data, options, name=""):
+        """Build a Network from ONNX bytes (Network.from_onnx, trained with `options`, its
+        keywords) and add it within create's limits; return its entry.
+
+        The graph came in one request, so the network is built before the limits are
+        checked: the server's max message size bounds what that allocates.
+        """
+        if name:
+            check_name("name", name)
+        with _model_errors_as_status():
+            network = Network.from_onnx(data, **options)
+        self._check_parameters(f"a graph with {network.num_parameters} parameters",
+                               network.num_parameters)
+        return self._insert(name, network, "imported")
+
+    def _check_parameters(self, what, n_parameters):
+        limit = self._settings.max_parameters_per_model
+        if n_parameters > limit:
+            raise LimitExceeded(limit_message("max_parameters_per_model", what, limit))
+
+    def _insert(self, name, network, how):
+        """Add a new network under a new id (and `name`) if it fits; checkpoint and log it."""
         with self._lock:
             entry = ModelEntry(uuid.uuid4().hex, name, network, next(self._sequence))
             self._check_room(name, entry.parameter_bytes)
@@ -143,9 +164,9 @@ class Registry:
             self._metrics.model_added(entry)
             self._checkpoints.track(entry)
         self._checkpoints.save(entry)
-        logger.info("model created", extra={"event": "model_created", "model_id": entry.id,
-                                             "model_name": name,
-                                             "num_parameters": network.num_parameters})
+        logger.info(f"model {how}", extra={"event": f"model_{how}", "model_id": entry.id,
+                                           "model_name": name,
+                                           "num_parameters": network.num_parameters})
         return entry
 
     def restore(self, record):
@@ -267,6 +288,13 @@ class Registry:
     def get_state(self, model):
         """Return Network.get_state()'s dict (with the version it was copied from)."""
         return self.get(model).network.get_state()
+
+    def export_onnx(self, model):
+        """Return the model as ONNX bytes (Network.to_onnx: an ExportedModel with the .step
+        and .version it holds), its metadata naming the model's id and name."""
+        entry = self.get(model)
+        names = {"model_id": entry.id, **({"model_name": entry.name} if entry.name else {})}
+        return entry.network.to_onnx(names)
 
     def set_state(self, model, state):
         """Load a state dict (as from get_state); return the Change (step, version) it made.

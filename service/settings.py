@@ -77,7 +77,9 @@ class Settings:
     read_tokens_file: str = _option("", "file of bearer tokens, one per line, that may call the "
                                     "reading methods (Predict, Evaluate, GetModel, ListModels, "
                                     "GetState, GetDataset, ListDatasets, GetTrainingJob, "
-                                    "ListTrainingJobs, WatchTrainingJob, PredictStream); with either tokens file ModelService needs a token")
+                                    "ListTrainingJobs, WatchTrainingJob, PredictStream, "
+                                    "ExportModel); with either tokens file ModelService needs a "
+                                    "token")
     write_tokens_file: str = _option("", "file of bearer tokens, one per line, that may call "
                                      "every ModelService method")
     threads: int = _option(

@@ -10,6 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from nnserve.model import Network
 from nnserve.service import Settings, create_server
 from nnserve.service.auth import READ_METHODS
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
@@ -173,6 +174,11 @@ def _requests(model, dataset, job):
         "DeleteModel": pb.DeleteModelRequest(model="no-such-model"),
         "TrainStream": [pb.TrainStepRequest(model=model, x=to_tensor(x), y=to_tensor(y))],
         "PredictStream": [pb.PredictRequest(model=model, x=to_tensor(x))],
+        "ExportModel": pb.ExportModelRequest(model=model, format=pb.MODEL_FORMAT_ONNX),
+        "ImportModel": pb.ImportModelRequest(
+            format=pb.MODEL_FORMAT_ONNX,
+            model_data=Network([4, 8, 3], ["relu", "softmax"], "cross_entropy").to_onnx(),
+            options=pb.TrainingOptions(loss=pb.LOSS_CROSS_ENTROPY, optimizer=pb.OPTIMIZER_SGD)),
     }
 
 

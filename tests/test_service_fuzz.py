@@ -430,18 +430,20 @@ def test_raw_bytes_to_every_method(guard, method, payload):
 
 
 def test_oversized_requests_and_replies_are_resource_exhausted(guard):
-    """A request over the message limit, a reply over it (Predict of many wide rows, GetState of
-    a big model): RESOURCE_EXHAUSTED, and the server goes on."""
+    """A request over the message limit, a reply over it (Predict of many wide rows, GetState or
+    ExportModel of a big model): RESOURCE_EXHAUSTED, and the server goes on."""
     huge = pb.Tensor(dtype=pb.DATA_TYPE_FLOAT32, shape=[MAX_MESSAGE // 4 + 8], content=b"\0" * (MAX_MESSAGE + 32))
     for method in METHODS:
         descriptor = pb.DESCRIPTOR.services_by_name["ModelService"].methods_by_name[method]
         if descriptor.client_streaming:  # UploadDataset and the streams: see their own tests
             continue
         request = getattr(pb, descriptor.input_type.name)()
-        for field in ("x", "spec", "state", "weights"):
+        for field in ("x", "spec", "state", "weights", "model_data"):
             if field in request.DESCRIPTOR.fields_by_name:
                 if field == "x":
                     request.x.CopyFrom(huge)
+                elif field == "model_data":
+                    request.model_data = huge.content
                 elif field == "spec":
                     request.spec.betas.extend([0.5] * (MAX_MESSAGE // 8 + 8))
                 elif field == "state":
@@ -452,6 +454,8 @@ def test_oversized_requests_and_replies_are_resource_exhausted(guard):
         if request_bytes > MAX_MESSAGE:
             assert _call(guard, method, request)[0] == grpc.StatusCode.RESOURCE_EXHAUSTED, method
     code, _ = _call(guard, "GetState", pb.GetStateRequest(model=BIG))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    code, _ = _call(guard, "ExportModel", pb.ExportModelRequest(model=BIG, format=pb.MODEL_FORMAT_ONNX))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     x = np.ones((4096, 1), np.float32)
     code, _ = _call(guard, "Predict", pb.PredictRequest(model="scratch-wide", x=to_tensor(x)))

@@ -107,7 +107,7 @@ def test_reflection_lists_and_describes_the_service():
             "Evaluate", "GetState", "SetState", "SetWeights", "UploadDataset", "GetDataset",
             "ListDatasets", "DeleteDataset", "CreateTrainingJob", "GetTrainingJob",
             "ListTrainingJobs", "CancelTrainingJob", "WatchTrainingJob", "TrainStream",
-            "PredictStream"]
+            "PredictStream", "ExportModel", "ImportModel"]
 
 
 def test_a_port_in_use_is_an_error_not_a_shared_port():

@@ -1,4 +1,5 @@
-"""The contract's model codec: ModelSpec and ModelState <-> the plain dicts of `Network`.
+"""The contract's model codec: ModelSpec, ModelState and TrainingOptions <-> the plain dicts
+of `Network`, and the ModelFormat names.
 
 `nnserve.kernels.Network(**spec)` takes and `Network.spec` / `get_state()` return plain
 dicts whose names are the proto enum value names lower-cased without their prefix
@@ -9,15 +10,17 @@ Network's to check. Numpy and protobuf only, like tensors.py.
 
 import numpy as np
 
-from .nnserve_pb2 import (Activation, DataType, Init, LayerParameters, Loss, ModelSpec,
-                          ModelState, Optimizer, OptimizerSlot)
+from .nnserve_pb2 import (Activation, DataType, Init, LayerParameters, Loss, ModelFormat,
+                          ModelSpec, ModelState, Optimizer, OptimizerSlot, TrainingOptions)
 from .tensors import InvalidMessage, to_array, to_tensor
 
-__all__ = ["layers_from_proto", "layers_to_proto", "spec_from_proto", "spec_to_proto",
-           "state_from_proto", "state_to_proto"]
+__all__ = ["format_from_proto", "layers_from_proto", "layers_to_proto", "options_from_proto",
+           "options_to_proto", "spec_from_proto", "spec_to_proto", "state_from_proto",
+           "state_to_proto"]
 
 # Optional scalar fields: unset in the message means Network's default.
-_OPTIONAL = ("learning_rate", "momentum", "nesterov", "weight_decay", "eps", "seed")
+_TRAINING_OPTIONAL = ("learning_rate", "momentum", "nesterov", "weight_decay", "eps")
+_OPTIONAL = (*_TRAINING_OPTIONAL, "seed")
 
 
 class _EnumCodec:
@@ -49,7 +52,9 @@ _LOSS = _EnumCodec(Loss, "LOSS_")
 _OPTIMIZER = _EnumCodec(Optimizer, "OPTIMIZER_")
 _INIT = _EnumCodec(Init, "INIT_")
 _DATA_TYPE = _EnumCodec(DataType, "DATA_TYPE_")
+_FORMAT = _EnumCodec(ModelFormat, "MODEL_FORMAT_")
 _KEYS = {"layers", "activations", "loss", "optimizer", "init", "dtype", "betas", *_OPTIONAL}
+_OPTION_KEYS = {"loss", "optimizer", "betas", *_TRAINING_OPTIONAL}
 
 
 def spec_from_proto(message, field="spec"):
@@ -98,6 +103,40 @@ def spec_to_proto(spec):
         if key in spec:
             setattr(message, key, spec[key])
     return message
+
+
+def options_from_proto(message, field="options"):
+    """Return the keyword arguments of Network.from_onnx that TrainingOptions `message` sets
+    (loss, optimizer, and the optional hyper-parameters that are set). Raises InvalidMessage
+    for an UNSPECIFIED or unknown enum value."""
+    options = {"loss": _LOSS.name(message.loss, f"{field}.loss"),
+               "optimizer": _OPTIMIZER.name(message.optimizer, f"{field}.optimizer")}
+    for key in _TRAINING_OPTIONAL:
+        if message.HasField(key):
+            options[key] = getattr(message, key)
+    if message.betas:
+        options["betas"] = list(message.betas)
+    return options
+
+
+def options_to_proto(options):
+    """Return TrainingOptions from a dict of Network.from_onnx's keywords; absent optional
+    keys stay unset. Raises InvalidMessage for an unknown key or enum name."""
+    unknown = sorted(set(options) - _OPTION_KEYS)
+    if unknown:
+        raise InvalidMessage(f"options: got unknown keys {unknown}, expected some of {sorted(_OPTION_KEYS)}")
+    message = TrainingOptions(loss=_LOSS.value(options.get("loss"), "loss"),
+                              optimizer=_OPTIMIZER.value(options.get("optimizer"), "optimizer"),
+                              betas=options.get("betas", ()))
+    for key in _TRAINING_OPTIONAL:
+        if key in options:
+            setattr(message, key, options[key])
+    return message
+
+
+def format_from_proto(value, field="format"):
+    """The name of a ModelFormat value ("onnx"); InvalidMessage for UNSPECIFIED or unknown."""
+    return _FORMAT.name(value, field)
 
 
 def _dtype_name(dtype):

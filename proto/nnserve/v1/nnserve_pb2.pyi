@@ -64,6 +64,11 @@ class TrainingJobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRAINING_JOB_EVENT_KIND_PROGRESS: _ClassVar[TrainingJobEventKind]
     TRAINING_JOB_EVENT_KIND_EPOCH_END: _ClassVar[TrainingJobEventKind]
     TRAINING_JOB_EVENT_KIND_ENDED: _ClassVar[TrainingJobEventKind]
+
+class ModelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_FORMAT_UNSPECIFIED: _ClassVar[ModelFormat]
+    MODEL_FORMAT_ONNX: _ClassVar[ModelFormat]
 DATA_TYPE_UNSPECIFIED: DataType
 DATA_TYPE_FLOAT32: DataType
 DATA_TYPE_FLOAT64: DataType
@@ -98,6 +103,8 @@ TRAINING_JOB_EVENT_KIND_STARTED: TrainingJobEventKind
 TRAINING_JOB_EVENT_KIND_PROGRESS: TrainingJobEventKind
 TRAINING_JOB_EVENT_KIND_EPOCH_END: TrainingJobEventKind
 TRAINING_JOB_EVENT_KIND_ENDED: TrainingJobEventKind
+MODEL_FORMAT_UNSPECIFIED: ModelFormat
+MODEL_FORMAT_ONNX: ModelFormat
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "content")
@@ -610,3 +617,61 @@ class TrainingJobEvent(_message.Message):
     recent_loss: float
     version: int
     def __init__(self, kind: _Optional[_Union[TrainingJobEventKind, str]] = ..., job: _Optional[_Union[TrainingJob, _Mapping]] = ..., recent_loss: _Optional[float] = ..., version: _Optional[int] = ...) -> None: ...
+
+class TrainingOptions(_message.Message):
+    __slots__ = ("loss", "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "betas", "eps")
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    NESTEROV_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    BETAS_FIELD_NUMBER: _ClassVar[int]
+    EPS_FIELD_NUMBER: _ClassVar[int]
+    loss: Loss
+    optimizer: Optimizer
+    learning_rate: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    betas: _containers.RepeatedScalarFieldContainer[float]
+    eps: float
+    def __init__(self, loss: _Optional[_Union[Loss, str]] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., weight_decay: _Optional[float] = ..., betas: _Optional[_Iterable[float]] = ..., eps: _Optional[float] = ...) -> None: ...
+
+class ExportModelRequest(_message.Message):
+    __slots__ = ("model", "format")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    format: ModelFormat
+    def __init__(self, model: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ...) -> None: ...
+
+class ExportModelResponse(_message.Message):
+    __slots__ = ("model_data", "format", "step", "version")
+    MODEL_DATA_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_data: bytes
+    format: ModelFormat
+    step: int
+    version: int
+    def __init__(self, model_data: _Optional[bytes] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., step: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ImportModelRequest(_message.Message):
+    __slots__ = ("name", "format", "model_data", "options")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DATA_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    format: ModelFormat
+    model_data: bytes
+    options: TrainingOptions
+    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., model_data: _Optional[bytes] = ..., options: _Optional[_Union[TrainingOptions, _Mapping]] = ...) -> None: ...
+
+class ImportModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...

@@ -140,6 +140,16 @@ class ModelServiceStub:
                 request_serializer=nnserve_dot_v1_dot_nnserve__pb2.PredictRequest.SerializeToString,
                 response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.PredictStreamResponse.FromString,
                 _registered_method=True)
+        self.ExportModel = channel.unary_unary(
+                '/nnserve.v1.ModelService/ExportModel',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.ExportModelRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.ExportModelResponse.FromString,
+                _registered_method=True)
+        self.ImportModel = channel.unary_unary(
+                '/nnserve.v1.ModelService/ImportModel',
+                request_serializer=nnserve_dot_v1_dot_nnserve__pb2.ImportModelRequest.SerializeToString,
+                response_deserializer=nnserve_dot_v1_dot_nnserve__pb2.ImportModelResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -387,6 +397,36 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportModel(self, request, context):
+        """-- Interchange: models in other frameworks' formats (see ModelFormat) ---------------
+
+        Exports a model's network in an interchange format: its layers, activations and the
+        weights of one version, bit for bit (not its optimizer state: GetState has that).
+        Waits for a running train step to finish; runs while a training job trains the model.
+        Errors: INVALID_ARGUMENT (empty `model`; format UNSPECIFIED or unknown), NOT_FOUND,
+        RESOURCE_EXHAUSTED (the exported model is larger than the server's max message size,
+        as GetState of it would be).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportModel(self, request, context):
+        """Creates a model from a network in an interchange format, with its weights bit for bit,
+        at step 0 and version 0, ready to train with the request's training options. All or
+        nothing: a refused request creates no model.
+        Errors: INVALID_ARGUMENT (format UNSPECIFIED or unknown; model_data that does not parse
+        or holds a graph nnserve cannot represent, the message naming the first unsupported
+        node (its index, name and operator) or what is wrong with the graph; bad training
+        options or name; a loss that does not fit the graph's output activation, as in
+        ModelSpec), ALREADY_EXISTS (name taken), RESOURCE_EXHAUSTED (max models, max
+        parameters per model, max total parameter bytes, as CreateModel; a request larger than
+        the server's max message size).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -494,6 +534,16 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.PredictStream,
                     request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.PredictRequest.FromString,
                     response_serializer=nnserve_dot_v1_dot_nnserve__pb2.PredictStreamResponse.SerializeToString,
+            ),
+            'ExportModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportModel,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.ExportModelRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.ExportModelResponse.SerializeToString,
+            ),
+            'ImportModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportModel,
+                    request_deserializer=nnserve_dot_v1_dot_nnserve__pb2.ImportModelRequest.FromString,
+                    response_serializer=nnserve_dot_v1_dot_nnserve__pb2.ImportModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1064,6 +1114,60 @@ class ModelService:
             '/nnserve.v1.ModelService/PredictStream',
             nnserve_dot_v1_dot_nnserve__pb2.PredictRequest.SerializeToString,
             nnserve_dot_v1_dot_nnserve__pb2.PredictStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnserve.v1.ModelService/ExportModel',
+            nnserve_dot_v1_dot_nnserve__pb2.ExportModelRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.ExportModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnserve.v1.ModelService/ImportModel',
+            nnserve_dot_v1_dot_nnserve__pb2.ImportModelRequest.SerializeToString,
+            nnserve_dot_v1_dot_nnserve__pb2.ImportModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
