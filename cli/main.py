@@ -60,8 +60,8 @@ def _add_loadtest_arguments(parser):
                         help="rows per train step of a fit's job, which trains one epoch on "
                              "256 uploaded rows (default 32)")
     parser.add_argument("--layers", default="784,256,256,10",
-                        help="the models' layer widths: relu layers, softmax output "
-                             "(default 784,256,256,10)")
+                        help="the models' layer widths: relu layers, softmax output (one "
+                             "output: sigmoid, binary cross-entropy) (default 784,256,256,10)")
     parser.add_argument("--models", type=int, default=1,
                         help="models created for predict/train/evaluate (default 1); a mix "
                              "with fit also creates one per worker for the jobs")

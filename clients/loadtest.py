@@ -183,10 +183,19 @@ def check_target(target, allow_remote=False):
 # -- the run ---------------------------------------------------------------------------------
 
 def _spec(layers, seed):
+    """relu layers and a softmax classifier, or one sigmoid output with binary cross-entropy."""
+    binary = layers[-1] == 1
     return pb.ModelSpec(
-        layers=layers, activations=[pb.ACTIVATION_RELU] * (len(layers) - 2) + [pb.ACTIVATION_SOFTMAX],
-        loss=pb.LOSS_CROSS_ENTROPY, optimizer=pb.OPTIMIZER_SGD, learning_rate=0.01,
-        init=pb.INIT_HE, seed=seed, dtype=pb.DATA_TYPE_FLOAT32)
+        layers=layers, activations=[pb.ACTIVATION_RELU] * (len(layers) - 2)
+        + [pb.ACTIVATION_SIGMOID if binary else pb.ACTIVATION_SOFTMAX],
+        loss=pb.LOSS_BINARY_CROSS_ENTROPY if binary else pb.LOSS_CROSS_ENTROPY,
+        optimizer=pb.OPTIMIZER_SGD, learning_rate=0.01, init=pb.INIT_HE, seed=seed,
+        dtype=pb.DATA_TYPE_FLOAT32)
+
+
+def _labels(rng, layers, rows):
+    """Class ids for a softmax classifier, 0/1 labels for one sigmoid output."""
+    return rng.integers(0, max(layers[-1], 2), rows).astype(np.int64)
 
 
 class _Recorder:
@@ -208,7 +217,7 @@ def _fit_data(spec):
     """The fit dataset: FIT_ROWS rows of the models' width, class ids of their outputs."""
     rng = np.random.default_rng(spec.seed + 1)
     x = rng.standard_normal((FIT_ROWS, spec.layers[0]), dtype=np.float32)
-    y = rng.integers(0, spec.layers[-1], FIT_ROWS).astype(np.int64)
+    y = _labels(rng, spec.layers, FIT_ROWS)
     return x, y
 
 
@@ -241,7 +250,7 @@ class _Calls:
     def __init__(self, stub, spec, model_ids, metadata, fit_model_ids=(), dataset_id=None):
         rng = np.random.default_rng(spec.seed)
         x = to_tensor(rng.standard_normal((spec.batch, spec.layers[0]), dtype=np.float32))
-        y = to_tensor(rng.integers(0, spec.layers[-1], spec.batch).astype(np.int64))
+        y = to_tensor(_labels(rng, spec.layers, spec.batch))
         self._stub = stub
         self._timeout = spec.timeout
         self._metadata = metadata
@@ -569,9 +578,8 @@ def _spec_from_args(args):
         layers = tuple(int(n) for n in args.layers.split(","))
     except ValueError:
         raise ValueError(f"layers: got {args.layers!r}, expected comma-separated integers") from None
-    if len(layers) < 2 or min(layers) < 1 or layers[-1] < 2:
-        raise ValueError(f"layers: got {args.layers!r}, expected at least two widths >= 1, the "
-                         "last >= 2 (a softmax classifier)")
+    if len(layers) < 2 or min(layers) < 1:
+        raise ValueError(f"layers: got {args.layers!r}, expected at least two widths >= 1")
     expect = tuple(code.strip().upper() for code in args.expect.split(",") if code.strip())
     for code in expect:
         if code not in grpc.StatusCode.__members__:

@@ -161,3 +161,18 @@ def test_bad_arguments_exit_2_with_got_expected_messages(capsys):
     for text in ("0s", "soon", "-1s"):
         with pytest.raises(ValueError, match="duration"):
             parse_duration(text)
+
+
+def test_one_output_models_train_as_binary_classifiers(tmp_path):
+    """--layers ending in 1: a sigmoid output with binary cross-entropy and 0/1 labels (a
+    softmax over one output is refused by the server), unary and over streams."""
+    report_path = tmp_path / "report.json"
+    with running_server() as live:
+        status = main(["loadtest", "--target", live.target, "--layers", "2,8,8,1", "--duration",
+                       "0.5s", "--concurrency", "2", "--mix", "predict=1,train=1,fit=1",
+                       "--fit-batch", "4", "--json", str(report_path)])
+        streamed = main(["loadtest", "--target", live.target, "--layers", "2,8,8,1", "--duration",
+                         "0.5s", "--concurrency", "1", "--mix", "train=1", "--batch", "4", "--stream"])
+    assert status == 0 and streamed == 0
+    report = json.loads(report_path.read_text())
+    assert report["ok"] and report["rpcs"]["TrainStep"]["calls"] > 0
