@@ -197,7 +197,10 @@ def _load(port, case, seconds, warmup):
                                stream=case.stream))
     if not report["ok"]:
         raise RuntimeError(f"unexpected status codes {report['unexpected_codes']} ({case.name})")
-    return report["rpcs"][RPC[case.operation, case.stream]]
+    row = report["rpcs"][RPC[case.operation, case.stream]]
+    if case.stream:  # a stream's messages count as its requests here
+        row = dict(row, requests_per_second=row["messages_per_second"])
+    return row
 
 
 def _warm_up(server, cases):
