@@ -16,7 +16,6 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 
 from nnserve.model import IncompatibleState, InvalidInput, Network, NonFiniteStep
 
@@ -24,7 +23,7 @@ from .checkpoints import NO_CHECKPOINTS
 from .errors import (AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, ModelNotFound,
                      limit_message)
 from .metrics import NO_METRICS
-from .names import check_name, page_after, page_of
+from .names import check_id, check_name, new_id, page_after, page_of
 from .predict_batching import PredictBatcher, predict_alone
 
 __all__ = ["ModelEntry", "Registry"]
@@ -113,49 +112,56 @@ class Registry:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def create(self, spec, name=""):
-        """Build a Network from `spec` (Network's keywords) and add it; return its entry.
+    def create(self, spec, name="", model_id=""):
+        """Build a Network from `spec` (Network's keywords) and add it under `model_id` (or
+        a new id); return its entry.
 
         Limits are checked before the weights are allocated and again when inserting.
         """
-        if name:
-            check_name("name", name)
+        self._check_identity(name, model_id)
         n_parameters = _count_parameters(spec.get("layers"))
         if n_parameters is not None:
             self._check_parameters(f"a spec with {n_parameters} parameters", n_parameters)
             itemsize = _ITEMSIZE.get(spec.get("dtype"))
             if itemsize is not None:
                 with self._lock:
-                    self._check_room(name, n_parameters * itemsize)
+                    self._check_room(name, n_parameters * itemsize, model_id)
         with _model_errors_as_status():
             network = Network(**spec)
-        return self._insert(name, network, "created")
+        return self._insert(name, network, "created", model_id)
 
-    def import_onnx(self, data, options, name=""):
+    def import_onnx(self, data, options, name="", model_id=""):
         """Build a Network from ONNX bytes (Network.from_onnx, trained with `options`, its
         keywords) and add it within create's limits; return its entry.
 
         The graph came in one request, so the network is built before the limits are
         checked: the server's max message size bounds what that allocates.
         """
-        if name:
-            check_name("name", name)
+        self._check_identity(name, model_id)
         with _model_errors_as_status():
             network = Network.from_onnx(data, **options)
         self._check_parameters(f"a graph with {network.num_parameters} parameters",
                                network.num_parameters)
-        return self._insert(name, network, "imported")
+        return self._insert(name, network, "imported", model_id)
+
+    @staticmethod
+    def _check_identity(name, model_id):
+        if name:
+            check_name("name", name)
+        if model_id:
+            check_id("id", model_id)
 
     def _check_parameters(self, what, n_parameters):
         limit = self._settings.max_parameters_per_model
         if n_parameters > limit:
             raise LimitExceeded(limit_message("max_parameters_per_model", what, limit))
 
-    def _insert(self, name, network, how):
-        """Add a new network under a new id (and `name`) if it fits; checkpoint and log it."""
+    def _insert(self, name, network, how, model_id=""):
+        """Add a new network under `model_id` or a new id (and `name`) if it fits; checkpoint
+        and log it."""
         with self._lock:
-            entry = ModelEntry(uuid.uuid4().hex, name, network, next(self._sequence))
-            self._check_room(name, entry.parameter_bytes)
+            entry = ModelEntry(model_id or new_id(), name, network, next(self._sequence))
+            self._check_room(name, entry.parameter_bytes, model_id)
             self._models[entry.id] = entry
             if name:
                 self._names[name] = entry
@@ -196,8 +202,10 @@ class Registry:
         """Write the last checkpoints (when models are durable); call once no RPC runs."""
         self._checkpoints.close()
 
-    def _check_room(self, name, parameter_bytes):
-        """Raise unless a model of this size and name fits (called under the lock)."""
+    def _check_room(self, name, parameter_bytes, model_id=""):
+        """Raise unless a model of this size, name and id fits (called under the lock)."""
+        if model_id in self._models:
+            raise AlreadyExists(f"id: got {model_id!r}, expected an id not in use")
         if name in self._names:
             raise AlreadyExists(f"name: got {name!r}, expected a name not in use "
                                 f"(model {self._names[name].id} has it)")
