@@ -20,6 +20,7 @@ import time
 from nnserve.model import IncompatibleState, InvalidInput, Network, NonFiniteStep
 
 from .checkpoints import NO_CHECKPOINTS
+from .cluster.routing import NO_CLUSTER
 from .errors import (AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, ModelNotFound,
                      limit_message)
 from .metrics import NO_METRICS
@@ -80,8 +81,9 @@ def _count_parameters(layers):
 class Registry:
     """The models of one server, addressed by id or name, within the settings' limits."""
 
-    def __init__(self, settings, metrics=NO_METRICS, checkpoints=NO_CHECKPOINTS):
+    def __init__(self, settings, metrics=NO_METRICS, checkpoints=NO_CHECKPOINTS, cluster=NO_CLUSTER):
         self._settings = settings
+        self.cluster = cluster  # service.cluster: claims ids and names, fences writes; or nothing
         self._checkpoints = checkpoints  # service.checkpoints: keeps models durable, or nothing
         self._metrics = metrics  # told of each model added/removed, train step and Predict
         self._lock = threading.Lock()
@@ -159,16 +161,22 @@ class Registry:
     def _insert(self, name, network, how, model_id=""):
         """Add a new network under `model_id` or a new id (and `name`) if it fits; checkpoint
         and log it."""
-        with self._lock:
-            entry = ModelEntry(model_id or new_id(), name, network, next(self._sequence))
-            self._check_room(name, entry.parameter_bytes, model_id)
-            self._models[entry.id] = entry
-            if name:
-                self._names[name] = entry
-            self._parameter_bytes += entry.parameter_bytes
-            self._num_parameters += network.num_parameters
-            self._metrics.model_added(entry)
-            self._checkpoints.track(entry)
+        model_id = model_id or new_id()
+        self.cluster.claim_new(model_id, name)
+        try:
+            with self._lock:
+                entry = ModelEntry(model_id, name, network, next(self._sequence))
+                self._check_room(name, entry.parameter_bytes, model_id)
+                self._models[entry.id] = entry
+                if name:
+                    self._names[name] = entry
+                self._parameter_bytes += entry.parameter_bytes
+                self._num_parameters += network.num_parameters
+                self._metrics.model_added(entry)
+                self._checkpoints.track(entry)
+        except BaseException:
+            self.cluster.abandon_new(model_id, name)
+            raise
         self._checkpoints.save(entry)
         logger.info(f"model {how}", extra={"event": f"model_{how}", "model_id": entry.id,
                                            "model_name": name,
@@ -219,6 +227,29 @@ class Registry:
                 f"{total} bytes with this model's {parameter_bytes}",
                 f"{self._settings.max_total_parameter_bytes} bytes"))
 
+    def find(self, model):
+        """The entry whose id or name is `model`, or None."""
+        with self._lock:
+            return self._models.get(model) or self._names.get(model)
+
+    def evict(self, model_id):
+        """Drop a model another server owns now, keeping its files (cluster mode); its
+        training job is cancelled as on deletion."""
+        with self._lock:
+            entry = self._models.pop(model_id, None)
+            if entry is None:
+                return
+            if entry.name:
+                del self._names[entry.name]
+            self._parameter_bytes -= entry.parameter_bytes
+            self._num_parameters -= entry.network.num_parameters
+            self._metrics.model_removed(entry)
+            self._checkpoints.untrack(entry)
+        for hook in self.on_delete:
+            hook(entry)
+        logger.warning("model evicted: another server owns it now", extra={
+            "event": "model_evicted", "model_id": entry.id, "model_name": entry.name})
+
     def get(self, model):
         """Return the entry whose id or name is `model`."""
         if not model:
@@ -266,6 +297,7 @@ class Registry:
         """Return the StepLoss of one optimizer step (its .step and .version)."""
         entry = self.get(model)
         entry.check_no_job("TrainStep")
+        self.cluster.check_writable("TrainStep")
         self._check_rows(x)
         started = time.perf_counter()
         with _model_errors_as_status():
@@ -309,6 +341,7 @@ class Registry:
         Checkpointed before returning."""
         entry = self.get(model)
         entry.check_no_job("SetState")
+        self.cluster.check_writable("SetState")
         with _model_errors_as_status():
             change = entry.network.set_state(state)
         entry.update_time_ns = time.time_ns()
@@ -320,6 +353,7 @@ class Registry:
         Change (step, version) it made. Checkpointed before returning, as set_state."""
         entry = self.get(model)
         entry.check_no_job("SetWeights")
+        self.cluster.check_writable("SetWeights")
         with _model_errors_as_status():
             change = entry.network.set_weights(weights)
         entry.update_time_ns = time.time_ns()

@@ -122,10 +122,10 @@ def etcd(directory):
 
 
 @contextlib.contextmanager
-def nnserve_process(directory, *flags, name="nnserve"):
-    """Yield (Popen, port) of `nnserve serve` on a free loopback port with `flags`; its log
-    is DIRECTORY/NAME.log."""
-    port = free_port()
+def nnserve_process(directory, *flags, name="nnserve", port=None):
+    """Yield (Popen, port) of `nnserve serve` on `port` (default: a free loopback port) with
+    `flags`; its log is DIRECTORY/NAME.log."""
+    port = port or free_port()
     args = [sys.executable, "-m", "nnserve.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--metrics-port", "0", *flags]
     with _process(args, port, Path(directory) / f"{name}.log") as process:
