@@ -83,6 +83,8 @@ def test_a_killed_servers_models_resume_elsewhere_at_their_last_checkpoint(tmp_p
         with Client(target_a) as client_a:
             models = trained_models(client_a, 6, 3, np.random.default_rng(1))
             states = {model.id: model.get_state() for model in models}
+        for model_id in states:  # checkpoints are written behind the steps
+            wait_for(lambda: list((tmp_path / "shared").glob(f"{model_id}.*.3.npz")), "the checkpoints")
         process_a.send_signal(signal.SIGKILL)
         process_a.wait()
         client_b = stack.enter_context(Client(target_b, timeout=5))
@@ -114,3 +116,67 @@ def test_sigterm_hands_every_model_off_with_nothing_lost(tmp_path):
             for model_id, (step, version) in seen.items():
                 moved = client_b.get_model(model_id)
                 assert (moved.step, moved.version) == (step, version) == (5, 5)
+
+
+def test_a_stale_owners_checkpoint_commit_is_rejected_and_its_file_deleted(tmp_path):
+    """Once an owner's lease is gone and another server claimed the model, the old owner's
+    commit (its token) fails, its file is deleted and the pointer keeps the new owner's."""
+    from nnserve.service.cluster.membership import Membership
+    from nnserve.service.cluster.shared_store import SharedCheckpointStore, StaleCheckpoint
+
+    model_id = "ab" * 16
+    record = {"id": model_id, "name": "", "spec": {"layers": [1, 1], "activations": ["identity"],
+                                                   "loss": "mse"},
+              "step": 0, "version": 0, "create_time_ns": 0, "update_time_ns": 0,
+              "weights": [(np.zeros((1, 1), np.float32), np.zeros(1, np.float32))], "slots": {}}
+    with etcd(tmp_path) as endpoint:
+        old, new = Membership(endpoint, "old:1", TTL), Membership(endpoint, "new:1", TTL)
+        old_store = SharedCheckpointStore(tmp_path / "shared", old)
+        new_store = SharedCheckpointStore(tmp_path / "shared", new)
+        try:
+            old.claim_new(model_id, "")
+            old_store.write(record)
+            assert new.claim(model_id) == (False, "old:1")
+            old._lease.revoke()  # as if it expired while the old owner was paused
+            won, pointer = new.claim(model_id)
+            assert won and pointer["file"] == f"{model_id}.{old.token(model_id)}.0.npz"
+            new_store.adopted(model_id, "", pointer["file"])
+            new_store.write({**record, "version": 1})
+            with pytest.raises(StaleCheckpoint):
+                old_store.write({**record, "version": 7})
+            assert new.pointer(model_id)["file"] == f"{model_id}.{new.token(model_id)}.1.npz"
+            assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == [new.pointer(model_id)["file"]]
+        finally:
+            new.close()
+            old._stopping.set()
+
+
+def test_a_paused_owner_refuses_writes_and_its_model_never_moves_backwards(tmp_path):
+    """An owner stopped (SIGSTOP) past its lease loses the model to another server, which
+    trains on; resumed, the old owner refuses or forwards writes, and the model keeps the
+    new owner's steps."""
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(etcd(tmp_path))
+        process_a, target_a = cluster_server(stack, tmp_path, endpoint, "a")
+        _, target_b = cluster_server(stack, tmp_path, endpoint, "b")
+        x, y = np.zeros((2, 3), np.float32), np.zeros(2, np.int64)
+        with Client(target_a) as client_a:
+            (model,) = trained_models(client_a, 1, 2, np.random.default_rng(3))
+        # Checkpoints are written behind the steps: stop A once version 2's is committed.
+        wait_for(lambda: list((tmp_path / "shared").glob(f"{model.id}.*.2.npz")), "the checkpoint")
+        process_a.send_signal(signal.SIGSTOP)
+        client_b = stack.enter_context(Client(target_b, timeout=2))
+        moved = settled(lambda: client_b.get_model(model.id))
+        assert moved.step == 2
+        for _ in range(3):
+            moved.train_step(x, y)
+        process_a.send_signal(signal.SIGCONT)
+        with Client(target_a, timeout=5) as client_a:  # A refuses the write, or forwards it to B
+            try:
+                client_a.get_model(model.id).train_step(x, y)
+                expected = 6
+            except NNServeError as error:
+                assert error.code == grpc.StatusCode.UNAVAILABLE, error
+                expected = 5
+            assert moved.refresh().step == expected
+            assert settled(lambda: client_a.get_model(model.id).step) == expected
