@@ -19,7 +19,7 @@ from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
-                      model_ref)
+                      model_ref, route_of, routing_metadata)
 from .chunking import CHUNKS_IN_FLIGHT
 from .errors import NNServeError, encoding
 from .jobs import (AsyncTrainingJob, RemoteDataset, dataset_ref, job_request, upload_arrays,
@@ -64,22 +64,23 @@ class AsyncClient:
     def timeout(self):
         return self._connection.timeout
 
-    async def _call(self, method, request, timeout=None):
+    async def _call(self, method, request, timeout=None, route=None):
         if self._closed:
             raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
         try:
             return await getattr(self._stub, method)(
                 request, timeout=timeout or self._connection.timeout,
-                metadata=self._connection.metadata)
+                metadata=self._metadata(request, route))
         except grpc.RpcError as error:
             raise NNServeError.from_rpc(error, method) from None
 
-    async def _stream(self, method, request, timeout=None):
+    async def _stream(self, method, request, timeout=None, route=None):
         """Yield the replies of a server-streaming call (deadline: `timeout` seconds, None for
         none); cancelled when the caller stops iterating."""
         if self._closed:
             raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
-        call = getattr(self._stub, method)(request, timeout=timeout, metadata=self._connection.metadata)
+        call = getattr(self._stub, method)(request, timeout=timeout,
+                                           metadata=self._metadata(request, route))
         try:
             async for reply in call:
                 yield reply
@@ -88,22 +89,28 @@ class AsyncClient:
         finally:
             call.cancel()
 
-    def _bidi(self, method, requests, timeout=None):
+    def _bidi(self, method, requests, timeout=None, route=""):
         """Open a bidirectional stream that sends `requests` (an async iterator grpc.aio
         consumes in a task of its own); return the call: an async iterator of replies with
-        cancel(). Deadline: `timeout` seconds for the whole stream, None for none."""
+        cancel(). Deadline: `timeout` seconds for the whole stream, None for none. `route`:
+        the one model every message names."""
         if self._closed:
             raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
         return getattr(self._stub, method)(requests, timeout=timeout,
-                                           metadata=self._connection.metadata)
+                                           metadata=routing_metadata(self._connection.metadata, route))
 
-    async def upload_dataset(self, x, y, name=None):
+    def _metadata(self, request, route=None):
+        """The call's metadata: the token's and the routing key (Client._metadata)."""
+        return routing_metadata(self._connection.metadata, route_of(request) if route is None else route)
+
+    async def upload_dataset(self, x, y, name=None, *, route=None):
         """Upload (x, y) once, for training jobs; see Client.upload_dataset."""
         x, y = upload_arrays(x, y)
         requests = upload_requests(x, y, name, self._connection.max_message_bytes)
         try:
-            reply = await self._stub.UploadDataset(requests, timeout=self._connection.timeout,
-                                                   metadata=self._connection.metadata)
+            reply = await self._stub.UploadDataset(
+                requests, timeout=self._connection.timeout,
+                metadata=routing_metadata(self._connection.metadata, route))
         except grpc.RpcError as error:
             raise NNServeError.from_rpc(error, "UploadDataset") from None
         return RemoteDataset.from_proto(reply.dataset)
@@ -124,9 +131,10 @@ class AsyncClient:
             if not token:
                 return datasets
 
-    async def delete_dataset(self, dataset):
+    async def delete_dataset(self, dataset, *, route=None):
         """Delete a dataset (id, name or RemoteDataset); its jobs are cancelled first."""
-        reply = await self._call("DeleteDataset", pb.DeleteDatasetRequest(dataset=dataset_ref(dataset)))
+        reply = await self._call("DeleteDataset", pb.DeleteDatasetRequest(dataset=dataset_ref(dataset)),
+                                 route=route)
         return RemoteDataset.from_proto(reply.dataset)
 
     async def get_training_job(self, job_id):
@@ -334,7 +342,7 @@ class AsyncRemoteModel(ModelMessages):
             reply = await self._client._call("CreateTrainingJob", request)
         except BaseException:
             for dataset in owned:
-                await self._client.delete_dataset(dataset)
+                await self._client.delete_dataset(dataset, route=self.id)
             raise
         return AsyncTrainingJob(self._client, reply.job, owned)
 
@@ -342,7 +350,7 @@ class AsyncRemoteModel(ModelMessages):
         arrays = self._fit_arrays(data, y, **fit_arguments)
         if arrays is None:
             return data
-        dataset = await self._client.upload_dataset(*arrays)
+        dataset = await self._client.upload_dataset(*arrays, route=self.id)
         owned.append(dataset)
         return dataset
 

@@ -9,6 +9,10 @@ model (CreateModel, DeleteModel, TrainStep, SetState, SetWeights, ImportModel) a
 retried: a TrainStep whose reply was lost may have been applied, and applying it twice
 would train twice. Nor are the bidirectional streams (TrainStream, PredictStream). Retries
 happen inside the call's one deadline.
+
+Every call that names a model carries it in the `x-nnserve-model` metadata too
+(`routing_metadata`): a consistent-hash proxy in front of several servers routes on it, so
+each model's calls reach one server (docs/cluster.md).
 """
 
 import json
@@ -18,13 +22,15 @@ from pathlib import Path
 import grpc
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TARGET", "DEFAULT_TIMEOUT", "IDEMPOTENT_METHODS",
-           "MUTATING_METHODS", "SERVICE_NAME", "STREAMING_METHODS", "TLS", "Connection", "auth_metadata",
-           "channel_credentials", "channel_options", "connection", "model_ref", "service_config"]
+           "MUTATING_METHODS", "ROUTING_HEADER", "SERVICE_NAME", "STREAMING_METHODS", "TLS", "Connection",
+           "auth_metadata", "channel_credentials", "channel_options", "connection", "model_ref",
+           "route_of", "routing_metadata", "service_config"]
 
 SERVICE_NAME = "nnserve.v1.ModelService"
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_TIMEOUT = 30.0  # seconds per call, retries included
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # the server's default limit
+ROUTING_HEADER = "x-nnserve-model"  # the model a call is for, which a proxy hashes
 
 # Read-only methods: running one twice has the effect of running it once.
 IDEMPOTENT_METHODS = ("GetModel", "ListModels", "Predict", "Evaluate", "GetState", "GetDataset",
@@ -177,6 +183,21 @@ def connection(target, *, timeout, token, tls, max_message_bytes):
                       options=channel_options(max_message_bytes=max_message_bytes,
                                               server_name=server_name),
                       max_message_bytes=max_message_bytes)
+
+
+def route_of(request):
+    """The routing key of a request: the model it names (`model`, or for CreateModel and
+    ImportModel the `id` it asks for), "" when it names none."""
+    for field in ("model", "id"):
+        key = getattr(request, field, "")
+        if key and isinstance(key, str):
+            return key
+    return ""
+
+
+def routing_metadata(metadata, route):
+    """`metadata` with the routing header of `route` added (unchanged when route is "")."""
+    return (*metadata, (ROUTING_HEADER, route)) if route else metadata
 
 
 def model_ref(model):

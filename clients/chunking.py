@@ -107,11 +107,11 @@ class ChunkedReads:
         outputs = np.concatenate([to_array(reply.outputs, "outputs", copy=False) for reply in replies])
         return Outputs.of(outputs, replies[0].version)
 
-    @staticmethod
-    def _chunk_exchange():
+    def _chunk_exchange(self):
         """The bookkeeping of a PredictStream of chunks: request builders in, the raw
         PredictResponses out (the plan reads them)."""
-        return Exchange("PredictStream", lambda build: build(), lambda reply: reply, drain=False)
+        return Exchange("PredictStream", lambda build: build(), lambda reply: reply, drain=False,
+                        route=self.id)
 
     def _evaluate_calls(self, x, y, batch_size=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
         """The Evaluate calls for (x, y): (request, None) or (None, plan), as _predict_calls,

@@ -18,7 +18,7 @@ from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 from nnserve.model import fit as training
 from .channel import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT, connection,
-                      model_ref)
+                      model_ref, route_of, routing_metadata)
 from .chunking import CHUNKS_IN_FLIGHT
 from .errors import NNServeError, encoding
 from .jobs import (RemoteDataset, TrainingJob, dataset_ref, job_request, upload_arrays,
@@ -81,22 +81,22 @@ class Client:
         """Deadline of each call, in seconds."""
         return self._connection.timeout
 
-    def _call(self, method, request, timeout=None):
+    def _call(self, method, request, timeout=None, route=None):
         if self._closed:
             raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
         try:
             return getattr(self._stub, method)(request, timeout=timeout or self._connection.timeout,
-                                               metadata=self._connection.metadata)
+                                               metadata=self._metadata(request, route))
         except grpc.RpcError as error:
             raise NNServeError.from_rpc(error, method) from None
 
-    def _stream(self, method, request, timeout=None):
+    def _stream(self, method, request, timeout=None, route=None):
         """Yield the replies of a server-streaming call that lasts as long as what it watches
         (deadline: `timeout` seconds, None for none); cancelled when the caller stops."""
         if self._closed:
             raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
         replies = getattr(self._stub, method)(request, timeout=timeout,
-                                              metadata=self._connection.metadata)
+                                              metadata=self._metadata(request, route))
         try:
             yield from replies
         except grpc.RpcError as error:
@@ -104,19 +104,29 @@ class Client:
         finally:
             replies.cancel()
 
-    def _bidi(self, method, requests, timeout=None):
+    def _bidi(self, method, requests, timeout=None, route=""):
         """Open a bidirectional stream that sends `requests` (an iterator gRPC consumes on a
         thread of its own); return the call: an iterator of replies with cancel().
-        Deadline: `timeout` seconds for the whole stream, None for none."""
+        Deadline: `timeout` seconds for the whole stream, None for none. `route`: the one
+        model every message names (the stream's routing key)."""
         if self._closed:
             raise NNServeError(grpc.StatusCode.CANCELLED, "the client is closed", method)
         return getattr(self._stub, method)(requests, timeout=timeout,
-                                           metadata=self._connection.metadata)
+                                           metadata=routing_metadata(self._connection.metadata, route))
+
+    def _metadata(self, request, route=None):
+        """The call's metadata: the token's, and the routing key (`route`, else the model
+        the request names)."""
+        return routing_metadata(self._connection.metadata, route_of(request) if route is None else route)
 
     # -- datasets -----------------------------------------------------------------------
 
-    def upload_dataset(self, x, y, name=None):
+    def upload_dataset(self, x, y, name=None, *, route=None):
         """Upload (x, y) once, for training jobs; return the RemoteDataset.
+
+        route: the id of the model that will train on it. Behind a cluster's proxy a dataset
+        lives on the server its upload reached, which must be the model's (docs/cluster.md);
+        fit() and start_training() pass it themselves.
 
         x: (n, n_in) float32 or float64; y: (n,) or (n, k) of float32, float64, int32 or
         int64, as the models that train on it take them (the batch rule; checked when a job
@@ -126,7 +136,7 @@ class Client:
         requests = upload_requests(x, y, name, self._connection.max_message_bytes)
         try:
             reply = self._stub.UploadDataset(requests, timeout=self._connection.timeout,
-                                             metadata=self._connection.metadata)
+                                             metadata=routing_metadata(self._connection.metadata, route))
         except grpc.RpcError as error:
             raise NNServeError.from_rpc(error, "UploadDataset") from None
         return RemoteDataset.from_proto(reply.dataset)
@@ -146,10 +156,11 @@ class Client:
             if not token:
                 return datasets
 
-    def delete_dataset(self, dataset):
-        """Delete a dataset (id, name or RemoteDataset); its jobs are cancelled first."""
+    def delete_dataset(self, dataset, *, route=None):
+        """Delete a dataset (id, name or RemoteDataset); its jobs are cancelled first. route:
+        upload_dataset's."""
         request = pb.DeleteDatasetRequest(dataset=dataset_ref(dataset))
-        return RemoteDataset.from_proto(self._call("DeleteDataset", request).dataset)
+        return RemoteDataset.from_proto(self._call("DeleteDataset", request, route=route).dataset)
 
     def get_training_job(self, job_id):
         """Return the TrainingJob handle of a job id."""
@@ -550,7 +561,7 @@ class RemoteModel(ModelMessages):
             job = TrainingJob(self._client, self._client._call("CreateTrainingJob", request).job, owned)
         except BaseException:
             for dataset in owned:
-                self._client.delete_dataset(dataset)
+                self._client.delete_dataset(dataset, route=self.id)
             raise
         return job
 
@@ -558,7 +569,7 @@ class RemoteModel(ModelMessages):
         arrays = self._fit_arrays(data, y, **fit_arguments)
         if arrays is None:
             return data
-        dataset = self._client.upload_dataset(*arrays)
+        dataset = self._client.upload_dataset(*arrays, route=self.id)
         owned.append(dataset)
         return dataset
 

@@ -126,6 +126,11 @@ class _JobHandle:
         return self._message.id
 
     @property
+    def _route(self):
+        """The routing key of the job's calls: its model's id (the job runs on its server)."""
+        return self._message.model
+
+    @property
     def state(self):
         """queued, running, succeeded, failed or cancelled, as last seen (refresh() asks)."""
         return _STATES[self._message.state]
@@ -180,12 +185,14 @@ class TrainingJob(_JobHandle):
     """
 
     def refresh(self):
-        self._message = self._client._call("GetTrainingJob", pb.GetTrainingJobRequest(job=self.id)).job
+        self._message = self._client._call("GetTrainingJob", pb.GetTrainingJobRequest(job=self.id),
+                                           route=self._route).job
         return self
 
     def watch(self):
         """Yield JobEvents: the job as it is, then each event, the last one kind "ended"."""
-        for message in self._client._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job=self.id)):
+        for message in self._client._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job=self.id),
+                                            route=self._route):
             self._message = message.job
             yield JobEvent.from_proto(message)
 
@@ -195,7 +202,7 @@ class TrainingJob(_JobHandle):
         error when it FAILED, CANCELLED when it was cancelled."""
         try:
             for event in self._client._stream("WatchTrainingJob", pb.WatchTrainingJobRequest(job=self.id),
-                                              timeout=timeout):
+                                              timeout=timeout, route=self._route):
                 self._message = event.job
         finally:
             if self.ended:
@@ -204,7 +211,8 @@ class TrainingJob(_JobHandle):
 
     def cancel(self):
         """Cancel the job; return self once the server has stopped it (or it had ended)."""
-        self._message = self._client._call("CancelTrainingJob", pb.CancelTrainingJobRequest(job=self.id)).job
+        self._message = self._client._call("CancelTrainingJob", pb.CancelTrainingJobRequest(job=self.id),
+                                           route=self._route).job
         self._release()
         return self
 
@@ -212,7 +220,7 @@ class TrainingJob(_JobHandle):
         """Delete the datasets uploaded for this job alone (ignoring ones already gone)."""
         while self._owned:
             try:
-                self._client.delete_dataset(self._owned.pop())
+                self._client.delete_dataset(self._owned.pop(), route=self._route)
             except NNServeError as error:
                 if error.code != grpc.StatusCode.NOT_FOUND:
                     raise
@@ -223,14 +231,16 @@ class AsyncTrainingJob(_JobHandle):
     iterator."""
 
     async def refresh(self):
-        reply = await self._client._call("GetTrainingJob", pb.GetTrainingJobRequest(job=self.id))
+        reply = await self._client._call("GetTrainingJob", pb.GetTrainingJobRequest(job=self.id),
+                                           route=self._route)
         self._message = reply.job
         return self
 
     async def watch(self):
         """Yield JobEvents: the job as it is, then each event, the last one kind "ended"."""
         async for message in self._client._stream("WatchTrainingJob",
-                                                  pb.WatchTrainingJobRequest(job=self.id)):
+                                                  pb.WatchTrainingJobRequest(job=self.id),
+                                            route=self._route):
             self._message = message.job
             yield JobEvent.from_proto(message)
 
@@ -238,7 +248,8 @@ class AsyncTrainingJob(_JobHandle):
         """Wait until the job ends; see TrainingJob.wait."""
         try:
             async for message in self._client._stream(
-                    "WatchTrainingJob", pb.WatchTrainingJobRequest(job=self.id), timeout=timeout):
+                    "WatchTrainingJob", pb.WatchTrainingJobRequest(job=self.id), timeout=timeout,
+                    route=self._route):
                 self._message = message.job
         finally:
             if self.ended:
@@ -247,7 +258,8 @@ class AsyncTrainingJob(_JobHandle):
 
     async def cancel(self):
         """Cancel the job; return self once the server has stopped it (or it had ended)."""
-        reply = await self._client._call("CancelTrainingJob", pb.CancelTrainingJobRequest(job=self.id))
+        reply = await self._client._call("CancelTrainingJob", pb.CancelTrainingJobRequest(job=self.id),
+                                           route=self._route)
         self._message = reply.job
         await self._release()
         return self
@@ -255,7 +267,7 @@ class AsyncTrainingJob(_JobHandle):
     async def _release(self):
         while self._owned:
             try:
-                await self._client.delete_dataset(self._owned.pop())
+                await self._client.delete_dataset(self._owned.pop(), route=self._route)
             except NNServeError as error:
                 if error.code != grpc.StatusCode.NOT_FOUND:
                     raise

@@ -14,6 +14,7 @@ weights version each reply named (nnserve.model.results), as in-process calls re
 
 import datetime
 import itertools
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +75,8 @@ def create_request(layers, activations, loss, *, name=None, optimizer="sgd", ini
         spec.update({key: value for key, value in hyper.items() if value is not None})
         if "betas" in spec:
             spec["betas"] = list(spec["betas"])
-        return pb.CreateModelRequest(spec=spec_to_proto(spec), name=name or "")
+        # The id is chosen here so that CreateModel is routed where the model's later calls go.
+        return pb.CreateModelRequest(spec=spec_to_proto(spec), name=name or "", id=uuid.uuid4().hex)
 
 
 def inputs_tensor(x, dtype, name="x"):
@@ -190,7 +192,8 @@ class ModelMessages(ChunkedReads):
     def _train_exchange(self):
         """A TrainStream's bookkeeping: (x, y) batches in, StepLoss out; the steps after a
         refused batch are drained into its error's applied_after."""
-        return Exchange("TrainStream", self._train_stream_request, self._on_train_step, drain=True)
+        return Exchange("TrainStream", self._train_stream_request, self._on_train_step, drain=True,
+                        route=self.id)
 
     def _train_stream_request(self, batch):
         with encoding("TrainStream"):
@@ -210,7 +213,7 @@ class ModelMessages(ChunkedReads):
     def _predict_exchange(self):
         """A PredictStream's bookkeeping: x arrays in, Outputs out."""
         return Exchange("PredictStream", lambda x: self._predict_request(x, "PredictStream"),
-                        self._on_predict, drain=False)
+                        self._on_predict, drain=False, route=self.id)
 
     def _evaluate_request(self, x, y):
         with encoding("Evaluate"):
@@ -324,4 +327,5 @@ def import_request(data, loss, *, name=None, optimizer="sgd", **hyper):
         if "betas" in options:
             options["betas"] = list(options["betas"])
         return pb.ImportModelRequest(name=name or "", format=pb.MODEL_FORMAT_ONNX,
-                                     model_data=bytes(data), options=options_to_proto(options))
+                                     model_data=bytes(data), options=options_to_proto(options),
+                                     id=uuid.uuid4().hex)

@@ -62,10 +62,13 @@ class Exchange:
         Reads a reply's `step` or `prediction`.
     drain : bool
         Read on after a refused message, whose followers were applied (TrainStream).
+    route : str
+        The model every message names: the stream's routing key.
     """
 
-    def __init__(self, method, request_of, result_of, *, drain):
+    def __init__(self, method, request_of, result_of, *, drain, route):
         self.method = method
+        self.route = route
         self._request_of = request_of
         self._result_of = result_of
         self._drain = drain
@@ -142,7 +145,7 @@ def stream(client, exchange, items, window, timeout):
                 return
             yield request
 
-    call = client._bidi(exchange.method, requests(), timeout)
+    call = client._bidi(exchange.method, requests(), timeout, exchange.route)
     try:
         for reply in call:
             result = exchange.read(reply)
@@ -179,7 +182,7 @@ async def stream_async(client, exchange, items, window, timeout):
                 return
             yield request
 
-    call = client._bidi(exchange.method, requests(), timeout)
+    call = client._bidi(exchange.method, requests(), timeout, exchange.route)
     try:
         async for reply in call:
             result = exchange.read(reply)

@@ -17,7 +17,7 @@ from .interceptor_base import MethodInterceptor
 
 __all__ = ["DOMAIN_ERRORS", "AlreadyExists", "ErrorInterceptor", "FailedPrecondition", "InvalidArgument",
            "InvalidMessage", "InvalidTensor", "LimitExceeded", "ModelNotFound", "NotFound",
-           "ServiceError", "limit_message", "status_code"]
+           "ServiceError", "Unavailable", "limit_message", "status_code"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class FailedPrecondition(ServiceError):
     """The request is well-formed but does not fit the model's current state."""
 
 
+class Unavailable(ServiceError):
+    """The server cannot serve this now, and may soon (cluster: its lease is in doubt)."""
+
+
 # The mapping. Looked up along the exception's MRO, so subclasses inherit their code.
 STATUS_CODES = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -58,6 +62,7 @@ STATUS_CODES = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 DOMAIN_ERRORS = tuple(STATUS_CODES)
 # gRPC's retry pushback (gRFC A6): a negative pause tells a retrying client not to retry.

@@ -63,7 +63,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self._jobs = jobs
 
     def CreateModel(self, request, context):
-        entry = self._registry.create(spec_from_proto(_required(request, "spec")), request.name)
+        entry = self._registry.create(spec_from_proto(_required(request, "spec")), request.name,
+                                      request.id)
         return pb.CreateModelResponse(model=describe(entry))
 
     def GetModel(self, request, context):
@@ -173,5 +174,5 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     def ImportModel(self, request, context):
         format_from_proto(request.format)
         options = options_from_proto(_required(request, "options"))
-        entry = self._registry.import_onnx(request.model_data, options, request.name)
+        entry = self._registry.import_onnx(request.model_data, options, request.name, request.id)
         return pb.ImportModelResponse(model=describe(entry))

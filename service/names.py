@@ -2,13 +2,16 @@
 
 import itertools
 import re
+import uuid
 
 from .errors import InvalidArgument
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "check_name", "page_after", "page_of"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "check_id", "check_name", "new_id", "page_after",
+           "page_of"]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
 _ID_FORM = re.compile(r"[0-9a-fA-F]{32}")  # uuid4().hex; names may not take this form
+_ID = re.compile(r"[0-9a-f]{32}")  # the ids the server hands out, and the ones it accepts
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -19,6 +22,18 @@ def check_name(field, name):
         raise InvalidArgument(
             f"{field}: got {name!r}, expected 1 to 63 characters from [A-Za-z0-9._-] starting "
             "with a letter, not 32 hexadecimal digits (the form of ids)")
+
+
+def new_id():
+    """A fresh random id (uuid4().hex)."""
+    return uuid.uuid4().hex
+
+
+def check_id(field, model_id):
+    """Raise InvalidArgument unless `model_id` has the form of the server's ids."""
+    if not _ID.fullmatch(model_id):
+        raise InvalidArgument(f"{field}: got {model_id!r}, expected 32 lowercase hexadecimal "
+                              "digits (e.g. uuid.uuid4().hex)")
 
 
 def page_after(page_size, page_token, response):

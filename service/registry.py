@@ -16,15 +16,15 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 
 from nnserve.model import IncompatibleState, InvalidInput, Network, NonFiniteStep
 
 from .checkpoints import NO_CHECKPOINTS
+from .cluster.routing import NO_CLUSTER
 from .errors import (AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, ModelNotFound,
                      limit_message)
 from .metrics import NO_METRICS
-from .names import check_name, page_after, page_of
+from .names import check_id, check_name, new_id, page_after, page_of
 from .predict_batching import PredictBatcher, predict_alone
 
 __all__ = ["ModelEntry", "Registry"]
@@ -81,8 +81,9 @@ def _count_parameters(layers):
 class Registry:
     """The models of one server, addressed by id or name, within the settings' limits."""
 
-    def __init__(self, settings, metrics=NO_METRICS, checkpoints=NO_CHECKPOINTS):
+    def __init__(self, settings, metrics=NO_METRICS, checkpoints=NO_CHECKPOINTS, cluster=NO_CLUSTER):
         self._settings = settings
+        self.cluster = cluster  # service.cluster: claims ids and names, fences writes; or nothing
         self._checkpoints = checkpoints  # service.checkpoints: keeps models durable, or nothing
         self._metrics = metrics  # told of each model added/removed, train step and Predict
         self._lock = threading.Lock()
@@ -113,56 +114,69 @@ class Registry:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def create(self, spec, name=""):
-        """Build a Network from `spec` (Network's keywords) and add it; return its entry.
+    def create(self, spec, name="", model_id=""):
+        """Build a Network from `spec` (Network's keywords) and add it under `model_id` (or
+        a new id); return its entry.
 
         Limits are checked before the weights are allocated and again when inserting.
         """
-        if name:
-            check_name("name", name)
+        self._check_identity(name, model_id)
         n_parameters = _count_parameters(spec.get("layers"))
         if n_parameters is not None:
             self._check_parameters(f"a spec with {n_parameters} parameters", n_parameters)
             itemsize = _ITEMSIZE.get(spec.get("dtype"))
             if itemsize is not None:
                 with self._lock:
-                    self._check_room(name, n_parameters * itemsize)
+                    self._check_room(name, n_parameters * itemsize, model_id)
         with _model_errors_as_status():
             network = Network(**spec)
-        return self._insert(name, network, "created")
+        return self._insert(name, network, "created", model_id)
 
-    def import_onnx(self, data, options, name=""):
+    def import_onnx(self, data, options, name="", model_id=""):
         """Build a Network from ONNX bytes (Network.from_onnx, trained with `options`, its
         keywords) and add it within create's limits; return its entry.
 
         The graph came in one request, so the network is built before the limits are
         checked: the server's max message size bounds what that allocates.
         """
-        if name:
-            check_name("name", name)
+        self._check_identity(name, model_id)
         with _model_errors_as_status():
             network = Network.from_onnx(data, **options)
         self._check_parameters(f"a graph with {network.num_parameters} parameters",
                                network.num_parameters)
-        return self._insert(name, network, "imported")
+        return self._insert(name, network, "imported", model_id)
+
+    @staticmethod
+    def _check_identity(name, model_id):
+        if name:
+            check_name("name", name)
+        if model_id:
+            check_id("id", model_id)
 
     def _check_parameters(self, what, n_parameters):
         limit = self._settings.max_parameters_per_model
         if n_parameters > limit:
             raise LimitExceeded(limit_message("max_parameters_per_model", what, limit))
 
-    def _insert(self, name, network, how):
-        """Add a new network under a new id (and `name`) if it fits; checkpoint and log it."""
-        with self._lock:
-            entry = ModelEntry(uuid.uuid4().hex, name, network, next(self._sequence))
-            self._check_room(name, entry.parameter_bytes)
-            self._models[entry.id] = entry
-            if name:
-                self._names[name] = entry
-            self._parameter_bytes += entry.parameter_bytes
-            self._num_parameters += network.num_parameters
-            self._metrics.model_added(entry)
-            self._checkpoints.track(entry)
+    def _insert(self, name, network, how, model_id=""):
+        """Add a new network under `model_id` or a new id (and `name`) if it fits; checkpoint
+        and log it."""
+        model_id = model_id or new_id()
+        self.cluster.claim_new(model_id, name)
+        try:
+            with self._lock:
+                entry = ModelEntry(model_id, name, network, next(self._sequence))
+                self._check_room(name, entry.parameter_bytes, model_id)
+                self._models[entry.id] = entry
+                if name:
+                    self._names[name] = entry
+                self._parameter_bytes += entry.parameter_bytes
+                self._num_parameters += network.num_parameters
+                self._metrics.model_added(entry)
+                self._checkpoints.track(entry)
+        except BaseException:
+            self.cluster.abandon_new(model_id, name)
+            raise
         self._checkpoints.save(entry)
         logger.info(f"model {how}", extra={"event": f"model_{how}", "model_id": entry.id,
                                            "model_name": name,
@@ -196,8 +210,10 @@ class Registry:
         """Write the last checkpoints (when models are durable); call once no RPC runs."""
         self._checkpoints.close()
 
-    def _check_room(self, name, parameter_bytes):
-        """Raise unless a model of this size and name fits (called under the lock)."""
+    def _check_room(self, name, parameter_bytes, model_id=""):
+        """Raise unless a model of this size, name and id fits (called under the lock)."""
+        if model_id in self._models:
+            raise AlreadyExists(f"id: got {model_id!r}, expected an id not in use")
         if name in self._names:
             raise AlreadyExists(f"name: got {name!r}, expected a name not in use "
                                 f"(model {self._names[name].id} has it)")
@@ -210,6 +226,29 @@ class Registry:
                 "max_total_parameter_bytes",
                 f"{total} bytes with this model's {parameter_bytes}",
                 f"{self._settings.max_total_parameter_bytes} bytes"))
+
+    def find(self, model):
+        """The entry whose id or name is `model`, or None."""
+        with self._lock:
+            return self._models.get(model) or self._names.get(model)
+
+    def evict(self, model_id):
+        """Drop a model another server owns now, keeping its files (cluster mode); its
+        training job is cancelled as on deletion."""
+        with self._lock:
+            entry = self._models.pop(model_id, None)
+            if entry is None:
+                return
+            if entry.name:
+                del self._names[entry.name]
+            self._parameter_bytes -= entry.parameter_bytes
+            self._num_parameters -= entry.network.num_parameters
+            self._metrics.model_removed(entry)
+            self._checkpoints.untrack(entry)
+        for hook in self.on_delete:
+            hook(entry)
+        logger.warning("model evicted: another server owns it now", extra={
+            "event": "model_evicted", "model_id": entry.id, "model_name": entry.name})
 
     def get(self, model):
         """Return the entry whose id or name is `model`."""
@@ -258,6 +297,7 @@ class Registry:
         """Return the StepLoss of one optimizer step (its .step and .version)."""
         entry = self.get(model)
         entry.check_no_job("TrainStep")
+        self.cluster.check_writable("TrainStep")
         self._check_rows(x)
         started = time.perf_counter()
         with _model_errors_as_status():
@@ -301,6 +341,7 @@ class Registry:
         Checkpointed before returning."""
         entry = self.get(model)
         entry.check_no_job("SetState")
+        self.cluster.check_writable("SetState")
         with _model_errors_as_status():
             change = entry.network.set_state(state)
         entry.update_time_ns = time.time_ns()
@@ -312,6 +353,7 @@ class Registry:
         Change (step, version) it made. Checkpointed before returning, as set_state."""
         entry = self.get(model)
         entry.check_no_job("SetWeights")
+        self.cluster.check_writable("SetWeights")
         with _model_errors_as_status():
             change = entry.network.set_weights(weights)
         entry.update_time_ns = time.time_ns()

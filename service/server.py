@@ -23,7 +23,10 @@ from nnserve.oip import grpc_service_pb2_grpc as oip_grpc
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 from .auth import auth_interceptor
-from .checkpoints import DatasetFiles, JobFiles, open_checkpoints, restore, restore_training_data
+from .checkpoints import (Checkpointer, DatasetFiles, JobFiles, open_checkpoints, restore,
+                          restore_training_data)
+from .cluster.routing import ClusterNode, ClusterRouter
+from .cluster.shared_store import SharedCheckpointStore
 from .datasets import DatasetStore
 from .errors import ErrorInterceptor
 from .grpc_metrics import MetricsInterceptor
@@ -172,6 +175,18 @@ def _health_server(health_servicer, host, port_wanted, metrics):
         raise OSError(f"{error} (--health-port)") from None
 
 
+def _join_cluster(settings, metrics):
+    """(Checkpointer on the shared directory, ClusterNode) of a server in cluster mode: its
+    etcd lease granted, its registry made."""
+    from .cluster.membership import Membership  # the etcd client: needed in cluster mode only
+
+    membership = Membership(settings.cluster_etcd, settings.cluster_advertise, settings.cluster_lease_ttl)
+    store = SharedCheckpointStore(settings.state_dir, membership)
+    checkpoints = Checkpointer(store, settings.checkpoint_every_steps, settings.checkpoint_every_seconds)
+    node = ClusterNode(membership, Registry(settings, metrics, checkpoints), store)
+    return checkpoints, node
+
+
 def create_server(settings=None):
     """Return (Server, port): a server bound to settings.host:settings.port, not started.
 
@@ -190,15 +205,18 @@ def create_server(settings=None):
                                   StreamLimit(prefixes, settings.max_streams))
               if guard is not None]
     metrics = Metrics(settings.metrics_max_models) if settings.metrics_port else NO_METRICS
-    checkpoints = open_checkpoints(settings)  # holds the state directory's lock from here on
-    registry = Registry(settings, metrics, checkpoints)
-    durable = settings.state_dir and checkpoints.store.directory
+    checkpoints, node = (_join_cluster(settings, metrics) if settings.cluster_etcd
+                         else (open_checkpoints(settings), None))  # the latter locks the state directory
+    registry = node.registry if node else Registry(settings, metrics, checkpoints)
+    # In cluster mode datasets and jobs stay on the server that has them, in memory only.
+    durable = settings.state_dir and not node and checkpoints.store.directory
     dataset_files = DatasetFiles(durable) if durable else None
     job_files = JobFiles(durable) if durable else None
     datasets = DatasetStore(settings, dataset_files)
     jobs = JobTable(settings, registry, datasets, metrics, checkpoints, timestamp, job_files)
     # The metrics interceptor comes first, so that it sees every status the others set.
-    interceptors = [*guards, ErrorInterceptor(prefixes)]
+    router = ClusterRouter(node, f"/{SERVICE_NAME}/") if node else None
+    interceptors = [*guards, *([router] if router else []), ErrorInterceptor(prefixes)]
     if metrics is not NO_METRICS:
         metrics.watch_registry(registry)
         metrics.watch_datasets(datasets)
@@ -242,7 +260,8 @@ def create_server(settings=None):
         jobs.close()
         registry.close()  # releases the state directory
         raise
-    restore(registry, checkpoints)
+    if not node:  # a cluster's models are restored by the server that claims them, on demand
+        restore(registry, checkpoints)
     if durable:
         restore_training_data(datasets, jobs, dataset_files, job_files)
     return Server(server, registry, datasets, jobs, health_servicer, settings, ready, metrics,

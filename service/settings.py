@@ -99,6 +99,15 @@ class Settings:
         "probes: reachable with --tls-cert on, and not refused by a flood of calls on the main "
         "port (0: health on the main port only; -1 picks a free port, the log line says which)",
         low=-1, high=65535)
+    cluster_etcd: str = _option(
+        "", "etcd endpoint (http://host:port) of cluster mode: models are owned through etcd "
+        "leases, calls for another server's model are forwarded to it, and --state-dir is the "
+        "directory all servers share (empty: a single server, no etcd)")
+    cluster_advertise: str = _option("", "with --cluster-etcd, the host:port the other servers "
+                                     "reach this one at (required in cluster mode)")
+    cluster_lease_ttl: int = _option(5, "with --cluster-etcd, seconds of this server's etcd lease: "
+                                     "a crashed server's models move after this long", low=2,
+                                     high=300)
     log_format: str = _option("text", "log lines as plain text or one JSON object each",
                               choices=_LOG_FORMATS)
     log_level: str = _option("info", "least severe level logged", choices=_LOG_LEVELS)
@@ -113,6 +122,9 @@ class Settings:
                     or (meta["high"] is not None and value > meta["high"])
                     or (meta["choices"] is not None and value not in meta["choices"])):
                 raise ValueError(f"{spec.name}: got {value!r}, expected {_describe(spec)}")
+        if self.cluster_etcd and not (self.cluster_advertise and self.state_dir):
+            raise ValueError("cluster_etcd: got it without cluster_advertise or state_dir, expected "
+                             "both (the address others forward to, the shared checkpoint directory)")
 
     @classmethod
     def from_env(cls, environ=None, **overrides):

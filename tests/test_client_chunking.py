@@ -56,15 +56,15 @@ class RecordingClient(Client):
             self._replies += 1
             self._replied.notify_all()
 
-    def _call(self, method, request, timeout=None):
+    def _call(self, method, request, timeout=None, route=None):
         if method in READS:
             self._record(method, request)
-        reply = super()._call(method, request, timeout)
+        reply = super()._call(method, request, timeout, route)
         if method in READS:
             self._reply()
         return reply
 
-    def _bidi(self, method, requests, timeout=None):
+    def _bidi(self, method, requests, timeout=None, route=""):
         self.streams += 1
 
         def recorded():
@@ -72,7 +72,7 @@ class RecordingClient(Client):
                 self._record(method, request)
                 yield request
 
-        return _RecordedCall(super()._bidi(method, recorded(), timeout), self._reply)
+        return _RecordedCall(super()._bidi(method, recorded(), timeout, route), self._reply)
 
 
 class _RecordedCall:
@@ -120,15 +120,15 @@ class RecordingAsyncClient(AsyncClient):
         self._replies += 1
         self._replied.set()
 
-    async def _call(self, method, request, timeout=None):
+    async def _call(self, method, request, timeout=None, route=None):
         if method in READS:
             await self._record(method, request)
-        reply = await super()._call(method, request, timeout)
+        reply = await super()._call(method, request, timeout, route)
         if method in READS:
             self._reply()
         return reply
 
-    def _bidi(self, method, requests, timeout=None):
+    def _bidi(self, method, requests, timeout=None, route=""):
         self.streams += 1
 
         async def recorded():
@@ -136,7 +136,7 @@ class RecordingAsyncClient(AsyncClient):
                 await self._record(method, request)
                 yield request
 
-        return _RecordedCall(super()._bidi(method, recorded(), timeout), self._reply)
+        return _RecordedCall(super()._bidi(method, recorded(), timeout, route), self._reply)
 
 
 @pytest.fixture(scope="module")

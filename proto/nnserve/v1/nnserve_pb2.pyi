@@ -195,12 +195,14 @@ class ModelState(_message.Message):
     def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., step: _Optional[int] = ..., weights: _Optional[_Iterable[_Union[LayerParameters, _Mapping]]] = ..., slots: _Optional[_Iterable[_Union[OptimizerSlot, _Mapping]]] = ...) -> None: ...
 
 class CreateModelRequest(_message.Message):
-    __slots__ = ("spec", "name")
+    __slots__ = ("spec", "name", "id")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     spec: ModelSpec
     name: str
-    def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+    id: str
+    def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., name: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class CreateModelResponse(_message.Message):
     __slots__ = ("model",)
@@ -659,16 +661,18 @@ class ExportModelResponse(_message.Message):
     def __init__(self, model_data: _Optional[bytes] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., step: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ImportModelRequest(_message.Message):
-    __slots__ = ("name", "format", "model_data", "options")
+    __slots__ = ("name", "format", "model_data", "options", "id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     MODEL_DATA_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     format: ModelFormat
     model_data: bytes
     options: TrainingOptions
-    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., model_data: _Optional[bytes] = ..., options: _Optional[_Union[TrainingOptions, _Mapping]] = ...) -> None: ...
+    id: str
+    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., model_data: _Optional[bytes] = ..., options: _Optional[_Union[TrainingOptions, _Mapping]] = ..., id: _Optional[str] = ...) -> None: ...
 
 class ImportModelResponse(_message.Message):
     __slots__ = ("model",)

@@ -1,0 +1,182 @@
+"""Cluster mode with real parts: etcd leases and fenced commits (service/cluster), `nnserve
+serve` processes sharing one checkpoint directory, forwarding to a model's owner, and
+failover after kill -9 and SIGTERM."""
+
+import contextlib
+import signal
+
+import grpc
+import numpy as np
+import pytest
+
+from cluster_support import etcd, free_port, nnserve_process, wait_for
+from nnserve.clients import Client, NNServeError
+
+pytest.importorskip("etcd3gw")
+
+TTL = 3
+
+
+def cluster_server(stack, directory, endpoint, name):
+    """Start `nnserve serve` in cluster mode (lease TTL 3 s, a checkpoint after every step);
+    return (process, target)."""
+    port = free_port()
+    process, _ = stack.enter_context(nnserve_process(
+        directory, "--cluster-etcd", endpoint, "--cluster-advertise", f"127.0.0.1:{port}",
+        "--cluster-lease-ttl", str(TTL), "--state-dir", str(directory / "shared"),
+        "--checkpoint-every-steps", "1", name=name, port=port))
+    return process, f"127.0.0.1:{port}"
+
+
+def settled(call):
+    """call()'s result once the cluster answers it (UNAVAILABLE while ownership moves)."""
+    def attempt():
+        try:
+            return (call(),)
+        except NNServeError as error:
+            if error.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+            return None
+    return wait_for(attempt, "the cluster to answer", timeout=60, every=0.2)[0]
+
+
+def trained_models(client, count, steps, rng):
+    models = []
+    for index in range(count):
+        model = client.create_model([3, 5, 2], ["tanh", "softmax"], "cross_entropy", seed=index,
+                                    name=f"net{index}" if index % 2 else None)
+        x = rng.normal(size=(8, 3)).astype(np.float32)
+        y = rng.integers(0, 2, size=8)
+        for _ in range(steps):
+            model.train_step(x, y)
+        models.append(model)
+    return models
+
+
+def test_a_call_for_another_servers_model_is_forwarded_to_its_owner(tmp_path):
+    """A model created on server A answers Predict, TrainStep, GetModel by name and the
+    streams sent straight to server B, which forwards them: A's model counts every step."""
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(etcd(tmp_path))
+        _, target_a = cluster_server(stack, tmp_path, endpoint, "a")
+        _, target_b = cluster_server(stack, tmp_path, endpoint, "b")
+        client_a = stack.enter_context(Client(target_a))
+        client_b = stack.enter_context(Client(target_b))
+        (_, named) = trained_models(client_a, 2, 1, np.random.default_rng(0))
+        via_b = client_b.get_model(named.name)
+        assert via_b.id == named.id and via_b.step == 1
+        x = np.zeros((4, 3), np.float32)
+        via_b.train_step(x, np.zeros(4, np.int64))
+        assert len(list(via_b.train_stream([(x, np.zeros(4, np.int64))] * 2))) == 2
+        np.testing.assert_array_equal(via_b.predict(x), named.predict(x))
+        assert named.refresh().step == 4
+
+
+def test_a_killed_servers_models_resume_elsewhere_at_their_last_checkpoint(tmp_path):
+    """After kill -9 of the server that owns them, each model answers from another server
+    (once the lease expired) with the weights and step of its last committed checkpoint,
+    bit-identical, and trains on from there."""
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(etcd(tmp_path))
+        process_a, target_a = cluster_server(stack, tmp_path, endpoint, "a")
+        _, target_b = cluster_server(stack, tmp_path, endpoint, "b")
+        with Client(target_a) as client_a:
+            models = trained_models(client_a, 6, 3, np.random.default_rng(1))
+            states = {model.id: model.get_state() for model in models}
+        for model_id in states:  # checkpoints are written behind the steps
+            wait_for(lambda: list((tmp_path / "shared").glob(f"{model_id}.*.3.npz")), "the checkpoints")
+        process_a.send_signal(signal.SIGKILL)
+        process_a.wait()
+        client_b = stack.enter_context(Client(target_b, timeout=5))
+        for model_id, state in states.items():
+            restored = settled(lambda: client_b.get_model(model_id).get_state())
+            assert restored["step"] == state["step"] == 3
+            for (w, b), (w0, b0) in zip(restored["weights"], state["weights"]):
+                np.testing.assert_array_equal(w, w0)
+                np.testing.assert_array_equal(b, b0)
+            moved = client_b.get_model(model_id)
+            moved.train_step(np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
+            assert moved.refresh().step == 4
+
+
+def test_sigterm_hands_every_model_off_with_nothing_lost(tmp_path):
+    """A server stopped with SIGTERM checkpoints and releases its models: another server
+    serves each one at once (no lease to wait for), with every acknowledged step and the
+    same version."""
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(etcd(tmp_path))
+        process_a, target_a = cluster_server(stack, tmp_path, endpoint, "a")
+        _, target_b = cluster_server(stack, tmp_path, endpoint, "b")
+        with Client(target_a) as client_a:
+            models = trained_models(client_a, 4, 5, np.random.default_rng(2))
+            seen = {model.id: (model.refresh().step, model.version) for model in models}
+        process_a.send_signal(signal.SIGTERM)
+        assert process_a.wait(60) == 0
+        with Client(target_b) as client_b:
+            for model_id, (step, version) in seen.items():
+                moved = client_b.get_model(model_id)
+                assert (moved.step, moved.version) == (step, version) == (5, 5)
+
+
+def test_a_stale_owners_checkpoint_commit_is_rejected_and_its_file_deleted(tmp_path):
+    """Once an owner's lease is gone and another server claimed the model, the old owner's
+    commit (its token) fails, its file is deleted and the pointer keeps the new owner's."""
+    from nnserve.service.cluster.membership import Membership
+    from nnserve.service.cluster.shared_store import SharedCheckpointStore, StaleCheckpoint
+
+    model_id = "ab" * 16
+    record = {"id": model_id, "name": "", "spec": {"layers": [1, 1], "activations": ["identity"],
+                                                   "loss": "mse"},
+              "step": 0, "version": 0, "create_time_ns": 0, "update_time_ns": 0,
+              "weights": [(np.zeros((1, 1), np.float32), np.zeros(1, np.float32))], "slots": {}}
+    with etcd(tmp_path) as endpoint:
+        old, new = Membership(endpoint, "old:1", TTL), Membership(endpoint, "new:1", TTL)
+        old_store = SharedCheckpointStore(tmp_path / "shared", old)
+        new_store = SharedCheckpointStore(tmp_path / "shared", new)
+        try:
+            old.claim_new(model_id, "")
+            old_store.write(record)
+            assert new.claim(model_id) == (False, "old:1")
+            old._lease.revoke()  # as if it expired while the old owner was paused
+            won, pointer = new.claim(model_id)
+            assert won and pointer["file"] == f"{model_id}.{old.token(model_id)}.0.npz"
+            new_store.adopted(model_id, "", pointer["file"])
+            new_store.write({**record, "version": 1})
+            with pytest.raises(StaleCheckpoint):
+                old_store.write({**record, "version": 7})
+            assert new.pointer(model_id)["file"] == f"{model_id}.{new.token(model_id)}.1.npz"
+            assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == [new.pointer(model_id)["file"]]
+        finally:
+            new.close()
+            old._stopping.set()
+
+
+def test_a_paused_owner_refuses_writes_and_its_model_never_moves_backwards(tmp_path):
+    """An owner stopped (SIGSTOP) past its lease loses the model to another server, which
+    trains on; resumed, the old owner refuses or forwards writes, and the model keeps the
+    new owner's steps."""
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(etcd(tmp_path))
+        process_a, target_a = cluster_server(stack, tmp_path, endpoint, "a")
+        _, target_b = cluster_server(stack, tmp_path, endpoint, "b")
+        x, y = np.zeros((2, 3), np.float32), np.zeros(2, np.int64)
+        with Client(target_a) as client_a:
+            (model,) = trained_models(client_a, 1, 2, np.random.default_rng(3))
+        # Checkpoints are written behind the steps: stop A once version 2's is committed.
+        wait_for(lambda: list((tmp_path / "shared").glob(f"{model.id}.*.2.npz")), "the checkpoint")
+        process_a.send_signal(signal.SIGSTOP)
+        client_b = stack.enter_context(Client(target_b, timeout=2))
+        moved = settled(lambda: client_b.get_model(model.id))
+        assert moved.step == 2
+        for _ in range(3):
+            moved.train_step(x, y)
+        process_a.send_signal(signal.SIGCONT)
+        with Client(target_a, timeout=5) as client_a:  # A refuses the write, or forwards it to B
+            try:
+                client_a.get_model(model.id).train_step(x, y)
+                expected = 6
+            except NNServeError as error:
+                assert error.code == grpc.StatusCode.UNAVAILABLE, error
+                expected = 5
+            assert moved.refresh().step == expected
+            assert settled(lambda: client_a.get_model(model.id).step) == expected
