@@ -39,6 +39,8 @@ METRICS = {
     "nnserve_datasets": ("gauge", ()),
     "nnserve_dataset_bytes": ("gauge", ()),
     "nnserve_build_info": ("info", ("version", "threading_layer", "threads", "blas")),
+    "nnserve_http_requests_total": ("counter", ("method", "route", "status")),
+    "nnserve_http_request_duration_seconds": ("histogram", ("method", "route")),
 }
 # Labels Prometheus adds to every series scraped through the ServiceMonitor.
 TARGET_LABELS = {"namespace", "pod", "service", "endpoint", "container", "job", "instance"}
@@ -172,7 +174,7 @@ def test_metric_table_is_the_servers():
     metrics registry holds: names, types and labels."""
     from nnserve.service import create_server
 
-    server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1))
+    server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, http_port=0))
     try:
         registry = server.metrics.registry
         exported, labels = {}, {}

@@ -146,7 +146,7 @@ def test_server_ready_follows_start_up_and_shutdown():
 
     from nnserve.service import Settings, create_server
 
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, drain_period=3.0))
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, drain_period=3.0))
     server.start(serving=False)
     stopping = threading.Thread(target=lambda: server.stop(0).wait(10))
     try:

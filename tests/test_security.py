@@ -43,7 +43,7 @@ def pki(tmp_path_factory):
 @contextlib.contextmanager
 def serving(**settings):
     """A started server on 127.0.0.1 (any port); yields its port."""
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, **settings))
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, **settings))
     server.start()
     try:
         yield port
@@ -129,7 +129,7 @@ def test_incomplete_or_unreadable_tls_settings_stop_the_start(pki, tmp_path, set
     (tmp_path / "not_pem").write_text("hello")
     paths = {k: str(pki[v]) if v in pki else str(tmp_path / v) for k, v in settings.items()}
     with pytest.raises(error, match=message):
-        create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, **paths))
+        create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, **paths))
 
 
 # -- tokens --------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_malformed_tokens_files_stop_the_start_without_showing_tokens(tmp_path, 
     path = tmp_path / "write"
     path.write_text(content)
     with pytest.raises(ValueError, match=message) as caught:
-        create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, write_tokens_file=str(path)))
+        create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, write_tokens_file=str(path)))
     assert "short-token" not in str(caught.value) and "with a space" not in str(caught.value)
 
 
