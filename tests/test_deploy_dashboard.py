@@ -132,7 +132,8 @@ def test_dashboard_uses_only_exported_labels():
 def test_dashboard_plots_what_operators_need():
     """The dashboard plots loss per model, train examples/s, predict latency quantiles,
     request rate by status code, an error ratio that reads 0 while no request failed, and
-    training jobs and datasets, with unique panel ids and defined variables."""
+    training jobs and datasets, REST requests and latency, with unique panel ids and defined
+    variables."""
     dashboard = json.loads(DASHBOARD.read_text())
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
@@ -159,6 +160,10 @@ def test_dashboard_plots_what_operators_need():
     for name in ("nnserve_training_job_examples_per_second", "nnserve_datasets",
                  "nnserve_dataset_bytes"):
         assert re.search(name + r"\{", joined), name
+    # The REST port's row: requests by route and status, latency by route.
+    assert re.search(r"sum by \(route, status\) \(rate\(nnserve_http_requests_total\{", joined)
+    assert re.search(r"histogram_quantile\(0\.99, sum by \(le, route\) "
+                     r"\(rate\(nnserve_http_request_duration_seconds_bucket", joined)
     # The error ratio is 0, not "no data", while no request failed: until a first failure no
     # non-OK series exists (test_error_ratio_has_no_failed_series_before_a_failure), so the
     # numerator falls back to a label-less 0 that divides by the same label-less sum.
