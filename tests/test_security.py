@@ -14,7 +14,7 @@ from nnserve.service import Settings, create_server
 from nnserve.service.auth import READ_METHODS
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from process_support import ServeProcess
-from security_support import Authority
+from security_support import write_pki
 from service_support import classifier_spec, make_batch, pb, to_tensor
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -25,19 +25,7 @@ WRITE_TOKEN = secrets.token_urlsafe(32)
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """PEM files: a CA with a server and a client certificate, and a rogue CA with a client."""
-    folder = tmp_path_factory.mktemp("pki")
-    ca, rogue = Authority("nnserve test CA"), Authority("rogue CA")
-    files = {"ca": ca.pem, "rogue_ca": rogue.pem}
-    files["server_cert"], files["server_key"] = ca.issue("nnserve server", server=True)
-    files["client_cert"], files["client_key"] = ca.issue("trainer", server=False)
-    files["rogue_cert"], files["rogue_key"] = rogue.issue("intruder", server=False)
-    files["rogue_server_cert"], files["rogue_server_key"] = rogue.issue("other server", server=True)
-    paths = {}
-    for name, content in files.items():
-        paths[name] = folder / f"{name}.pem"
-        paths[name].write_bytes(content)
-    paths["pem"] = files
-    return paths
+    return write_pki(tmp_path_factory.mktemp("pki"))
 
 
 @contextlib.contextmanager
