@@ -2,8 +2,8 @@
 
 Order of events: logging configured, thread counts applied, ports bound, RPCs and REST
 requests accepted with health NOT_SERVING, kernels warmed up, health SERVING and one
-"serving" line naming the address and the ports; on a signal, health NOT_SERVING, in-flight RPCs finish within the grace
-period, exit status 0.
+"serving" line naming the address and the ports; on a signal, health NOT_SERVING, in-flight
+RPCs and requests finish within the grace period, exit status 0.
 """
 
 import logging

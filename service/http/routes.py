@@ -156,7 +156,7 @@ class _Binding:
         except web.HTTPException as error:  # the router's: no such path, or not this method
             response = _error(error.status, self._router_message(request, error))
         except DOMAIN_ERRORS as error:
-            response = self._refusal(request, route, error)
+            response = self._refusal(request, error)
         except Exception as error:
             logger.exception("internal error in %s %s", request.method, route,
                              extra={"event": "internal_error", "method": f"{request.method} {route}"})
@@ -173,7 +173,7 @@ class _Binding:
                 "(/v2, /v2/health/live|ready, /v2/models/{model}[/versions/{version}]"
                 "[/ready|/config|/infer], /v2/repository/index)")
 
-    def _refusal(self, request, route, error):
+    def _refusal(self, request, error):
         status = http_status(error)
         headers = {}
         if status == 401:
@@ -215,8 +215,8 @@ class _Binding:
         if code == grpc.StatusCode.UNAUTHENTICATED:
             raise Unauthenticated("authorization: got no valid bearer token, expected the header "
                                   "'Authorization: Bearer <token>' with a token of this server")
-        raise PermissionDenied(f"authorization: got a token without {scope} scope, expected one "
-                               f"with {scope} scope for {route.grpc_method}")
+        raise PermissionDenied(f"authorization: got a token with read scope, expected {scope} scope "
+                               f"for {route.grpc_method}")
 
     def _admission(self):
         return self._limit.admission() if self._limit is not None else contextlib.nullcontext()
