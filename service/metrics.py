@@ -99,16 +99,6 @@ class NullMetrics:
     def trained_steps(self, entry, rows, losses, seconds):
         pass
 
-    def http_handled(self, method, route, status, seconds):
-        """Record one answered REST request (`route`: its template; `status`: an int)."""
-        key = (method, route, status)
-        series = self._http_series.get(key)
-        if series is None:  # called on the REST port's event loop only: no lock needed
-            series = self._http_series[key] = (self.http_requests.labels(method, route, str(status)),
-                                               self.http_seconds.labels(method, route))
-        series[0].inc()
-        series[1].observe(seconds)
-
     def job_stepped(self, entry, steps, examples_per_second):
         pass
 
