@@ -34,7 +34,8 @@ class Settings:
         low=-1, high=65535)
     workers: int = _option(16, "threads handling RPCs (and as many more for REST requests); "
                            "more queue", low=1)
-    grace_period: float = _option(10.0, "seconds in-flight RPCs get to finish on shutdown", low=0.0)
+    grace_period: float = _option(10.0, "seconds in-flight RPCs and REST requests get to finish on "
+                                  "shutdown", low=0.0)
     drain_period: float = _option(0.0, "seconds health reports NOT_SERVING before shutdown "
                                   "starts refusing RPCs (time for load balancers to notice)", low=0.0)
     max_models: int = _option(1000, "models held at once", low=1)
