@@ -157,7 +157,7 @@ def _servers():
     python = sys.executable
     bare = [python, "-m", "nnserve.bench.bare_server"]
     nnserve = [python, "-m", "nnserve.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-               "--metrics-port", "-1", "--log-format", "json"]
+               "--metrics-port", "-1", "--http-port", "0", "--log-format", "json"]
     return [
         ("floor", bare + ["floor"], _bare_ready, CASES),
         ("weights", bare + ["weights"], _bare_ready, BATCH_1_CASES),

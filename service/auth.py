@@ -19,16 +19,18 @@ or is malformed is logged once (`auth_reload_failed`, naming the file and line) 
 previous tokens stay in use until the next change, so a bad edit cannot lock every
 client out.
 
-Clients send the metadata `authorization: Bearer <token>` on every call.
+Clients send the metadata `authorization: Bearer <token>` on every call (on the REST port,
+the header `Authorization: Bearer <token>`; service/http asks `AuthInterceptor.refusal` with
+the scope of the gRPC method each route mirrors, so both ports share one table and one rule).
 
 - read scope: GetModel, ListModels, Predict, Evaluate, GetState, GetDataset, ListDatasets,
   GetTrainingJob, ListTrainingJobs, WatchTrainingJob, PredictStream, ExportModel
   (`READ_METHODS`), and every method of the Open Inference Protocol
-  (inference.GRPCInferenceService) but two;
+  (inference.GRPCInferenceService) but two, and so every route of the REST port but two;
 - write scope: every other ModelService method, including any added later;
 - no token needed: the health service (for probes), the protocol's ServerLive and
-  ServerReady (its probes), server reflection (it describes the public contract, not
-  models) and the metrics port.
+  ServerReady (its probes; on the REST port /v2/health/live and /v2/health/ready), server
+  reflection (it describes the public contract, not models) and the metrics port.
 
 No or an unknown token -> UNAUTHENTICATED; a read token on a write method ->
 PERMISSION_DENIED. Tokens are held only as SHA-256 digests, a presented token is
@@ -47,7 +49,7 @@ from pathlib import Path
 import grpc
 
 __all__ = ["PROTECTED_SERVICES", "READ", "READ_METHODS", "RELOAD_INTERVAL", "WRITE", "AuthInterceptor",
-           "auth_interceptor", "read_tokens_file", "required_scope"]
+           "auth_interceptor", "bearer_token", "read_tokens_file", "required_scope"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,14 +112,19 @@ def _digest(token):
     return hashlib.sha256(token.encode("ascii", "replace")).digest()
 
 
+def bearer_token(value):
+    """The token of an authorization value `Bearer <token>`, or None (no value, another scheme)."""
+    scheme, _, token = value.partition(" ") if isinstance(value, str) else ("", "", "")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
 def _bearer(metadata):
     """The token of the `authorization: Bearer <token>` metadata, or None."""
     for key, value in metadata or ():
         if key == "authorization":
-            scheme, _, token = value.partition(" ") if isinstance(value, str) else ("", "", "")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
+            return bearer_token(value)
     return None
 
 
@@ -221,17 +228,28 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 found = scope
         return found
 
+    def refusal(self, token, required):
+        """None when `token` (None: no token presented) may make a call of scope `required`;
+        else the code to refuse it with: UNAUTHENTICATED (no or an unknown token) or
+        PERMISSION_DENIED (a read token where write scope is required). Looks at the tokens
+        files first when the reload interval has passed."""
+        if time.monotonic() >= self._next_look:
+            self._reload_if_changed()
+        scope = self.scope(token) if token is not None else None
+        if scope is None:
+            return grpc.StatusCode.UNAUTHENTICATED
+        if scope == READ and required == WRITE:
+            return grpc.StatusCode.PERMISSION_DENIED
+        return None
+
     def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
         required = required_scope(method)
         if required is None:
             return continuation(handler_call_details)  # health, reflection, probes: open
-        if time.monotonic() >= self._next_look:
-            self._reload_if_changed()
         name = method.rpartition("/")[2]
-        token = _bearer(handler_call_details.invocation_metadata)
-        scope = self.scope(token) if token is not None else None
-        if scope is None:
+        code = self.refusal(_bearer(handler_call_details.invocation_metadata), required)
+        if code == grpc.StatusCode.UNAUTHENTICATED:
             handler = self._unauthenticated.get(method)
             if handler is None:
                 handler = self._unauthenticated[method] = _refusal(
@@ -240,7 +258,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     "'authorization: Bearer <token>' with a token of this server", method,
                     continuation(handler_call_details))
             return handler
-        if scope == READ and required == WRITE:
+        if code == grpc.StatusCode.PERMISSION_DENIED:
             handler = self._denied.get(method)
             if handler is None:
                 handler = self._denied[method] = _refusal(

@@ -1,9 +1,10 @@
-"""Domain errors, and the one place that turns them into gRPC status codes.
+"""Domain errors, and the one place that turns them into gRPC status codes and HTTP statuses.
 
 Code raises the exception that names the problem where it finds it; `ErrorInterceptor`
-maps it to a status code with the exception's text as the details ("got X, expected Y").
-Any other exception is a bug: INTERNAL, logged once with its traceback, and the server
-keeps serving.
+maps it to a status code with the exception's text as the details ("got X, expected Y"),
+and the REST port (service/http) to the HTTP status of that code (`http_status`). Any other
+exception is a bug: INTERNAL (500), logged once with its traceback, and the server keeps
+serving.
 """
 
 import logging
@@ -16,8 +17,9 @@ from nnserve.v1.tensors import InvalidMessage, InvalidTensor
 from .interceptor_base import MethodInterceptor
 
 __all__ = ["DOMAIN_ERRORS", "AlreadyExists", "ErrorInterceptor", "FailedPrecondition", "InvalidArgument",
-           "InvalidMessage", "InvalidTensor", "LimitExceeded", "ModelNotFound", "NotFound",
-           "ServiceError", "Unavailable", "limit_message", "status_code"]
+           "InvalidMessage", "InvalidTensor", "LimitExceeded", "ModelNotFound", "NotFound", "Overloaded",
+           "PermissionDenied", "ServiceError", "Unauthenticated", "Unavailable", "http_status",
+           "internal_message", "limit_message", "status_code"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,18 @@ class Unavailable(ServiceError):
     """The server cannot serve this now, and may soon (cluster: its lease is in doubt)."""
 
 
+class Overloaded(ServiceError):
+    """More calls at once than --max-concurrent-rpcs admits; worth retrying after a pause."""
+
+
+class Unauthenticated(ServiceError):
+    """Tokens are required and the request has no valid one."""
+
+
+class PermissionDenied(ServiceError):
+    """The request's token lacks the scope the call needs."""
+
+
 # The mapping. Looked up along the exception's MRO, so subclasses inherit their code.
 STATUS_CODES = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -63,8 +77,25 @@ STATUS_CODES = {
     LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 DOMAIN_ERRORS = tuple(STATUS_CODES)
+# The HTTP status of each code, as google.rpc.Code documents them; http_status makes one
+# exception.
+HTTP_STATUSES = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+PAYLOAD_TOO_LARGE = 413
 # gRPC's retry pushback (gRFC A6): a negative pause tells a retrying client not to retry.
 # A limit (max_models, max_rows_per_request, ...) shares RESOURCE_EXHAUSTED with overload,
 # which is worth retrying; this keeps a client that retries RESOURCE_EXHAUSTED from
@@ -86,6 +117,24 @@ def status_code(error):
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL
+
+
+def http_status(error):
+    """Return the HTTP status for a domain error, 500 for anything else.
+
+    A limit (LimitExceeded: too many rows, too large a body) is 413, not the 429 of its
+    RESOURCE_EXHAUSTED: the request is larger than this server takes and repeating it cannot
+    succeed, whereas 429 (Overloaded) asks the client to come back later.
+    """
+    if isinstance(error, LimitExceeded):
+        return PAYLOAD_TOO_LARGE
+    return HTTP_STATUSES[status_code(error)]
+
+
+def internal_message(error):
+    """What a caller is told about a bug (its traceback goes to the log only)."""
+    return (f"internal error ({type(error).__name__}); the server logged the traceback and "
+            "keeps serving")
 
 
 class ErrorInterceptor(MethodInterceptor):
@@ -149,9 +198,7 @@ def _abort(method, error, context):
         raise error
     logger.exception("internal error in %s", method,
                      extra={"event": "internal_error", "method": method})
-    context.abort(grpc.StatusCode.INTERNAL,
-                  f"internal error ({type(error).__name__}); the server logged the "
-                  "traceback and keeps serving")
+    context.abort(grpc.StatusCode.INTERNAL, internal_message(error))
 
 
 def _guarded(method, behavior, deserializer=None):

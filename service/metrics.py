@@ -7,6 +7,10 @@ process never clash), served by a small HTTP server of its own at /metrics.
   grpc_service, grpc_method): grpc_server_started_total, grpc_server_handled_total
   (+ grpc_code), grpc_server_handling_seconds, grpc_server_msg_received_total,
   grpc_server_msg_sent_total. MetricsInterceptor (service/grpc_metrics.py) feeds them.
+- The REST port (service/http): nnserve_http_requests_total (labels method, route: the
+  route's template such as /v2/models/{model}/infer, or "unmatched"; status: the HTTP
+  status) and nnserve_http_request_duration_seconds (method, route), from the request's
+  arrival to its response.
 - Per model (label `model`: its name, else its id): nnserve_train_steps_total,
   nnserve_train_examples_total, nnserve_train_loss (last batch), nnserve_train_batch_loss
   (summary), nnserve_train_step_duration_seconds, nnserve_predict_rows_total,
@@ -104,6 +108,9 @@ class NullMetrics:
     def predict_queued(self, seconds):
         pass
 
+    def http_handled(self, method, route, status, seconds):
+        pass
+
 
 NO_METRICS = NullMetrics()
 
@@ -135,6 +142,15 @@ class Metrics(NullMetrics):
         self.msg_sent = Counter("grpc_server_msg_sent_total",
                                 "Response messages sent by the server.",
                                 _GRPC_LABELS, registry=registry)
+
+        self.http_requests = Counter("nnserve_http_requests_total",
+                                     "Requests answered on the REST port, by route template and "
+                                     "HTTP status.", ("method", "route", "status"), registry=registry)
+        self.http_seconds = Histogram(
+            "nnserve_http_request_duration_seconds",
+            "Time from a REST request's arrival to its response.",
+            ("method", "route"), buckets=LATENCY_BUCKETS, registry=registry)
+        self._http_series = {}  # (method, route, status) -> (counter child, histogram child)
 
         model = ("model",)
         self.train_steps = Counter("nnserve_train_steps_total", "Train steps applied.", model,
@@ -287,6 +303,16 @@ class Metrics(NullMetrics):
     def predict_queued(self, seconds):
         """Record how long one merged Predict waited for its kernel call."""
         self.queue_seconds.observe(seconds)
+
+    def http_handled(self, method, route, status, seconds):
+        """Record one answered REST request (`route`: its template; `status`: an int)."""
+        key = (method, route, status)
+        series = self._http_series.get(key)
+        if series is None:  # called on the REST port's event loop only: no lock needed
+            series = self._http_series[key] = (self.http_requests.labels(method, route, str(status)),
+                                               self.http_seconds.labels(method, route))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def job_stepped(self, entry, steps, examples_per_second):
         """Record train steps of a training job (trained() counts them as train steps too)."""

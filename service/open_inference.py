@@ -171,7 +171,7 @@ class OpenInference:
                                       f"({list(shape)})")
             try:
                 flat = np.asarray(request.values, dtype=dtype)
-            except (TypeError, ValueError) as error:
+            except (TypeError, ValueError, OverflowError) as error:  # a JSON integer beyond any float
                 raise InvalidArgument(f"input: got values that are not numbers ({error}), expected "
                                       f"{request.datatype} numbers") from None
         # A writable array of the native dtype: what the kernels were compiled for.

@@ -22,6 +22,11 @@ With `--max-concurrent-rpcs N` (0: off):
 
 Without the limit, the pool has `--workers` threads and calls beyond them queue.
 
+The REST port (service/http) shares the limit: a request takes one of the same N
+admissions through `ConcurrencyLimit.admission` before its body is read (request N+1 gets
+429 Too Many Requests at once) and one of the same `--workers` slots while it runs, on a
+pool of threads of its own.
+
 Streams (TrainStream, PredictStream) hold a thread for as long as they are open, so they
 have a budget of their own: at most `--max-streams` are open at once, the next one is
 refused at once (RESOURCE_EXHAUSTED with the same pushback), and the pool has that many
@@ -30,12 +35,14 @@ admitted call for its whole life (it needs no worker slot: its messages run on i
 thread, one at a time).
 """
 
+import contextlib
 import random
 import threading
 from concurrent import futures
 
 import grpc
 
+from .errors import Overloaded
 from .interceptor_base import MethodInterceptor
 
 __all__ = ["RESERVED_THREADS", "ConcurrencyLimit", "StreamLimit", "concurrency_limit", "rpc_executor",
@@ -136,6 +143,17 @@ class ConcurrencyLimit(MethodInterceptor):
             return _stream_handler(handler, _holding(self._admitted, handler.stream_stream,
                                                      self._message))
         return handler
+
+    @contextlib.contextmanager
+    def admission(self):
+        """Hold one admission for a call of another port: yields the worker slots (a
+        semaphore) to hold while it runs; Overloaded when every admission is taken."""
+        if not self._admitted.acquire(blocking=False):
+            raise Overloaded(self._message)
+        try:
+            yield self._workers
+        finally:
+            self._admitted.release()
 
     def _limited(self, behavior):
         def limited(request, context):

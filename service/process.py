@@ -1,9 +1,9 @@
 """`nnserve serve`: run the server until SIGTERM or SIGINT, then shut down gracefully.
 
-Order of events: logging configured, thread counts applied, port bound, RPCs accepted
-with health NOT_SERVING, kernels warmed up, health SERVING and one "serving" line naming
-the address; on a signal, health NOT_SERVING, in-flight RPCs finish within the grace
-period, exit status 0.
+Order of events: logging configured, thread counts applied, ports bound, RPCs and REST
+requests accepted with health NOT_SERVING, kernels warmed up, health SERVING and one
+"serving" line naming the address and the ports; on a signal, health NOT_SERVING, in-flight
+RPCs and requests finish within the grace period, exit status 0.
 """
 
 import logging
@@ -80,7 +80,7 @@ def run(settings):
         server.set_serving()
         logger.info("serving on %s:%d", settings.host, port,
                     extra={"event": "serving", "host": settings.host, "port": port,
-                           "metrics_port": server.metrics_port,
+                           "http_port": server.http_port, "metrics_port": server.metrics_port,
                            "health_port": server.health_port, "workers": settings.workers})
         stopping.wait()
         started = time.perf_counter()

@@ -1,8 +1,13 @@
-"""Assemble the gRPC server: ModelService, the error interceptor, health and reflection.
+"""Assemble the server: ModelService and the Open Inference Protocol over gRPC, the error
+interceptor, health and reflection; the protocol over REST; metrics.
 
 `create_server(settings)` binds the port (0 picks a free one) and returns the server
 unstarted with the port it got. Health reports NOT_SERVING until `start()` (or
-`set_serving()`), and again from the moment `stop()` begins. Unless `metrics_port` is 0,
+`set_serving()`), and again from the moment `stop()` begins. Unless `http_port` is 0, it
+also binds the REST port (`Server.http_port`; -1 picks a free one), which serves from
+`start()`, reports ready on the same terms as health, and stops with the gRPC port: no new
+connections once the drain period is over, `grace` seconds for the requests in flight.
+Unless `metrics_port` is 0,
 it also binds the Prometheus /metrics port (`Server.metrics_port`; -1 picks a free one),
 served from `start()` until every RPC has ended after `stop()`. With `health_port`, the
 same health service is also served in plaintext on a port and threads of its own
@@ -30,13 +35,14 @@ from .cluster.shared_store import SharedCheckpointStore
 from .datasets import DatasetStore
 from .errors import ErrorInterceptor
 from .grpc_metrics import MetricsInterceptor
+from .http import create_http_server
 from .metrics import NO_METRICS, Metrics, MetricsHTTPServer
 from .model_service import SERVICE_NAME, ModelServicer, timestamp
 from .open_inference import OIP_SERVICE_NAME, OpenInference, OpenInferenceServicer
 from .overload import StreamLimit, concurrency_limit, rpc_executor, rpc_limit
 from .registry import Registry
 from .settings import Settings
-from .tls import server_credentials
+from .tls import server_credentials, server_ssl_context
 from .training_jobs import JobTable
 
 __all__ = ["Server", "create_server"]
@@ -47,17 +53,19 @@ HEALTH_THREADS = 4  # Check takes microseconds; each Watch stream holds one thre
 
 
 class Server:
-    """A bound nnserve gRPC server; `registry` holds its models, `datasets` its datasets and
+    """A bound nnserve server; `registry` holds its models, `datasets` its datasets and
     `jobs` its training jobs.
 
     start() -> serving; stop(grace) -> health NOT_SERVING, drain period, then in-flight
-    RPCs get `grace` seconds while new ones are refused. `metrics` is the server's
-    service.metrics.Metrics (NO_METRICS when disabled), `metrics_port` the bound /metrics
-    port (0 when disabled), `health_port` the bound plaintext health port (0 when disabled).
+    RPCs and REST requests get `grace` seconds while new ones are refused. `metrics` is the
+    server's service.metrics.Metrics (NO_METRICS when disabled), `metrics_port` the bound
+    /metrics port (0 when disabled), `health_port` the bound plaintext health port and
+    `http_port` the bound REST port (each 0 when disabled).
     """
 
     def __init__(self, grpc_server, registry, datasets, jobs, health_servicer, settings, ready,
-                 metrics=NO_METRICS, metrics_http=None, health_server=None, health_port=0):
+                 metrics=NO_METRICS, metrics_http=None, health_server=None, health_port=0,
+                 http_server=None):
         self.grpc_server = grpc_server
         self.registry = registry
         self.datasets = datasets
@@ -70,14 +78,19 @@ class Server:
         self.metrics_port = metrics_http.port if metrics_http is not None else 0
         self._health_server = health_server
         self.health_port = health_port
+        self._http_server = http_server
+        self.http_port = http_server.port if http_server is not None else 0
 
     def start(self, *, serving=True):
-        """Start answering RPCs (scrapes, probes); health turns SERVING unless serving=False."""
+        """Start answering RPCs, REST requests, scrapes and probes; health turns SERVING (and
+        the protocol's ready true) unless serving=False."""
         if self._metrics_http is not None:
             self._metrics_http.start()
         if self._health_server is not None:
             self._health_server.start()
         self.grpc_server.start()
+        if self._http_server is not None:
+            self._http_server.start()
         if serving:
             self.set_serving()
 
@@ -111,13 +124,17 @@ class Server:
         return stopped
 
     def _stop_then_close(self, grace):
-        """grpc's stop, then the training jobs' cancellation (they train through the grace
-        period), then the registry's last checkpoints; the Event is set after all three."""
+        """grpc's stop and the REST port's, then the training jobs' cancellation (they train
+        through the grace period), then the registry's last checkpoints; the Event is set
+        after all of them."""
         rpcs_ended = self.grpc_server.stop(grace)
+        requests_ended = self._http_server.stop(grace) if self._http_server is not None else None
         closed = threading.Event()
 
         def close():
             rpcs_ended.wait()
+            if requests_ended is not None:
+                requests_ended.wait()
             try:
                 self.jobs.close()
                 self.registry.close()
@@ -200,9 +217,11 @@ def create_server(settings=None):
     settings = settings or Settings()
     prefixes = (f"/{SERVICE_NAME}/", f"/{OIP_SERVICE_NAME}/")  # the services of models
     credentials = server_credentials(settings)
+    ssl_context = server_ssl_context(settings) if settings.http_port else None
     # Tokens first (nothing runs for a caller without one), then admission, then errors.
-    guards = [guard for guard in (auth_interceptor(settings), concurrency_limit(settings, prefixes),
-                                  StreamLimit(prefixes, settings.max_streams))
+    # The REST port shares the first two: one token table, one admission count.
+    auth, limit = auth_interceptor(settings), concurrency_limit(settings, prefixes)
+    guards = [guard for guard in (auth, limit, StreamLimit(prefixes, settings.max_streams))
               if guard is not None]
     metrics = Metrics(settings.metrics_max_models) if settings.metrics_port else NO_METRICS
     checkpoints, node = (_join_cluster(settings, metrics) if settings.cluster_etcd
@@ -245,7 +264,7 @@ def create_server(settings=None):
     reflection.enable_server_reflection((SERVICE_NAME, OIP_SERVICE_NAME, health.SERVICE_NAME,
                                          reflection.SERVICE_NAME), server)
 
-    metrics_http = health_server = None
+    metrics_http = health_server = http_server = None
     health_port = 0
     try:
         port = _bind(server, _address(settings.host, settings.port), credentials)
@@ -254,9 +273,14 @@ def create_server(settings=None):
         if settings.health_port:
             health_server, health_port = _health_server(health_servicer, settings.host,
                                                         max(settings.health_port, 0), metrics)
+        if settings.http_port:
+            http_server = create_http_server(settings, inference, auth=auth, limit=limit,
+                                             metrics=metrics, ssl_context=ssl_context)
     except OSError:
         if metrics_http is not None:
             metrics_http.close()
+        if health_server is not None:
+            health_server.stop(0)
         jobs.close()
         registry.close()  # releases the state directory
         raise
@@ -265,4 +289,4 @@ def create_server(settings=None):
     if durable:
         restore_training_data(datasets, jobs, dataset_files, job_files)
     return Server(server, registry, datasets, jobs, health_servicer, settings, ready, metrics,
-                  metrics_http, health_server, health_port), port
+                  metrics_http, health_server, health_port, http_server), port

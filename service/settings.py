@@ -28,8 +28,14 @@ class Settings:
     host: str = _option("0.0.0.0", "address to listen on (0.0.0.0: all IPv4 interfaces, [::]: all)")
     port: int = _option(50051, "gRPC port; 0 picks a free port (the log line says which)",
                         low=0, high=65535)
-    workers: int = _option(16, "threads handling RPCs; more queue", low=1)
-    grace_period: float = _option(10.0, "seconds in-flight RPCs get to finish on shutdown", low=0.0)
+    http_port: int = _option(
+        8000, "Open Inference Protocol (KServe v2) REST port, on --host, with the TLS and tokens "
+        "of --port; 0 disables it, -1 picks a free port (the log line says which)",
+        low=-1, high=65535)
+    workers: int = _option(16, "threads handling RPCs (and as many more for REST requests); "
+                           "more queue", low=1)
+    grace_period: float = _option(10.0, "seconds in-flight RPCs and REST requests get to finish on "
+                                  "shutdown", low=0.0)
     drain_period: float = _option(0.0, "seconds health reports NOT_SERVING before shutdown "
                                   "starts refusing RPCs (time for load balancers to notice)", low=0.0)
     max_models: int = _option(1000, "models held at once", low=1)
@@ -45,12 +51,14 @@ class Settings:
     max_jobs: int = _option(100, "unfinished (queued or running) training jobs at once", low=1)
     job_workers: int = _option(2, "training jobs running at once; more wait QUEUED (one job "
                                "keeps about one core busy)", low=1)
-    max_message_bytes: int = _option(64 << 20, "size of one gRPC message, either direction "
-                                     "(1024 x 784 float64 rows take 6.3 MiB)", low=1024,
+    max_message_bytes: int = _option(64 << 20, "size of one gRPC message, either direction, "
+                                     "and of one REST request body (1024 x 784 float64 rows "
+                                     "take 6.3 MiB)", low=1024,
                                      high=(1 << 31) - 1)
     max_concurrent_rpcs: int = _option(
-        0, "ModelService calls admitted at once, running or waiting for a worker; more get "
-        "RESOURCE_EXHAUSTED at once (0: no limit, calls queue without bound)", low=0)
+        0, "ModelService and Open Inference Protocol calls (REST requests included) admitted "
+        "at once, running or waiting for a worker; more get RESOURCE_EXHAUSTED (HTTP 429) at "
+        "once (0: no limit, calls queue without bound)", low=0)
     max_streams: int = _option(
         64, "TrainStream, PredictStream and ModelStreamInfer calls open at once (each holds a thread "
         "of its own while open); more get RESOURCE_EXHAUSTED at once", low=1)

@@ -127,6 +127,6 @@ def nnserve_process(directory, *flags, name="nnserve", port=None):
     `flags`; its log is DIRECTORY/NAME.log."""
     port = port or free_port()
     args = [sys.executable, "-m", "nnserve.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--metrics-port", "0", *flags]
+            "--metrics-port", "0", "--http-port", "0", *flags]
     with _process(args, port, Path(directory) / f"{name}.log") as process:
         yield process, port

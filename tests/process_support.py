@@ -16,7 +16,8 @@ __all__ = ["ServeProcess"]
 
 
 class ServeProcess:
-    """One `python -m nnserve.cli serve --port 0 --log-format json ...` process.
+    """One `python -m nnserve.cli serve --port 0 --log-format json ...` process (metrics and
+    REST ports off unless `flags`, which come last, say otherwise).
 
     `events` holds every JSON log line read so far (a dict each); `port` is the gRPC port
     from the "serving" line.
@@ -25,7 +26,8 @@ class ServeProcess:
     def __init__(self, *flags, env=None, wait=True, timeout=90):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nnserve.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-             "--metrics-port", "0", "--threads", "1", "--log-format", "json", *flags],
+             "--metrics-port", "0", "--http-port", "0", "--threads", "1", "--log-format", "json",
+             *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, **(env or {})})
         self._lines = queue.Queue()

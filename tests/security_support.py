@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Authority"]
+__all__ = ["Authority", "write_pki"]
 
 
 def _name(common_name):
@@ -62,3 +62,22 @@ class Authority:
                 critical=False)
         certificate = builder.sign(self.key, hashes.SHA256())
         return certificate.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+def write_pki(folder):
+    """PEM files in `folder`: a CA with a server and a client certificate, and a rogue CA with
+    a client and a server. {name: path} for ca, server_cert, server_key, client_cert,
+    client_key, rogue_ca, rogue_cert, rogue_key, rogue_server_cert, rogue_server_key, and
+    "pem": {name: bytes}."""
+    ca, rogue = Authority("nnserve test CA"), Authority("rogue CA")
+    files = {"ca": ca.pem, "rogue_ca": rogue.pem}
+    files["server_cert"], files["server_key"] = ca.issue("nnserve server", server=True)
+    files["client_cert"], files["client_key"] = ca.issue("trainer", server=False)
+    files["rogue_cert"], files["rogue_key"] = rogue.issue("intruder", server=False)
+    files["rogue_server_cert"], files["rogue_server_key"] = rogue.issue("other server", server=True)
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / f"{name}.pem"
+        paths[name].write_bytes(content)
+    paths["pem"] = files
+    return paths

@@ -36,7 +36,7 @@ class Running:
 @contextlib.contextmanager
 def running_server(**settings):
     """Yield a Running server on 127.0.0.1 with free ports (gRPC and metrics); stop it afterwards."""
-    options = {"host": "127.0.0.1", "port": 0, "metrics_port": -1, **settings}
+    options = {"host": "127.0.0.1", "port": 0, "metrics_port": -1, "http_port": -1, **settings}
     server, port = create_server(Settings(**options))
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[

@@ -217,7 +217,7 @@ def test_a_failed_write_is_logged_and_the_model_keeps_serving(tmp_path, caplog):
     real = server_module.open_checkpoints
     server_module.open_checkpoints = lambda settings: Checkpointer(_FailingStore(settings.state_dir))
     try:
-        server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, state_dir=str(tmp_path)))
+        server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, state_dir=str(tmp_path)))
     finally:
         server_module.open_checkpoints = real
     entry = server.registry.create({"layers": [2, 2], "activations": ["softmax"], "loss": "cross_entropy"})

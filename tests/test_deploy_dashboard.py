@@ -39,6 +39,8 @@ METRICS = {
     "nnserve_datasets": ("gauge", ()),
     "nnserve_dataset_bytes": ("gauge", ()),
     "nnserve_build_info": ("info", ("version", "threading_layer", "threads", "blas")),
+    "nnserve_http_requests_total": ("counter", ("method", "route", "status")),
+    "nnserve_http_request_duration_seconds": ("histogram", ("method", "route")),
 }
 # Labels Prometheus adds to every series scraped through the ServiceMonitor.
 TARGET_LABELS = {"namespace", "pod", "service", "endpoint", "container", "job", "instance"}
@@ -130,7 +132,8 @@ def test_dashboard_uses_only_exported_labels():
 def test_dashboard_plots_what_operators_need():
     """The dashboard plots loss per model, train examples/s, predict latency quantiles,
     request rate by status code, an error ratio that reads 0 while no request failed, and
-    training jobs and datasets, with unique panel ids and defined variables."""
+    training jobs and datasets, REST requests and latency, with unique panel ids and defined
+    variables."""
     dashboard = json.loads(DASHBOARD.read_text())
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
@@ -157,6 +160,10 @@ def test_dashboard_plots_what_operators_need():
     for name in ("nnserve_training_job_examples_per_second", "nnserve_datasets",
                  "nnserve_dataset_bytes"):
         assert re.search(name + r"\{", joined), name
+    # The REST port's row: requests by route and status, latency by route.
+    assert re.search(r"sum by \(route, status\) \(rate\(nnserve_http_requests_total\{", joined)
+    assert re.search(r"histogram_quantile\(0\.99, sum by \(le, route\) "
+                     r"\(rate\(nnserve_http_request_duration_seconds_bucket", joined)
     # The error ratio is 0, not "no data", while no request failed: until a first failure no
     # non-OK series exists (test_error_ratio_has_no_failed_series_before_a_failure), so the
     # numerator falls back to a label-less 0 that divides by the same label-less sum.
@@ -172,7 +179,7 @@ def test_metric_table_is_the_servers():
     metrics registry holds: names, types and labels."""
     from nnserve.service import create_server
 
-    server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1))
+    server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, http_port=0))
     try:
         registry = server.metrics.registry
         exported, labels = {}, {}

@@ -217,12 +217,13 @@ def test_servicemonitor_scrapes_each_pod_once(variant):
 
 
 def test_services_and_ports(variant):
-    """The Service exposes `grpc` 50051 and `metrics` 9464 (not `health` 8081, the probes'),
-    the headless Service (clusterIP None) is the StatefulSet's serviceName, and every
-    targetPort names a container port."""
+    """The Service exposes `grpc` 50051, `http` 8000 (the Open Inference Protocol over REST)
+    and `metrics` 9464 (not `health` 8081, the probes'), the headless Service (clusterIP
+    None, grpc and http) is the StatefulSet's serviceName, and every targetPort names a
+    container port."""
     _, resources = variant
     container_ports = {p["name"]: p["containerPort"] for p in server_container(resources)["ports"]}
-    assert container_ports == {"grpc": 50051, "metrics": 9464, "health": 8081}
+    assert container_ports == {"grpc": 50051, "http": 8000, "metrics": 9464, "health": 8081}
     service = find(resources, "Service", "nnserve")
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
         name: port for name, port in container_ports.items() if name != "health"}
@@ -230,7 +231,7 @@ def test_services_and_ports(variant):
     headless = find(resources, "Service", workload(resources)["spec"]["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
     assert not headless["spec"].get("publishNotReadyAddresses", False)
-    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]
+    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc", "http"]
     for svc in (service, headless):
         for port in svc["spec"]["ports"]:
             assert port["targetPort"] in container_ports
@@ -292,12 +293,13 @@ def test_threads_match_cpu_limit(variant):
 
 
 def test_ports_match_server_settings(variant):
-    """The container's grpc, metrics and health ports are the ones the server binds with its
-    settings."""
+    """The container's grpc, http, metrics and health ports are the ones the server binds
+    with its settings."""
     _, resources = variant
     settings = effective_settings(resources)
     ports = {p["name"]: p["containerPort"] for p in server_container(resources)["ports"]}
     assert ports["grpc"] == settings.port
+    assert ports["http"] == settings.http_port
     assert ports["metrics"] == settings.metrics_port
     assert ports["health"] == settings.health_port
 

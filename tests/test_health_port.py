@@ -34,7 +34,7 @@ def _status(port, service=""):
 
 @contextlib.contextmanager
 def _server(**settings):
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0,
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0,
                                           health_port=-1, **settings))
     try:
         yield server, port
@@ -46,7 +46,7 @@ def test_health_port_follows_the_server_from_start_to_stop():
     """NOT_SERVING until set_serving(), then SERVING for the server and ModelService, NOT_SERVING
     again once stop() begins, and the port closes when the server has stopped; ModelService
     itself is not served there."""
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0,
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0,
                                           health_port=-1, drain_period=0.5))
     health_port = server.health_port
     assert health_port not in (0, port)
@@ -82,7 +82,7 @@ def test_health_port_follows_the_server_from_start_to_stop():
 
 
 def test_no_health_port_by_default():
-    server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0))
+    server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0))
     try:
         assert server.health_port == 0
     finally:
@@ -135,10 +135,10 @@ def test_health_port_in_use_stops_the_start_and_releases_the_state_dir(tmp_path)
     with _server() as (server, _):
         taken = server.health_port
         with pytest.raises(OSError, match="--health-port"):
-            create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, health_port=taken,
+            create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, health_port=taken,
                                    state_dir=str(tmp_path)))
     # The failed start let go of the state directory: another server can take it.
-    again, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0,
+    again, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0,
                                       state_dir=str(tmp_path)))
     again.stop(0).wait(10)
 
@@ -155,7 +155,7 @@ def test_serve_logs_the_health_port_and_probes_reach_it():
 def test_checks_on_the_health_port_are_counted_in_the_servers_metrics():
     """A Check on the health port moves grpc_server_handled_total for the health service, as
     one on the main port does (scraped over HTTP and parsed)."""
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, health_port=-1))
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, http_port=0, health_port=-1))
     server.start()
     labels = rpc("Check", "OK", service=health.SERVICE_NAME)
     try:

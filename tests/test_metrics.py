@@ -245,7 +245,7 @@ def test_a_metrics_port_in_use_is_an_error():
 
 def test_metrics_port_closes_after_stop():
     """After stop() has let every RPC end, the metrics port stops answering."""
-    server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1))
+    server, _ = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, http_port=0))
     server.start()
     port = server.metrics_port
     assert value(scrape(port), "nnserve_models") == 0

@@ -3,17 +3,14 @@ own: tests/triton_client.py says why) against a real server; results compared wi
 nnserve.v1 Predict of the same rows."""
 
 import importlib.util
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
 from metrics_support import rpc, scrape, value
-from service_support import classifier_spec, make_batch, pb, running_server, to_array, to_tensor
+from oip_support import predict, run_triton_client, trained_models
+from service_support import pb, running_server
 
 from nnserve.oip import grpc_service_pb2 as oip
 from nnserve.oip import grpc_service_pb2_grpc as oip_grpc
@@ -21,45 +18,19 @@ from nnserve.oip import grpc_service_pb2_grpc as oip_grpc
 if importlib.util.find_spec("tritonclient") is None:  # never imported here: see triton_client.py
     pytest.skip("tritonclient is not installed (the dev extra has it)", allow_module_level=True)
 
-CLIENT = Path(__file__).with_name("triton_client.py")
 MAX_ROWS = 64
 OIP = "inference.GRPCInferenceService"
 
 
-def _run_client(binding, target, model, tmp_path, **arrays):
-    inputs, outputs = tmp_path / "in.npz", tmp_path / "out.npz"
-    np.savez(inputs, **arrays)
-    done = subprocess.run([sys.executable, str(CLIENT), binding, target, model, str(inputs), str(outputs)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.splitlines()[-1]), dict(np.load(outputs))
-
-
-def _predict(live, model, x):
-    response = live.stub.Predict(pb.PredictRequest(model=model, x=to_tensor(x)), timeout=30)
-    return to_array(response.outputs), response.version
-
-
-def _trained_models(live):
-    """A float64 classifier "m64" trained 3 steps (version 3) and a float32 one "m32"."""
-    live.stub.CreateModel(pb.CreateModelRequest(spec=classifier_spec((4, 8, 3), dtype=pb.DATA_TYPE_FLOAT64),
-                                                name="m64"), timeout=30)
-    live.stub.CreateModel(pb.CreateModelRequest(spec=classifier_spec((4, 8, 3)), name="m32"), timeout=30)
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        x, y = make_batch(rng, 8, 4, 3, np.float64)
-        live.stub.TrainStep(pb.TrainStepRequest(model="m64", x=to_tensor(x), y=to_tensor(y)), timeout=30)
-
-
 def test_tritonclient_grpc_predicts_like_nnserve(tmp_path):
     with running_server(max_rows_per_request=MAX_ROWS) as live:
-        _trained_models(live)
+        trained_models(live)
         x32 = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
-        report, outputs = _run_client("grpc", live.target, "m64", tmp_path, x32=x32,
+        report, outputs = run_triton_client("grpc", live.target, "m64", tmp_path, x32=x32,
                                       x64=x32.astype(np.float64) * 1.5, max_rows=MAX_ROWS,
                                       float32_model="m32")
-        expected32, version = _predict(live, "m64", x32)
-        expected64, _ = _predict(live, "m64", x32.astype(np.float64) * 1.5)
+        expected32, version = predict(live, "m64", x32)
+        expected64, _ = predict(live, "m64", x32.astype(np.float64) * 1.5)
         assert report["live"] and report["ready"] and report["model_ready"]
         assert report["metadata"]["name"] == "nnserve"
         assert "model_configuration" in report["metadata"]["extensions"]
@@ -81,7 +52,7 @@ def test_tritonclient_grpc_predicts_like_nnserve(tmp_path):
         assert report["only_names"] == ["output"]
         np.testing.assert_array_equal(outputs["async_output"], expected32)
         for index in range(3):
-            np.testing.assert_array_equal(outputs[f"stream_{index}"], _predict(live, "m64", x32[index:index + 2])[0])
+            np.testing.assert_array_equal(outputs[f"stream_{index}"], predict(live, "m64", x32[index:index + 2])[0])
         assert "expected [n, 4]" in report["stream_error"][1]
 
         errors = report["errors"]
@@ -116,13 +87,13 @@ def _infer_request(model, x, version="", raw=True):
 
 def test_typed_contents_equal_raw_bytes_and_refusals_change_nothing():
     with running_server() as live:
-        _trained_models(live)
+        trained_models(live)
         stub = oip_grpc.GRPCInferenceServiceStub(live.channel)
         x = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
         raw = stub.ModelInfer(_infer_request("m32", x), timeout=30)
         typed = stub.ModelInfer(_infer_request("m32", x, raw=False), timeout=30)
         assert raw.raw_output_contents == typed.raw_output_contents
-        expected, version = _predict(live, "m32", x)
+        expected, version = predict(live, "m32", x)
         assert np.frombuffer(raw.raw_output_contents[0], "<f4").reshape(3, 3).tolist() == expected.tolist()
         assert raw.model_version == str(version) == "0"
         assert [o.name for o in raw.outputs] == ["output"] and list(raw.outputs[0].shape) == [3, 3]
@@ -146,7 +117,7 @@ def test_server_ready_follows_start_up_and_shutdown():
 
     from nnserve.service import Settings, create_server
 
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, drain_period=3.0))
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, drain_period=3.0))
     server.start(serving=False)
     stopping = threading.Thread(target=lambda: server.stop(0).wait(10))
     try:

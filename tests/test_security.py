@@ -15,7 +15,7 @@ from nnserve.service import Settings, create_server
 from nnserve.service.auth import READ_METHODS
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from process_support import ServeProcess
-from security_support import Authority
+from security_support import write_pki
 from service_support import classifier_spec, make_batch, pb, to_tensor
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -26,25 +26,13 @@ WRITE_TOKEN = secrets.token_urlsafe(32)
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """PEM files: a CA with a server and a client certificate, and a rogue CA with a client."""
-    folder = tmp_path_factory.mktemp("pki")
-    ca, rogue = Authority("nnserve test CA"), Authority("rogue CA")
-    files = {"ca": ca.pem, "rogue_ca": rogue.pem}
-    files["server_cert"], files["server_key"] = ca.issue("nnserve server", server=True)
-    files["client_cert"], files["client_key"] = ca.issue("trainer", server=False)
-    files["rogue_cert"], files["rogue_key"] = rogue.issue("intruder", server=False)
-    files["rogue_server_cert"], files["rogue_server_key"] = rogue.issue("other server", server=True)
-    paths = {}
-    for name, content in files.items():
-        paths[name] = folder / f"{name}.pem"
-        paths[name].write_bytes(content)
-    paths["pem"] = files
-    return paths
+    return write_pki(tmp_path_factory.mktemp("pki"))
 
 
 @contextlib.contextmanager
 def serving(**settings):
     """A started server on 127.0.0.1 (any port); yields its port."""
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, **settings))
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, **settings))
     server.start()
     try:
         yield port
@@ -130,7 +118,7 @@ def test_incomplete_or_unreadable_tls_settings_stop_the_start(pki, tmp_path, set
     (tmp_path / "not_pem").write_text("hello")
     paths = {k: str(pki[v]) if v in pki else str(tmp_path / v) for k, v in settings.items()}
     with pytest.raises(error, match=message):
-        create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, **paths))
+        create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, **paths))
 
 
 # -- tokens --------------------------------------------------------------------------------
@@ -303,7 +291,7 @@ def test_malformed_tokens_files_stop_the_start_without_showing_tokens(tmp_path, 
     path = tmp_path / "write"
     path.write_text(content)
     with pytest.raises(ValueError, match=message) as caught:
-        create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, write_tokens_file=str(path)))
+        create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, write_tokens_file=str(path)))
     assert "short-token" not in str(caught.value) and "with a space" not in str(caught.value)
 
 

@@ -47,7 +47,7 @@ def test_health_is_serving_after_start_overall_and_per_service():
 
 def test_health_is_not_serving_until_marked_ready():
     """A server started with serving=False answers NOT_SERVING until set_serving()."""
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1))
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, http_port=0))
     server.start(serving=False)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -63,7 +63,7 @@ def test_shutdown_turns_health_not_serving_then_lets_in_flight_rpcs_finish():
     the grace period, then refuses new RPCs."""
     warmup()
     # A drain period long enough that the calls below arrive in it even on a loaded machine.
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, drain_period=1.0))
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=-1, http_port=0, drain_period=1.0))
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1)])
     try:
@@ -199,7 +199,7 @@ def _start_serve(*flags):
     """
     process = subprocess.Popen(
         [sys.executable, "-m", "nnserve.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-         "--metrics-port", "-1", "--log-format", "json", *flags],
+         "--metrics-port", "-1", "--http-port", "0", "--log-format", "json", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     lines = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True)

@@ -36,7 +36,7 @@ def look_at_every_call(monkeypatch, caplog):
 @contextlib.contextmanager
 def serving(**files):
     """A started server with these tokens files; yields a ModelService stub and its channel."""
-    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0,
+    server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0,
                                           **{name: str(path) for name, path in files.items()}))
     server.start()
     try:

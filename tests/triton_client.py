@@ -4,11 +4,14 @@
 
 tritonclient.grpc registers Triton's inference.* protobuf messages in the process's
 descriptor pool, where nnserve's server registers its own (nnserve.oip: the same message
-names, a subset of the fields), so the two cannot share a process. This script uses only
-tritonclient and numpy: it calls every method the tests check, on the inputs of IN.npz
-(x32, x64, max_rows and, optionally, float32_model: a model FP64 inputs must be refused
-by), and writes the outputs to OUT.npz and everything
-else (metadata, config, readiness, the errors met) as JSON on stdout.
+names, a subset of the fields), so the two cannot share a process. tritonclient.http has
+no protobuf, but brings gevent; it runs here too, so that both bindings are tested by the
+same script. This script uses only tritonclient and numpy: it calls every method the
+tests check, on the inputs of IN.npz (x32, x64, max_rows and, optionally, float32_model: a
+model FP64 inputs must be refused by), and writes the outputs to OUT.npz and everything
+else (metadata, config, readiness, the errors met) as JSON on stdout. Over HTTP, infer
+also goes with JSON bodies both ways and with binary inputs and JSON outputs, and
+without requested outputs (binary_data_output); the errors' status is the HTTP status.
 """
 
 import json
@@ -30,9 +33,12 @@ def _error(call):
 
 
 def _as_dict(message):
+    """A gRPC response as a dict; tritonclient.http's answers are JSON already."""
+    if isinstance(message, (dict, list)):
+        return message
     from google.protobuf.json_format import MessageToDict
 
-    return message if isinstance(message, dict) else MessageToDict(message, preserving_proto_field_name=True)
+    return MessageToDict(message, preserving_proto_field_name=True)
 
 
 def main(binding, target, model, inputs_path, outputs_path):
@@ -50,10 +56,18 @@ def main(binding, target, model, inputs_path, outputs_path):
               "index": _as_dict(client.get_model_repository_index())}
     outputs = {}
 
-    def request(x, datatype, names=("output", "class"), **kwargs):
+    def request(x, datatype, names=("output", "class"), binary_in=True, binary_out=True):
         tensor = client_module.InferInput("input", list(x.shape), datatype)
-        tensor.set_data_from_numpy(x, **kwargs)
-        return {"inputs": [tensor], "outputs": [client_module.InferRequestedOutput(name) for name in names]}
+        if binding == "grpc":
+            tensor.set_data_from_numpy(x)
+            wanted = [client_module.InferRequestedOutput(name) for name in names]
+        else:
+            tensor.set_data_from_numpy(x, binary_data=binary_in)
+            wanted = [client_module.InferRequestedOutput(name, binary_data=binary_out) for name in names]
+        return {"inputs": [tensor], "outputs": wanted}
+
+    def response(result):
+        return result.get_response(as_json=True) if binding == "grpc" else result.get_response()
 
     for key, datatype in (("x32", "FP32"), ("x64", "FP64")):
         if key not in data:
@@ -61,16 +75,24 @@ def main(binding, target, model, inputs_path, outputs_path):
         result = client.infer(model, **request(data[key], datatype))
         outputs[f"{key}_output"] = result.as_numpy("output")
         outputs[f"{key}_class"] = result.as_numpy("class")
-        report[f"{key}_version"] = result.get_response(as_json=True)["model_version"] if binding == "grpc" \
-            else result.get_response()["model_version"]
+        report[f"{key}_version"] = response(result)["model_version"]
     only = client.infer(model, **request(data["x32"], "FP32", names=("output",)))
     outputs["only_output"] = only.as_numpy("output")
-    report["only_names"] = [o["name"] for o in (only.get_response(as_json=True) if binding == "grpc"
-                                                else only.get_response())["outputs"]]
-    if binding == "http":  # the JSON body instead of the binary extension, both ways
-        result = client.infer(model, **request(data["x32"], "FP32", names=("output",),
-                                              binary_data=False))
-        outputs["json_output"] = result.as_numpy("output")
+    report["only_names"] = [o["name"] for o in response(only)["outputs"]]
+    if binding == "http":
+        for key, binary_in, binary_out in (("json", False, False), ("mixed", True, False)):
+            result = client.infer(model, **request(data["x32"], "FP32", binary_in=binary_in,
+                                                   binary_out=binary_out))
+            outputs[f"{key}_output"] = result.as_numpy("output")
+            outputs[f"{key}_class"] = result.as_numpy("class")
+            report[f"{key}_binary"] = ["binary_data_size" in o.get("parameters", {})
+                                       for o in response(result)["outputs"]]
+        tensor = client_module.InferInput("input", list(data["x32"].shape), "FP32")
+        tensor.set_data_from_numpy(data["x32"])
+        result = client.infer(model, inputs=[tensor])  # no outputs named: binary_data_output
+        outputs["default_output"] = result.as_numpy("output")
+        report["default_names"] = [o["name"] for o in response(result)["outputs"]]
+        report["unknown_model_ready"] = client.is_model_ready("no-such-model")
 
     if binding == "grpc":
         done = queue.Queue()
@@ -102,7 +124,6 @@ def main(binding, target, model, inputs_path, outputs_path):
     x = data["x32"]
     report["errors"] = {
         "unknown model": _error(lambda: client.infer("no-such-model", **request(x, "FP32"))),
-        "unknown model ready": _error(lambda: client.is_model_ready("no-such-model")),
         "wrong version": _error(lambda: client.infer(model, **request(x, "FP32"), model_version="999999")),
         "wrong shape": _error(lambda: client.infer(model, **request(x[:, :-1].copy(), "FP32"))),
         "wrong datatype": _error(lambda: client.infer(model, **request(x.astype(np.int32), "INT32"))),
@@ -110,6 +131,8 @@ def main(binding, target, model, inputs_path, outputs_path):
         "oversize": _error(lambda: client.infer(model, **request(
             np.zeros((int(data["max_rows"]) + 1, x.shape[1]), np.float32), "FP32"))),
     }
+    if binding == "grpc":  # tritonclient.http answers False (the status is 404): unknown_model_ready
+        report["errors"]["unknown model ready"] = _error(lambda: client.is_model_ready("no-such-model"))
     if "float32_model" in data:  # FP64 into a float32 model would round: refused
         report["errors"]["lossy datatype"] = _error(lambda: client.infer(
             str(data["float32_model"]), **request(data["x64"], "FP64")))
