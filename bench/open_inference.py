@@ -1,5 +1,6 @@
 """The Open Inference Protocol cases of `nnserve bench service`: v2 ModelInfer over gRPC (and
-REST infer over HTTP, when the server has its HTTP port) beside nnserve.v1 Predict, on one
+REST infer over HTTP, binary as tritonclient.http sends it, and JSON at batch 1, when the
+server has its HTTP port) beside nnserve.v1 Predict, on one
 `nnserve serve` process and one [784, 256, 256, 10] float32 model.
 
 Each case's requests are built once; a grpc.aio (or aiohttp) client keeps `in_flight`
@@ -9,6 +10,7 @@ to v1 the median of the turns' ratios.
 """
 
 import asyncio
+import json
 import statistics
 import time
 
@@ -52,9 +54,16 @@ def _requests(model, rows):
         model_name=model,
         inputs=[oip.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=x.shape)],
         raw_input_contents=[x.tobytes()])
-    rest = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                        "data": x.ravel().tolist()}]}
-    return v1, v2, rest
+    json_body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                             "data": x.ravel().tolist()}]}
+    # The binary tensor extension, as tritonclient.http sends by default: a JSON header,
+    # then the raw bytes; the output asked back in binary too.
+    header = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
+    binary_body = (header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header)),
+                                          "Content-Type": "application/octet-stream"})
+    return v1, v2, json_body, binary_body
 
 
 async def _measure(port, http_port, rounds):
@@ -79,16 +88,18 @@ async def _measure(port, http_port, rounds):
         try:
             results = {}
             for name, rows, in_flight in OIP_CASES:
-                v1, v2, rest = _requests(model, rows)
+                v1, v2, json_body, (binary_body, binary_headers) = _requests(model, rows)
                 calls = {"v1 Predict": lambda v1=v1: v1_stub.Predict(v1),
                          "v2 ModelInfer": lambda v2=v2: v2_stub.ModelInfer(v2)}
                 if session is not None:
-                    async def post(rest=rest):
-                        async with session.post(f"/v2/models/{model}/infer", json=rest) as response:
+                    async def post(**body):
+                        async with session.post(f"/v2/models/{model}/infer", **body) as response:
                             response.raise_for_status()
                             await response.read()
 
-                    calls["REST infer"] = post
+                    calls["REST binary"] = lambda: post(data=binary_body, headers=binary_headers)
+                    if rows == 1:  # JSON lists of 200k numbers would measure the JSON codec
+                        calls["REST JSON"] = lambda: post(json=json_body)
                 for call in calls.values():  # warm: buffers, connections
                     await _turn(call, in_flight, 0.3)
                 turns = {protocol: [] for protocol in calls}

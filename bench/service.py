@@ -152,6 +152,12 @@ def _nnserve_ready(line):
     return event.get("port") if event.get("event") == "serving" else None
 
 
+def _nnserve_ports(line):
+    """(gRPC port, REST port) from nnserve's serving line."""
+    port = _nnserve_ready(line)
+    return (port, json.loads(line).get("http_port", 0)) if port else None
+
+
 def _servers():
     """[(name, command, readiness parser, cases)]; torch's command is None without torch."""
     python = sys.executable
@@ -422,8 +428,13 @@ def run(args):
     results = measure_servers(servers, seconds, args.rounds)
     ratios = _ratios(results, in_process)
     jobs = _on_own_nnserve("training jobs", measure_jobs, args.rounds)
-    open_inference = _on_own_nnserve(
-        "open inference", lambda port, rounds: measure_open_inference(port, 0, rounds), args.rounds)
+    name, command, _, _ = next(server for server in _servers() if server[0] == "nnserve")
+    print("open inference: starting nnserve with its REST port ...", file=sys.stderr, flush=True)
+    oip_server = ServerProcess(name, [*command, "--http-port", "-1"], _nnserve_ports)
+    try:
+        open_inference = measure_open_inference(*oip_server.port, args.rounds)
+    finally:
+        oip_server.stop()
     import grpc
 
     report = {"duration_seconds": seconds, "rounds": args.rounds, "layers": list(LAYERS),
