@@ -235,10 +235,18 @@ class Registry:
     def evict(self, model_id):
         """Drop a model another server owns now, keeping its files (cluster mode); its
         training job is cancelled as on deletion."""
+        entry = self._take_out(model_id)
+        if entry is not None:
+            logger.warning("model evicted: another server owns it now", extra={
+                "event": "model_evicted", "model_id": entry.id, "model_name": entry.name})
+
+    def _take_out(self, model_id):
+        """Remove an entry from the table, its sums, metrics and checkpoint tracking, run the
+        on_delete hooks, and return it (None if it was not there)."""
         with self._lock:
             entry = self._models.pop(model_id, None)
             if entry is None:
-                return
+                return None
             if entry.name:
                 del self._names[entry.name]
             self._parameter_bytes -= entry.parameter_bytes
@@ -247,8 +255,7 @@ class Registry:
             self._checkpoints.untrack(entry)
         for hook in self.on_delete:
             hook(entry)
-        logger.warning("model evicted: another server owns it now", extra={
-            "event": "model_evicted", "model_id": entry.id, "model_name": entry.name})
+        return entry
 
     def get(self, model):
         """Return the entry whose id or name is `model`."""
@@ -269,17 +276,8 @@ class Registry:
     def delete(self, model):
         """Remove a model; calls already running on it finish. Return its entry."""
         entry = self.get(model)
-        with self._lock:
-            if self._models.pop(entry.id, None) is None:
-                raise ModelNotFound(f"model: got {model!r}, expected the id or name of an existing model")
-            if entry.name:
-                del self._names[entry.name]
-            self._parameter_bytes -= entry.parameter_bytes
-            self._num_parameters -= entry.network.num_parameters
-            self._metrics.model_removed(entry)
-            self._checkpoints.untrack(entry)
-        for hook in self.on_delete:
-            hook(entry)
+        if self._take_out(entry.id) is None:  # deleted meanwhile
+            raise ModelNotFound(f"model: got {model!r}, expected the id or name of an existing model")
         self._checkpoints.remove(entry)
         logger.info("model deleted", extra={"event": "model_deleted", "model_id": entry.id,
                                             "model_name": entry.name})
