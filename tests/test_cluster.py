@@ -210,7 +210,8 @@ def test_an_etcd_restart_loses_and_duplicates_no_model(tmp_path):
     provably alive and refuse writes with UNAVAILABLE from when they cannot prove it; etcd
     started again on its data and port, they write again: each model has exactly one owner
     key (its owner's, whose lease etcd renewed when it came back), its step count equals its
-    acknowledged steps, and its committed checkpoint catches up with it."""
+    acknowledged steps, its committed checkpoint catches up with it, and a graceful stop
+    hands it off as cleanly as without the outage."""
     # A longer lease than the other tests': reads must outlast the moment writes stop.
     ttl = 10
     client_port, peer_port = free_port(), free_port()
@@ -218,7 +219,8 @@ def test_an_etcd_restart_loses_and_duplicates_no_model(tmp_path):
     with contextlib.ExitStack() as stack:
         etcd_run = contextlib.ExitStack()
         endpoint = etcd_run.enter_context(etcd(tmp_path, client_port, peer_port))
-        targets = [cluster_server(stack, tmp_path, endpoint, name, ttl)[1] for name in "ab"]
+        processes, targets = zip(*(cluster_server(stack, tmp_path, endpoint, name, ttl)
+                                   for name in "ab"))
         clients = [stack.enter_context(Client(target, timeout=5)) for target in targets]
         models = [model for seed, client in enumerate(clients)
                   for model in trained_models(client, 3, 2, np.random.default_rng(seed), 3 * seed)]
@@ -258,4 +260,14 @@ def test_an_etcd_restart_loses_and_duplicates_no_model(tmp_path):
                 # Either server answers for it (one owns it, the other forwards): no copy.
                 for client in clients:
                     assert client.get_model(model.id).step == acknowledged[model.id]
-            stack.close()  # the servers hand off and revoke their leases while etcd is up
+            # The checkpoints that failed during the outage were written since: a graceful
+            # stop still hands off cleanly, and B continues A's models at A's versions.
+            seen = {model.id: (model.refresh().step, model.version) for model in models
+                    if owners[f"/nnserve/models/{model.id}/owner"] == targets[0]}
+            assert seen
+            processes[0].send_signal(signal.SIGTERM)
+            assert processes[0].wait(60) == 0
+            for model_id, step_version in seen.items():
+                moved = clients[1].get_model(model_id)
+                assert (moved.step, moved.version) == step_version
+            stack.close()  # B hands off and revokes its lease while etcd is up
