@@ -14,6 +14,12 @@ def _bench_kernels(args):
     return run(args)
 
 
+def _bench_cluster(args):
+    from nnserve.bench.cluster import run
+
+    return run(args)
+
+
 def _bench_service(args):
     from nnserve.bench.service import run
 
@@ -113,6 +119,27 @@ def build_parser():
                               "figures are the medians (default 5)")
     service.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     service.set_defaults(handler=_bench_service)
+    cluster = benches.add_parser(
+        "cluster", help="cluster mode: routed (nginx) vs direct Predict and TrainStep, and the "
+                        "time to recover a killed server's models vs their number and size",
+        description="Starts etcd, two `nnserve serve --cluster-etcd` servers and nginx (from "
+                    "deploy/nginx/nnserve.conf.template) on this machine; needs the etcd and "
+                    "nginx binaries and a source checkout.")
+    cluster.add_argument("--duration", default="10s",
+                         help="measured time per proxy case, both paths together (default 10s)")
+    cluster.add_argument("--rounds", type=_positive_int, default=5,
+                         help="rounds per proxy case, the paths' order alternating; figures "
+                              "are the medians (default 5)")
+    cluster.add_argument("--models", default="1,10,30",
+                         help="comma-separated model counts of the recovery (default 1,10,30)")
+    cluster.add_argument("--recovery-layers", default="16,32,4;784,256,256,10",
+                         help="semicolon-separated layer widths of the recovery's model sizes "
+                              "(default 16,32,4;784,256,256,10)")
+    cluster.add_argument("--lease-ttl", type=int, default=3,
+                         help="the servers' --cluster-lease-ttl, included in the recovery "
+                              "times (default 3)")
+    cluster.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    cluster.set_defaults(handler=_bench_cluster)
 
     loadtest = commands.add_parser(
         "loadtest", help="load a server with a mix of train and predict calls",

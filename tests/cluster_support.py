@@ -107,10 +107,12 @@ def nginx(server_ports, directory):
 
 
 @contextlib.contextmanager
-def etcd(directory):
-    """Yield the client endpoint (http://127.0.0.1:port) of a one-member etcd in `directory`."""
+def etcd(directory, client_port=None, peer_port=None):
+    """Yield the client endpoint (http://127.0.0.1:port) of a one-member etcd in `directory`,
+    on the ports given (default: free ones); started again with the same directory and
+    ports, it is the same etcd with its data."""
     require(ETCD)
-    client_port, peer_port = free_port(), free_port()
+    client_port, peer_port = client_port or free_port(), peer_port or free_port()
     endpoint = f"http://127.0.0.1:{client_port}"
     args = [ETCD, "--name", "test", "--data-dir", str(Path(directory) / "etcd"),
             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,

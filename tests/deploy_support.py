@@ -5,6 +5,7 @@ Rendering needs the kubectl binary (its bundled kustomize); where it is absent t
 render are skipped, saying so. CI has it.
 """
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,13 +13,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-__all__ = ["DEPLOY", "K8S", "ROOT", "WORKLOAD", "container_env", "find", "kustomize", "render",
-           "server_container", "workload"]
+__all__ = ["DEPLOY", "K8S", "POD_FIELDS", "ROOT", "WORKLOAD_KINDS", "WORKLOAD_NAME",
+           "container_env", "find", "kustomize", "render", "server_container", "workload"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-WORKLOAD = ("StatefulSet", "nnserve")
+# The servers' workload: a StatefulSet of shards, or in cluster mode a Deployment.
+WORKLOAD_KINDS = ("StatefulSet", "Deployment")
+WORKLOAD_NAME = "nnserve"
+# What the downward API gives a variable in container_env: a pod IP of the documentation range.
+POD_FIELDS = {"status.podIP": "192.0.2.10"}
 
 
 def kustomize(directory):
@@ -46,7 +51,10 @@ def find(resources, kind, name=None):
 
 
 def workload(resources):
-    return find(resources, *WORKLOAD)
+    found = [r for r in resources if r["kind"] in WORKLOAD_KINDS
+             and r["metadata"]["name"] == WORKLOAD_NAME]
+    assert len(found) == 1, f"got {len(found)} workloads named {WORKLOAD_NAME}, expected 1"
+    return found[0]
 
 
 def server_container(resources):
@@ -56,13 +64,17 @@ def server_container(resources):
 
 def container_env(resources):
     """The container's environment as the kubelet builds it: envFrom ConfigMaps, then env
-    (which wins)."""
+    (which wins), pod fields from the downward API (POD_FIELDS), and $(NAME) in a value
+    replaced by an earlier variable's value."""
     container = server_container(resources)
     environ = {}
     for source in container.get("envFrom", []):
         environ.update(find(resources, "ConfigMap", source["configMapRef"]["name"])["data"])
     for variable in container.get("env", []):
-        # A valueFrom (downward API, Secret) would need resolving here before it is checked.
-        assert "value" in variable, f"got {variable}, expected a literal `value`"
-        environ[variable["name"]] = variable["value"]
+        if "valueFrom" in variable:
+            # Only pod fields: a Secret's value would need a cluster to resolve.
+            environ[variable["name"]] = POD_FIELDS[variable["valueFrom"]["fieldRef"]["fieldPath"]]
+            continue
+        environ[variable["name"]] = re.sub(r"\$\((\w+)\)", lambda m: environ.get(m[1], m[0]),
+                                           variable["value"])
     return environ

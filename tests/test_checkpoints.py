@@ -227,6 +227,32 @@ def test_a_failed_write_is_logged_and_the_model_keeps_serving(tmp_path, caplog):
     server.stop(0).wait(10)
 
 
+class _FailingOnceStore(CheckpointStore):
+    """A store whose first write fails, as on a disk that was full for a moment."""
+
+    def __init__(self, directory):
+        super().__init__(directory)
+        self.failed = False
+
+    def write(self, record):
+        if not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        return super().write(record)
+
+
+@pytest.mark.parametrize(("store_class", "clean"), [(_FailingOnceStore, True), (_FailingStore, False)])
+def test_a_failed_write_made_good_leaves_the_shutdown_clean(tmp_path, store_class, clean):
+    """A model whose failed write a later one replaced (here close()'s flush) is saved, and
+    the shutdown is clean; a model whose last write failed makes it unclean."""
+    checkpointer = Checkpointer(store_class(tmp_path))
+    entry = _entry(_network())
+    checkpointer.track(entry)
+    checkpointer.save(entry)
+    checkpointer.close()
+    assert CheckpointStore(tmp_path).last_shutdown_clean is clean
+
+
 def test_versions_steps_names_and_times_survive_a_restart(tmp_path):
     """After stop and a new server on the same directory, GetModel and GetState are identical
     (version included: SetState and train steps counted), and the next step is version + 1."""

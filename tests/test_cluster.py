@@ -3,6 +3,7 @@ serve` processes sharing one checkpoint directory, forwarding to a model's owner
 failover after kill -9 and SIGTERM."""
 
 import contextlib
+import json
 import signal
 
 import grpc
@@ -17,13 +18,13 @@ pytest.importorskip("etcd3gw")
 TTL = 3
 
 
-def cluster_server(stack, directory, endpoint, name):
-    """Start `nnserve serve` in cluster mode (lease TTL 3 s, a checkpoint after every step);
-    return (process, target)."""
+def cluster_server(stack, directory, endpoint, name, ttl=TTL):
+    """Start `nnserve serve` in cluster mode (lease TTL 3 s unless given, a checkpoint after
+    every step); return (process, target)."""
     port = free_port()
     process, _ = stack.enter_context(nnserve_process(
         directory, "--cluster-etcd", endpoint, "--cluster-advertise", f"127.0.0.1:{port}",
-        "--cluster-lease-ttl", str(TTL), "--state-dir", str(directory / "shared"),
+        "--cluster-lease-ttl", str(ttl), "--state-dir", str(directory / "shared"),
         "--checkpoint-every-steps", "1", name=name, port=port))
     return process, f"127.0.0.1:{port}"
 
@@ -40,9 +41,11 @@ def settled(call):
     return wait_for(attempt, "the cluster to answer", timeout=60, every=0.2)[0]
 
 
-def trained_models(client, count, steps, rng):
+def trained_models(client, count, steps, rng, first=0):
+    """`count` models created through `client` (every other one named net<index>, index from
+    `first`), each trained `steps` steps."""
     models = []
-    for index in range(count):
+    for index in range(first, first + count):
         model = client.create_model([3, 5, 2], ["tanh", "softmax"], "cross_entropy", seed=index,
                                     name=f"net{index}" if index % 2 else None)
         x = rng.normal(size=(8, 3)).astype(np.float32)
@@ -180,3 +183,91 @@ def test_a_paused_owner_refuses_writes_and_its_model_never_moves_backwards(tmp_p
                 expected = 5
             assert moved.refresh().step == expected
             assert settled(lambda: client_a.get_model(model.id).step) == expected
+
+
+def cluster_keys(endpoint):
+    """{key: value} of every key cluster mode keeps in etcd."""
+    from etcd3gw.client import Etcd3Client
+
+    host, port = endpoint.removeprefix("http://").split(":")
+    client = Etcd3Client(host=host, port=int(port), timeout=5)
+    return {meta["key"].decode(): value.decode()
+            for value, meta in client.get_prefix("/nnserve/")}
+
+
+def unavailable(call):
+    """Whether call() fails with UNAVAILABLE (False when it succeeds)."""
+    try:
+        call()
+    except NNServeError as error:
+        assert error.code == grpc.StatusCode.UNAVAILABLE, error
+        return True
+    return False
+
+
+def test_an_etcd_restart_loses_and_duplicates_no_model(tmp_path):
+    """With etcd stopped, the servers answer reads of their models while their leases are
+    provably alive and refuse writes with UNAVAILABLE from when they cannot prove it; etcd
+    started again on its data and port, they write again: each model has exactly one owner
+    key (its owner's, whose lease etcd renewed when it came back), its step count equals its
+    acknowledged steps, its committed checkpoint catches up with it, and a graceful stop
+    hands it off as cleanly as without the outage."""
+    # A longer lease than the other tests': reads must outlast the moment writes stop.
+    ttl = 10
+    client_port, peer_port = free_port(), free_port()
+    x, y = np.zeros((2, 3), np.float32), np.zeros(2, np.int64)
+    with contextlib.ExitStack() as stack:
+        etcd_run = contextlib.ExitStack()
+        endpoint = etcd_run.enter_context(etcd(tmp_path, client_port, peer_port))
+        processes, targets = zip(*(cluster_server(stack, tmp_path, endpoint, name, ttl)
+                                   for name in "ab"))
+        clients = [stack.enter_context(Client(target, timeout=5)) for target in targets]
+        models = [model for seed, client in enumerate(clients)
+                  for model in trained_models(client, 3, 2, np.random.default_rng(seed), 3 * seed)]
+        acknowledged = {model.id: 2 for model in models}
+        owners = {key: value for key, value in cluster_keys(endpoint).items()
+                  if key.endswith("/owner")}
+        assert len(owners) == len(models)
+        predictions = {model.id: model.predict(x) for model in models}
+
+        etcd_run.close()  # etcd stops (SIGTERM) and its port closes
+        for model in models:  # the leases are still provably alive: reads are served
+            np.testing.assert_array_equal(model.predict(x), predictions[model.id])
+
+        def refused(model):
+            """Train one step; whether it was refused (else it counts as acknowledged)."""
+            if unavailable(lambda: model.train_step(x, y)):
+                return True
+            acknowledged[model.id] += 1
+            return False
+
+        for model in models:
+            wait_for(lambda: refused(model), f"model {model.id} to refuse writes", timeout=4 * ttl,
+                     every=0.2)
+
+        with etcd(tmp_path, client_port, peer_port) as endpoint:
+            for model in models:
+                wait_for(lambda: not refused(model), f"model {model.id} to accept writes again",
+                         timeout=60, every=0.2)
+            keys = cluster_keys(endpoint)
+            assert {k: v for k, v in keys.items() if k.endswith("/owner")} == owners
+            for model in models:
+                assert model.refresh().step == acknowledged[model.id]
+                version = model.version
+                wait_for(lambda: json.loads(cluster_keys(endpoint)[
+                    f"/nnserve/models/{model.id}/checkpoint"])["file"].endswith(f".{version}.npz"),
+                    f"model {model.id}'s checkpoint of version {version}")
+                # Either server answers for it (one owns it, the other forwards): no copy.
+                for client in clients:
+                    assert client.get_model(model.id).step == acknowledged[model.id]
+            # The checkpoints that failed during the outage were written since: a graceful
+            # stop still hands off cleanly, and B continues A's models at A's versions.
+            seen = {model.id: (model.refresh().step, model.version) for model in models
+                    if owners[f"/nnserve/models/{model.id}/owner"] == targets[0]}
+            assert seen
+            processes[0].send_signal(signal.SIGTERM)
+            assert processes[0].wait(60) == 0
+            for model_id, step_version in seen.items():
+                moved = clients[1].get_model(model_id)
+                assert (moved.step, moved.version) == step_version
+            stack.close()  # B hands off and revokes its lease while etcd is up

@@ -3,9 +3,10 @@ kustomize`) and checked offline, with no cluster:
 
 - Built-in kinds are validated against the Kubernetes JSON schemas that kubernetes-validate
   ships, in strict mode (unknown fields are errors), at pinned Kubernetes versions.
-- The ServiceMonitor, a Prometheus Operator CRD absent from those schemas, is validated
-  against that CRD's own published openAPIV3Schema (tests/data/servicemonitor-crd-schema.yaml,
-  its source and release named in its header), made strict the same way.
+- Custom resources absent from those schemas (the Prometheus Operator's ServiceMonitor; the
+  cluster overlay's Gateway API Gateway and GRPCRoute and Envoy Gateway's BackendTrafficPolicy)
+  are validated against their CRDs' own published openAPIV3Schemas (tests/data/*-crd-schema.yaml,
+  each with its source and release named in its header), made strict the same way.
 - Cross-references: selectors against pod labels, ports and probes against the container,
   NNSERVE_* variables against the server's Settings, thread counts and memory against the
   limits.
@@ -16,14 +17,16 @@ Tests that render are skipped where kubectl is not installed (CI has it).
 import dataclasses
 import re
 import shutil
+import subprocess
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
-from deploy_support import (K8S, ROOT, WORKLOAD, container_env, find, kustomize, render,
+from deploy_support import (K8S, POD_FIELDS, ROOT, container_env, find, kustomize, render,
                             server_container, workload)
+from nnserve.clients.channel import ROUTING_HEADER
 from nnserve.service import settings as settings_module
 from nnserve.service.settings import Settings, env_name
 
@@ -32,8 +35,15 @@ from nnserve.service.settings import Settings, env_name
 # is the oldest release still commonly supported) and the newest whose schemas
 # kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
-VARIANTS = ("base", "overlays/example", "overlays/durable", "overlays/secure")
-SERVICE_MONITOR_SCHEMA_FILE = ROOT / "tests" / "data" / "servicemonitor-crd-schema.yaml"
+VARIANTS = ("base", "overlays/example", "overlays/durable", "overlays/secure", "overlays/cluster")
+CLUSTER = K8S / "overlays" / "cluster"
+# Custom resources by (apiVersion, kind): the file of their CRD's schema in tests/data.
+CRD_SCHEMA_FILES = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-crd-schema.yaml",
+    ("gateway.networking.k8s.io/v1", "Gateway"): "gateway-crd-schema.yaml",
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"): "grpcroute-crd-schema.yaml",
+    ("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy"): "backendtrafficpolicy-crd-schema.yaml",
+}
 
 
 # -- helpers over rendered resources ------------------------------------------------------------
@@ -46,6 +56,17 @@ def variant(request):
 
 def pod_labels(resources):
     return workload(resources)["spec"]["template"]["metadata"]["labels"]
+
+
+def is_cluster(resources):
+    """Whether these are the cluster overlay's resources (servers as a Deployment)."""
+    return workload(resources)["kind"] == "Deployment"
+
+
+def server_resources(resources, kind):
+    """The resources of `kind` that belong to the servers (not etcd's, not the router's)."""
+    return [r for r in resources if r["kind"] == kind
+            and r["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "server"]
 
 
 def matches(selector, labels):
@@ -77,11 +98,17 @@ def effective_settings(resources):
 
 def test_variant_has_every_resource(variant):
     """Each kustomization renders one of each resource the deployment consists of."""
-    _, resources = variant
+    name, resources = variant
     kinds = sorted(r["kind"] for r in resources if r["kind"] != "Namespace")
-    assert kinds == sorted(["ConfigMap", "HorizontalPodAutoscaler", "NetworkPolicy",
-                            "PodDisruptionBudget", "Service", "Service", "ServiceAccount",
-                            "ServiceMonitor", "StatefulSet"])
+    expected = ["ConfigMap", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget",
+                "Service", "Service", "ServiceAccount", "ServiceMonitor", "StatefulSet"]
+    if name == "overlays/cluster":
+        # The servers' Deployment (in place of their StatefulSet), the shared volume, etcd (a
+        # StatefulSet and two Services), the nginx router (a ConfigMap, a Deployment, a
+        # Service) and Envoy Gateway's Gateway, GRPCRoute and BackendTrafficPolicy.
+        expected += ["Deployment", "PersistentVolumeClaim", "Service", "Service", "ConfigMap",
+                     "Deployment", "Service", "Gateway", "GRPCRoute", "BackendTrafficPolicy"]
+    assert kinds == sorted(expected)
     names = [(r["kind"], r["metadata"]["name"]) for r in resources]
     assert len(names) == len(set(names)), f"duplicate resources in {names}"
 
@@ -113,8 +140,8 @@ def test_manifests_match_kubernetes_schemas(variant, version):
     _, resources = variant
     validated = 0
     for resource in resources:
-        if resource["apiVersion"].startswith("monitoring.coreos.com/"):
-            continue  # a CRD: test_servicemonitor_matches_its_crd_schema
+        if (resource["apiVersion"], resource["kind"]) in CRD_SCHEMA_FILES:
+            continue  # a custom resource: test_custom_resources_match_their_crd_schemas
         try:
             kubernetes_validate.validate(resource, version, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -122,7 +149,7 @@ def test_manifests_match_kubernetes_schemas(variant, version):
             pytest.fail(f"{resource['kind']}/{resource['metadata']['name']} at {path}: "
                         f"{error.message}")
         validated += 1
-    assert validated == len(resources) - 1
+    assert validated == len(resources) - len(custom_resources(resources))
 
 
 def strict(schema):
@@ -141,29 +168,37 @@ def strict(schema):
     return schema
 
 
-def servicemonitor_validator():
+def crd_validator(api_version, kind):
     """A validator for the CRD's published schema, made strict. CRDs carry OpenAPI v3 schemas,
     JSON Schema draft 4 with extensions: jsonschema ignores the `x-kubernetes-*` ones (CEL
     rules, list and map types), which only the API server enforces."""
-    schema = yaml.safe_load(SERVICE_MONITOR_SCHEMA_FILE.read_text())
-    return jsonschema.Draft4Validator(strict(schema))
+    path = ROOT / "tests" / "data" / CRD_SCHEMA_FILES[api_version, kind]
+    return jsonschema.Draft4Validator(strict(yaml.safe_load(path.read_text())))
 
 
-def test_servicemonitor_matches_its_crd_schema(variant):
-    """The ServiceMonitor validates against the Prometheus Operator CRD's own schema with
-    unknown fields as errors, its metadata against Kubernetes' ObjectMeta, and its scrape
-    timeout fits its interval."""
+def custom_resources(resources):
+    return [r for r in resources if (r["apiVersion"], r["kind"]) in CRD_SCHEMA_FILES]
+
+
+def test_custom_resources_match_their_crd_schemas(variant):
+    """Every custom resource validates against its CRD's own schema with unknown fields as
+    errors, and its metadata against Kubernetes' ObjectMeta."""
+    _, resources = variant
+    assert custom_resources(resources)
+    for resource in custom_resources(resources):
+        crd_validator(resource["apiVersion"], resource["kind"]).validate(resource)
+        # The CRD leaves metadata to the API server, which checks it as every object's ObjectMeta.
+        metadata = resource["metadata"]
+        assert set(metadata) <= {"name", "namespace", "labels", "annotations"}
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", metadata["name"])
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "ConfigMap",
+                                      "metadata": metadata}, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_servicemonitor_scrape_timeout_fits_its_interval(variant):
+    """Each ServiceMonitor endpoint names a port and scrapes within its interval."""
     _, resources = variant
     monitor = find(resources, "ServiceMonitor")
-    servicemonitor_validator().validate(monitor)
-    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1",
-                                                        "ServiceMonitor")
-    # The CRD leaves metadata to the API server, which checks it as every object's ObjectMeta.
-    metadata = monitor["metadata"]
-    assert set(metadata) <= {"name", "namespace", "labels", "annotations"}
-    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", metadata["name"])
-    kubernetes_validate.validate({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata},
-                                 KUBERNETES_VERSIONS[-1], strict=True)
     assert monitor["spec"]["endpoints"]
     for endpoint in monitor["spec"]["endpoints"]:
         assert "port" in endpoint, endpoint
@@ -174,10 +209,11 @@ def test_servicemonitor_matches_its_crd_schema(variant):
 def test_servicemonitor_schema_refuses_unknown_fields():
     """A misspelt ServiceMonitor field fails validation instead of passing unnoticed."""
     monitor = yaml.safe_load((K8S / "base" / "servicemonitor.yaml").read_text())
-    servicemonitor_validator().validate(monitor)
+    validator = crd_validator("monitoring.coreos.com/v1", "ServiceMonitor")
+    validator.validate(monitor)
     monitor["spec"]["endpoints"][0]["intervall"] = "15s"
     with pytest.raises(jsonschema.ValidationError, match="intervall"):
-        servicemonitor_validator().validate(monitor)
+        validator.validate(monitor)
 
 
 # -- cross-references ---------------------------------------------------------------------------
@@ -190,14 +226,15 @@ def test_selectors_match_pod_labels(variant):
     spec = workload(resources)["spec"]
     assert matches(spec["selector"], labels)
     assert spec["selector"]["matchLabels"] == labels
-    for service in (r for r in resources if r["kind"] == "Service"):
-        assert service["spec"]["selector"].items() <= labels.items(), service["metadata"]["name"]
+    for service in server_resources(resources, "Service"):
+        assert service["spec"]["selector"] == labels, service["metadata"]["name"]
     assert matches(find(resources, "PodDisruptionBudget")["spec"]["selector"], labels)
     assert matches(find(resources, "NetworkPolicy")["spec"]["podSelector"], labels)
     for constraint in spec["template"]["spec"].get("topologySpreadConstraints", []):
         assert matches(constraint["labelSelector"], labels)
     target = find(resources, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
-    assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", *WORKLOAD)
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        "apps/v1", workload(resources)["kind"], workload(resources)["metadata"]["name"])
 
 
 def test_servicemonitor_scrapes_each_pod_once(variant):
@@ -219,8 +256,8 @@ def test_servicemonitor_scrapes_each_pod_once(variant):
 def test_services_and_ports(variant):
     """The Service exposes `grpc` 50051, `http` 8000 (the Open Inference Protocol over REST)
     and `metrics` 9464 (not `health` 8081, the probes'), the headless Service (clusterIP
-    None, grpc and http) is the StatefulSet's serviceName, and every targetPort names a
-    container port."""
+    None, grpc and http) is the StatefulSet's serviceName (in cluster mode, what the router
+    lists the pods by), and every targetPort names a container port."""
     _, resources = variant
     container_ports = {p["name"]: p["containerPort"] for p in server_container(resources)["ports"]}
     assert container_ports == {"grpc": 50051, "http": 8000, "metrics": 9464, "health": 8081}
@@ -228,7 +265,8 @@ def test_services_and_ports(variant):
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
         name: port for name, port in container_ports.items() if name != "health"}
     assert service["spec"].get("clusterIP") != "None"
-    headless = find(resources, "Service", workload(resources)["spec"]["serviceName"])
+    headless = find(resources, "Service", workload(resources)["spec"].get("serviceName",
+                                                                         "nnserve-headless"))
     assert headless["spec"]["clusterIP"] == "None"
     assert not headless["spec"].get("publishNotReadyAddresses", False)
     assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc", "http"]
@@ -239,13 +277,21 @@ def test_services_and_ports(variant):
 
 def test_network_policy_ports_exist(variant):
     """The NetworkPolicy opens every container port but the probes' (traffic from the pod's
-    node is always allowed), and egress is closed."""
+    node is always allowed), and egress is closed; in cluster mode but for etcd's client
+    port, the other servers' grpc port and DNS."""
     _, resources = variant
     policy = find(resources, "NetworkPolicy")["spec"]
     names = {p["name"] for p in server_container(resources)["ports"]}
     opened = {port["port"] for rule in policy["ingress"] for port in rule["ports"]}
     assert opened == names - {"health"}
-    assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["egress"] == []
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    egress = {(port["port"], port["protocol"]) for rule in policy["egress"] for port in rule["ports"]}
+    if is_cluster(resources):
+        assert egress == {("client", "TCP"), ("grpc", "TCP"), (53, "UDP"), (53, "TCP")}
+        etcd_ports = {p["name"] for p in etcd_container(resources)["ports"]}
+        assert "client" in etcd_ports
+    else:
+        assert egress == set()
 
 
 def test_probes_use_grpc_health(variant):
@@ -354,14 +400,21 @@ def test_security_context(variant):
     assert mounts[container_env(resources)["NUMBA_CACHE_DIR"]] in empty_dirs
 
 
-def test_autoscaler_owns_replicas_and_never_scales_down(variant):
-    """The workload leaves `replicas` to the HPA, which scales up on CPU and never down
-    (a removed pod takes its models with it)."""
+def test_autoscaler_owns_replicas_and_scales_down_only_in_cluster_mode(variant):
+    """The workload leaves `replicas` to the HPA, which scales up on CPU; it scales down only
+    in cluster mode, where a removed pod hands its models off (elsewhere it would take them
+    with it), one pod at a time."""
     _, resources = variant
     assert "replicas" not in workload(resources)["spec"]
     hpa = find(resources, "HorizontalPodAutoscaler")["spec"]
     assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
-    assert hpa["behavior"]["scaleDown"]["selectPolicy"] == "Disabled"
+    assert [metric["resource"]["name"] for metric in hpa["metrics"]] == ["cpu"]
+    scale_down = hpa["behavior"]["scaleDown"]
+    if is_cluster(resources):
+        assert scale_down["selectPolicy"] != "Disabled"
+        assert scale_down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 120}]
+    else:
+        assert scale_down["selectPolicy"] == "Disabled"
     assert find(resources, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
@@ -445,3 +498,199 @@ def test_secure_overlay_mounts_tls_and_tokens_from_secrets():
     assert environ["NNSERVE_HEALTH_PORT"] == str(health_port)
 
 
+
+
+# -- the cluster overlay ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cluster():
+    return render(CLUSTER)
+
+
+def etcd_container(resources):
+    (container,) = find(resources, "StatefulSet", "etcd")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def etcd_flags(container):
+    """The etcd container's --name=value flags as a dict."""
+    return dict(flag[2:].split("=", 1) for flag in container["command"][1:])
+
+
+def service_port(resources, host, port):
+    """The (Service, port entry) that host:port names in this namespace."""
+    service = find(resources, "Service", host)
+    (entry,) = [p for p in service["spec"]["ports"] if p["port"] == port]
+    return service, entry
+
+
+def test_cluster_servers_are_a_deployment_with_the_cluster_flags(cluster):
+    """The servers are a Deployment (interchangeable pods, no per-pod volumes) started in
+    cluster mode: they advertise their pod IP (downward API) and grpc port, and the server
+    accepts the settings."""
+    deployment = workload(cluster)
+    assert deployment["kind"] == "Deployment"
+    assert not {"serviceName", "volumeClaimTemplates", "podManagementPolicy"} & set(
+        deployment["spec"])
+    (pod_ip,) = [v for v in server_container(cluster)["env"] if v["name"] == "POD_IP"]
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    settings = effective_settings(cluster)
+    assert settings.cluster_advertise == f"{POD_FIELDS['status.podIP']}:{settings.port}"
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_cluster_etcd_flag_points_at_the_etcd_service(cluster):
+    """--cluster-etcd names the etcd client Service, whose port leads to the port etcd
+    listens for clients on, on the etcd StatefulSet's pods."""
+    endpoint = effective_settings(cluster).cluster_etcd
+    found = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", endpoint)
+    assert found, f"got {endpoint}, expected http://<service>:<port>"
+    service, port = service_port(cluster, found[1], int(found[2]))
+    etcd = find(cluster, "StatefulSet", "etcd")
+    assert matches({"matchLabels": service["spec"]["selector"]},
+                   etcd["spec"]["template"]["metadata"]["labels"])
+    container_ports = {p["name"]: p["containerPort"] for p in etcd_container(cluster)["ports"]}
+    listen = etcd_flags(etcd_container(cluster))["listen-client-urls"]
+    assert listen == f"http://0.0.0.0:{container_ports[port['targetPort']]}"
+
+
+def test_cluster_etcd_members_name_each_other(cluster):
+    """The etcd StatefulSet's --initial-cluster lists exactly its replicas by their stable
+    names under its headless Service, each advertising its peer port, and its image is
+    pinned to a release."""
+    etcd = find(cluster, "StatefulSet", "etcd")
+    container = etcd_container(cluster)
+    flags = etcd_flags(container)
+    headless = find(cluster, "Service", etcd["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    peer_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "peer")
+    members = [f"etcd-{i}=http://etcd-{i}.{headless['metadata']['name']}:{peer_port}"
+               for i in range(etcd["spec"]["replicas"])]
+    assert flags["initial-cluster"].split(",") == members
+    assert etcd["spec"]["replicas"] % 2 == 1, "an even member count adds no fault tolerance"
+    assert flags["initial-advertise-peer-urls"] == (
+        f"http://$(POD_NAME).{headless['metadata']['name']}:{peer_port}")
+    assert re.fullmatch(r"quay\.io/coreos/etcd:v\d+\.\d+\.\d+", container["image"])
+    (pod_name,) = container["env"]
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    (claim,) = etcd["spec"]["volumeClaimTemplates"]
+    assert mounts[flags["data-dir"]] == claim["metadata"]["name"]
+
+
+def test_cluster_shared_volume_is_read_write_many_at_the_state_dir(cluster):
+    """--state-dir is the mount of one ReadWriteMany claim every server pod shares."""
+    state_dir = effective_settings(cluster).state_dir
+    mounts = {m["mountPath"]: m["name"] for m in server_container(cluster)["volumeMounts"]}
+    volumes = {v["name"]: v for v in workload(cluster)["spec"]["template"]["spec"]["volumes"]}
+    claim_name = volumes[mounts[state_dir]]["persistentVolumeClaim"]["claimName"]
+    claim = find(cluster, "PersistentVolumeClaim", claim_name)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_cluster_grace_period_covers_the_hand_off(cluster):
+    """A terminating pod has time to drain, finish its calls and hand its models off, which
+    takes longer than a lease TTL (so a SIGKILL never cuts a hand-off that would be cheaper
+    than the crash it becomes)."""
+    settings = effective_settings(cluster)
+    seconds = workload(cluster)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert seconds > settings.cluster_lease_ttl
+    assert seconds >= settings.drain_period + settings.grace_period + 4 * settings.cluster_lease_ttl
+    assert settings.checkpoint_every_seconds > 0, "a crash would lose every unsaved step"
+
+
+def test_envoy_gateway_hashes_the_header_the_sdk_sends(cluster):
+    """The BackendTrafficPolicy hashes the SDK's routing header (the same the servers read)
+    consistently, on the GRPCRoute that attaches to the Gateway's listener and sends every
+    call to the servers' grpc port."""
+    from nnserve.service.cluster.routing import ROUTING_HEADER as SERVER_ROUTING_HEADER
+
+    assert SERVER_ROUTING_HEADER == ROUTING_HEADER
+    policy = find(cluster, "BackendTrafficPolicy")["spec"]
+    route = find(cluster, "GRPCRoute")
+    gateway = find(cluster, "Gateway")
+    assert policy["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "GRPCRoute",
+                                     "name": route["metadata"]["name"]}]
+    balancer = policy["loadBalancer"]
+    assert balancer["type"] == "ConsistentHash"
+    assert balancer["consistentHash"] == {"type": "Headers", "headers": [{"name": ROUTING_HEADER}]}
+    (parent,) = route["spec"]["parentRefs"]
+    assert (parent["kind"], parent["name"]) == ("Gateway", gateway["metadata"]["name"])
+    (listener,) = gateway["spec"]["listeners"]
+    assert parent["sectionName"] == listener["name"] and listener["protocol"] == "HTTP"
+    assert listener["allowedRoutes"]["kinds"] == [{"group": "gateway.networking.k8s.io",
+                                                   "kind": "GRPCRoute"}]
+    (rule,) = route["spec"]["rules"]
+    (backend,) = rule["backendRefs"]
+    service, port = service_port(cluster, backend["name"], backend["port"])
+    assert service["spec"]["selector"] == pod_labels(cluster)
+    assert port["name"] == "grpc" and port["targetPort"] == "grpc"
+
+
+def test_gateway_schemas_refuse_unknown_fields(cluster):
+    """A misspelt field of the hash policy or the route fails validation."""
+    policy = find(cluster, "BackendTrafficPolicy")
+    policy["spec"]["loadBalancer"]["consistentHash"]["headers"][0]["nmae"] = ROUTING_HEADER
+    with pytest.raises(jsonschema.ValidationError, match="nmae"):
+        crd_validator(policy["apiVersion"], policy["kind"]).validate(policy)
+    route = find(cluster, "GRPCRoute")
+    route["spec"]["rules"][0]["backendRef"] = route["spec"]["rules"][0].pop("backendRefs")
+    with pytest.raises(jsonschema.ValidationError, match="backendRef"):
+        crd_validator(route["apiVersion"], route["kind"]).validate(route)
+
+
+def nginx_variable(header):
+    """nginx's variable for a request header: $http_ and the name, lower case, - as _."""
+    return "$http_" + header.lower().replace("-", "_")
+
+
+def test_nginx_router_config_is_the_template_rendered(cluster):
+    """The router's nginx.conf is deploy/nginx's template rendered with the values its header
+    names (as tests/cluster_support.py renders it for the tests that run nginx), hashing
+    the SDK's routing header and listening on the router's container port; the ConfigMap
+    carries it unchanged."""
+    from cluster_support import NGINX_TEMPLATE
+
+    values = {"NNSERVE_LISTEN": "0.0.0.0:8080", "NNSERVE_SERVERS": "include /tmp/upstreams.conf;",
+              "NNSERVE_PID": "/tmp/nginx.pid", "NNSERVE_TEMP": "/tmp"}
+    expected = NGINX_TEMPLATE.read_text()
+    for name, value in values.items():
+        expected = expected.replace("${" + name + "}", value)
+    config = (CLUSTER / "nginx.conf").read_text()
+    header = config.removesuffix(expected)
+    assert header != config, "nginx.conf is not the template rendered: render it again"
+    assert all(line.startswith("#") for line in header.splitlines())
+    assert f"hash {nginx_variable(ROUTING_HEADER)} consistent;" in config
+    router = find(cluster, "Deployment", "nnserve-router")
+    pod = router["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert [p["containerPort"] for p in container["ports"]] == [8080]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    configmap = find(cluster, "ConfigMap", volumes[mounts["/etc/nnserve-router"]]["configMap"]["name"])
+    assert configmap["data"]["nginx.conf"] == config
+    assert configmap["data"]["router.sh"] == (CLUSTER / "router.sh").read_text()
+    assert container["command"] == ["/bin/sh", "/etc/nnserve-router/router.sh"]
+    assert "emptyDir" in volumes[mounts["/tmp"]]  # the pid file, the list, the buffers
+
+
+def test_nginx_router_lists_the_server_pods(cluster):
+    """router.sh resolves a headless Service of the server pods and writes their grpc port;
+    it is valid sh; the router's Service leads to its pods' port."""
+    router = find(cluster, "Deployment", "nnserve-router")
+    (container,) = router["spec"]["template"]["spec"]["containers"]
+    environ = {v["name"]: v["value"] for v in container["env"]}
+    headless = find(cluster, "Service", environ["NNSERVE_HEADLESS_SERVICE"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == pod_labels(cluster)
+    grpc_port = effective_settings(cluster).port
+    script = (CLUSTER / "router.sh").read_text()
+    assert f'print "server " $1 ":{grpc_port};"' in script
+    assert subprocess.run(["sh", "-n", str(CLUSTER / "router.sh")]).returncode == 0
+    service = find(cluster, "Service", "nnserve-router")
+    assert service["spec"]["selector"] == router["spec"]["template"]["metadata"]["labels"]
+    assert not matches(router["spec"]["selector"], pod_labels(cluster))
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] == container["ports"][0]["name"]

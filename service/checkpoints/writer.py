@@ -3,8 +3,10 @@
 One background thread does the file work; the only cost to a model's own calls is
 `Network.get_state()`'s copy under the model's read lock. Requests for one model coalesce
 (a model queued to be saved is saved once, from its state at that moment), and a deletion
-is final: once a model is untracked nothing writes its file again. A close() after which
-every write succeeded marks the shutdown clean.
+is final: once a model is untracked nothing writes its file again. A close() marks the
+shutdown clean when every model's last write succeeded (a failed write that a later one of
+the same model made good, as after a full disk was freed or etcd came back, leaves nothing
+unsaved).
 """
 
 import collections
@@ -66,7 +68,7 @@ class Checkpointer:
         self._queue = collections.OrderedDict()  # model id -> _Job, oldest first
         self._closing = False
         self._closed = False
-        self._failures = 0  # failed writes: the shutdown is then not clean
+        self._failed = set()  # ids whose last write failed: the shutdown is then not clean
         self._thread = threading.Thread(target=self._run, name="nnserve-checkpoints", daemon=True)
         self._thread.start()
 
@@ -81,6 +83,8 @@ class Checkpointer:
         """Stop writing `entry`'s file for good (its removal is remove()'s)."""
         with self._condition:
             self._tracked.pop(entry.id, None)
+            # Nothing of it is left to save (a removal that follows counts on its own).
+            self._failed.discard(entry.id)
 
     def save(self, entry, wait=True):
         """Write a tracked model's file now; with wait, return once it is durable."""
@@ -125,7 +129,7 @@ class Checkpointer:
             self._closing = True
             self._condition.notify_all()
         self._thread.join()
-        if not self._failures:
+        if not self._failed:
             self.store.mark_clean_shutdown()
         self.store.close()
         self._closed = True
@@ -195,12 +199,15 @@ class Checkpointer:
                         "seconds": round(time.perf_counter() - started, 4)})
                 elif job.kind == "remove":
                     self.store.remove(job.entry.id)
+                if job.kind != "skip":
+                    with self._condition:
+                        self._failed.discard(job.entry.id)
             except Exception as error:  # a full disk must not stop the other models' writes
-                self._failures += 1
                 job.error = f"{type(error).__name__}: {error}"
                 logger.error("checkpoint %s of model %s failed: %s", job.kind, job.entry.id, job.error,
                              extra={"event": "checkpoint_failed", "model_id": job.entry.id})
                 with self._condition:
+                    self._failed.add(job.entry.id)
                     tracked = self._tracked.get(job.entry.id)
                     if job.kind == "save" and tracked is not None and tracked.dirty_since is None:
                         tracked.dirty_since = time.monotonic()  # try again at the next interval
