@@ -307,6 +307,20 @@ def predict(params, layer_sizes, activations, x):
 
 
 @kernel()
+def layer_activations(params, layer_sizes, activations, x):
+    """Return (every layer's activations, layer after layer as `forward` lays them out in
+    one flat buffer, valid); allocates its own buffers (reentrant)."""
+    n_samples = x.shape[0]
+    outputs = np.empty(n_samples * _total_width(layer_sizes), dtype=params.dtype)
+    logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
+    if not _all_finite(x):
+        return outputs, False
+    forward(params, layer_sizes, activations, x, outputs, logits,
+            np.zeros(_norm_offset(layer_sizes, layer_sizes.shape[0]), dtype=params.dtype))
+    return outputs, True
+
+
+@kernel()
 def evaluate(params, layer_sizes, activations, loss, x, targets, class_ids, row_sum_tolerance):
     """Return (batch loss, output activations, valid) without touching `params`."""
     n_samples = x.shape[0]

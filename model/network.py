@@ -152,6 +152,22 @@ class Network:
             self._batches.refuse(x)
         return Outputs.of(outputs, version)
 
+    def layer_activations(self, x):
+        """Return (activations, version): every layer's activations for x (n_samples, n_in),
+        a list of (n_samples, n_units) arrays from the first hidden layer to the output, all
+        from one forward pass over the weights of `version` (the playground's heat maps)."""
+        inputs = self._batches.inputs(x)
+        with self._lock.read:
+            flat, valid = nk.layer_activations(self._params, self._layer_sizes,
+                                               self._activation_codes, inputs)
+            version = self._version
+        if not valid:
+            self._batches.refuse(x)
+        n_samples = inputs.shape[0]
+        bounds = np.cumsum([0] + [n_samples * n for n in self._spec["layers"][1:]])
+        return ([flat[start:end].reshape(n_samples, -1) for start, end in zip(bounds[:-1], bounds[1:])],
+                version)
+
     def checked_inputs(self, x):
         """x as predict takes it, every value checked now (predict leaves the finiteness
         check to the kernel): for rows that will be computed together with other callers',
