@@ -39,15 +39,17 @@ class Network:
 
     layers: [n_in, h1, ..., n_out]; activations: one name per layer after the input;
     loss: "mse", "binary_cross_entropy" (sigmoid output) or "cross_entropy" (softmax
-    output). The optimizer keywords follow torch.optim.SGD and torch.optim.Adam.
+    output). The optimizer keywords follow torch.optim.SGD and torch.optim.Adam; `l1` adds
+    l1 * sign(W) to the weights' gradient (not the biases'; 0 at W = 0), as TensorFlow
+    Playground's L1 regularization does, before either optimizer's update.
     """
 
     def __init__(self, layers, activations, loss, *, optimizer="sgd", learning_rate=0.01,
-                 momentum=0.0, nesterov=False, weight_decay=0.0, betas=(0.9, 0.999),
+                 momentum=0.0, nesterov=False, weight_decay=0.0, l1=0.0, betas=(0.9, 0.999),
                  eps=1e-8, init="he", seed=0, dtype="float32"):
         spec = check_spec(layers, activations, loss, optimizer=optimizer,
                           learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
-                          weight_decay=weight_decay, betas=betas, eps=eps, init=init,
+                          weight_decay=weight_decay, l1=l1, betas=betas, eps=eps, init=init,
                           seed=seed, dtype=dtype)
         self._spec = spec
         self._dtype = np.dtype(spec["dtype"])
@@ -63,6 +65,7 @@ class Network:
         hyper[optimizers.MOMENTUM] = spec["momentum"]
         hyper[optimizers.NESTEROV] = float(spec["nesterov"])
         hyper[optimizers.WEIGHT_DECAY] = spec["weight_decay"]
+        hyper[optimizers.L1] = spec["l1"]
         hyper[optimizers.BETA1], hyper[optimizers.BETA2] = spec["betas"]
         hyper[optimizers.EPS] = spec["eps"]
         self._hyper = hyper

@@ -17,7 +17,7 @@ __all__ = ["layers_from_proto", "layers_to_proto", "spec_from_proto", "spec_to_p
            "state_from_proto", "state_to_proto"]
 
 # Optional scalar fields: unset in the message means Network's default.
-_OPTIONAL = ("learning_rate", "momentum", "nesterov", "weight_decay", "eps", "seed")
+_OPTIONAL = ("learning_rate", "momentum", "nesterov", "weight_decay", "l1", "eps", "seed")
 
 
 class _EnumCodec:
