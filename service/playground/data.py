@@ -21,9 +21,9 @@ SAMPLES = {"classification": 500, "regression": 1200}  # TF Playground's NUM_SAM
 FEATURES = {
     "x1": lambda x1, x2: x1,
     "x2": lambda x1, x2: x2,
-    "x1^2": lambda x1, x2: x1 * x1,
-    "x2^2": lambda x1, x2: x2 * x2,
-    "x1x2": lambda x1, x2: x1 * x2,
+    "x1_sq": lambda x1, x2: x1 * x1,
+    "x2_sq": lambda x1, x2: x2 * x2,
+    "x1_x2": lambda x1, x2: x1 * x2,
     "sin_x1": lambda x1, x2: np.sin(x1),
     "sin_x2": lambda x1, x2: np.sin(x2),
 }

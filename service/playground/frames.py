@@ -13,7 +13,14 @@ import threading
 
 import numpy as np
 
+from .data import CLASSIFICATION, REGRESSION
+from .settings import LEARNING_RATES, MAX_LAYERS, REGULARIZATION_RATES
+
 __all__ = ["FrameCache", "history_since", "state"]
+
+# What the page's controls offer.
+CHOICES = {"datasets": CLASSIFICATION + REGRESSION, "learning_rates": LEARNING_RATES,
+           "regularization_rates": REGULARIZATION_RATES, "max_layers": MAX_LAYERS}
 
 
 def state(session):
@@ -24,7 +31,7 @@ def state(session):
                 "key": session.key, "revision": session.revision, "settings": session.settings,
                 "owned": session.owned, "trainable": session.trainable,
                 "points": session.points, "epoch": session.epoch, "playing": session.playing,
-                "history": session.current_history()}
+                "history": session.current_history(), "choices": CHOICES}
 
 
 def _quantized(values):
@@ -34,7 +41,8 @@ def _quantized(values):
 class FrameCache:
     """The latest frame of each session, computed once per weights version."""
 
-    def __init__(self):
+    def __init__(self, grid):
+        self._grid = grid  # points per side of the heat maps
         self._lock = threading.Lock()  # one computation at a time per server is plenty
         self._frames = {}  # session key -> ((revision, version), frame)
 
@@ -56,7 +64,7 @@ class FrameCache:
         return {"revision": revision, "epoch": epoch, "playing": playing,
                 "train_loss": history["loss"][-1] if history["loss"] else None,
                 "test_loss": history["val_loss"][-1] if history["val_loss"] else None,
-                "epochs_recorded": len(history["loss"]), **pictures}
+                "grid": self._grid, **pictures}
 
     @staticmethod
     def _pictures(network, grid, classification):
@@ -72,10 +80,6 @@ class FrameCache:
             pictures["heatmaps"] = [_quantized(layer.T) for layer in layers]  # neuron by neuron
             pictures["version"] = version
         return pictures
-
-    def forget(self, key):
-        with self._lock:
-            self._frames.pop(key, None)
 
 
 def history_since(session, start):

@@ -53,7 +53,7 @@ class _Playground:
     def __init__(self, binding, playground):
         self._binding = binding
         self._playground = playground
-        self._frames = FrameCache()
+        self._frames = FrameCache(playground.GRID)
 
     async def _session(self, request, scope, operation):
         self._binding.authorize(request, f"{request.method} {request.path}", operation, scope)

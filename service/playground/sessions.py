@@ -76,8 +76,9 @@ class Playground:
         self._lock = threading.Lock()
         self._sessions = {}
         registry.on_delete.append(self._model_deleted)
-        lattice = np.linspace(-DOMAIN, DOMAIN, self.GRID, dtype=np.float32)
-        x1, x2 = np.meshgrid(lattice, lattice[::-1])  # row 0 at the top: x2 = +DOMAIN
+        # The centres of GRID x GRID cells over the input square, row 0 at the top (x2 > 0).
+        lattice = ((np.arange(self.GRID) + 0.5) / self.GRID * 2 * DOMAIN - DOMAIN).astype(np.float32)
+        x1, x2 = np.meshgrid(lattice, lattice[::-1])
         self._lattice = np.stack([x1.ravel(), x2.ravel()], axis=1)
 
     # -- sessions ----------------------------------------------------------------------
