@@ -16,7 +16,7 @@ import numpy as np
 from .data import CLASSIFICATION, REGRESSION
 from .settings import LEARNING_RATES, MAX_LAYERS, REGULARIZATION_RATES
 
-__all__ = ["FrameCache", "history_since", "state"]
+__all__ = ["FrameCache", "state"]
 
 # What the page's controls offer.
 CHOICES = {"datasets": CLASSIFICATION + REGRESSION, "learning_rates": LEARNING_RATES,
@@ -27,11 +27,12 @@ def state(session):
     """The session's settings, data points and model, for a page that (re)draws them all."""
     with session.lock:
         entry = session.entry
+        epoch, history = session.progress()
         return {"model": {"id": entry.id, "name": entry.name, "spec": entry.network.spec},
                 "key": session.key, "revision": session.revision, "settings": session.settings,
                 "owned": session.owned, "trainable": session.trainable,
-                "points": session.points, "epoch": session.epoch, "playing": session.playing,
-                "history": session.current_history(), "choices": CHOICES}
+                "points": session.points, "epoch": epoch, "playing": session.playing,
+                "history": history, "choices": CHOICES}
 
 
 def _quantized(values):
@@ -46,12 +47,13 @@ class FrameCache:
         self._lock = threading.Lock()  # one computation at a time per server is plenty
         self._frames = {}  # session key -> ((revision, version), frame)
 
-    def frame(self, session):
-        """The frame of the session now (without history: see `history_since`)."""
+    def frame(self, session, history_from=0):
+        """The frame of the session now, with the per-epoch losses from epoch index
+        `history_from` on."""
         with session.lock:
             entry, grid, revision = session.entry, session.grid, session.revision
-            epoch, playing = session.epoch, session.playing
-            history = session.current_history()
+            playing = session.playing
+            epoch, history = session.progress()
             classification = session.settings["problem"] == "classification"
         network = entry.network
         key = (revision, network.version)
@@ -64,7 +66,8 @@ class FrameCache:
         return {"revision": revision, "epoch": epoch, "playing": playing,
                 "train_loss": history["loss"][-1] if history["loss"] else None,
                 "test_loss": history["val_loss"][-1] if history["val_loss"] else None,
-                "grid": self._grid, **pictures}
+                "grid": self._grid, "history": {name: values[history_from:] for name, values in history.items()},
+                **pictures}
 
     @staticmethod
     def _pictures(network, grid, classification):
@@ -80,11 +83,4 @@ class FrameCache:
             pictures["heatmaps"] = [_quantized(layer.T) for layer in layers]  # neuron by neuron
             pictures["version"] = version
         return pictures
-
-
-def history_since(session, start):
-    """The per-epoch losses from epoch index `start` on."""
-    with session.lock:
-        history = session.current_history()
-    return {name: values[start:] for name, values in history.items()}
 

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ..auth import READ, WRITE
 from ..errors import InvalidArgument
-from .frames import FrameCache, history_since, state
+from .frames import FrameCache, state
 
 __all__ = ["add_playground_routes"]
 
@@ -106,9 +106,7 @@ class _Playground:
 
     async def frame(self, request):
         session = await self._session(request, READ, "watching a playground model")
-        frame = await self._binding.call(self._frames.frame, session)
-        frame["history"] = await self._binding.call(history_since, session, 0)
-        return _json(frame)
+        return _json(await self._binding.call(self._frames.frame, session))
 
     async def events(self, request):
         session = await self._session(request, READ, "watching a playground model")
@@ -127,10 +125,9 @@ class _Playground:
                     current = await binding.call(state, session)
                     revision, epochs_sent = current["revision"], len(current["history"]["loss"])
                     await response.write(_event("state", current))
-                frame = await binding.call(self._frames.frame, session)
+                frame = await binding.call(self._frames.frame, session, epochs_sent)
                 if (frame["version"], frame["epoch"]) != (version, epoch):
                     version, epoch = frame["version"], frame["epoch"]
-                    frame["history"] = await binding.call(history_since, session, epochs_sent)
                     epochs_sent += len(frame["history"]["loss"])
                     await response.write(_event("frame", frame))
                 await asyncio.sleep(1 / MAX_FRAMES_PER_SECOND)

@@ -4,9 +4,9 @@ training jobs that play and step it; shared by every page watching that model.
 A session made by the playground owns a registry model named `playground-<hex>` (the name
 stays when a settings change makes a new model; the id changes), its train and test data
 sets in the DatasetStore, and at most one training job: play runs PLAY_EPOCHS epochs until
-paused (cancelled), step runs one. A follower thread per job moves the job's epoch and
-history into the session as its events come (at most 20 a second, JobTable.watch), and
-wakes the pages' streams. Any registry model can be opened by id or name: a session is
+paused (cancelled), step runs one. The session reads the running job's epoch and history
+(Session.progress); a follower thread per job wakes the pages' streams at its events (at
+most 20 a second, JobTable.watch) and folds the job into the session when it ends. Any registry model can be opened by id or name: a session is
 made for it from its spec (trainable on playground data when it has 2 inputs and 1 output).
 """
 
@@ -54,14 +54,15 @@ class Session:
     def playing(self):
         return self.job is not None and self.job.epochs == PLAY_EPOCHS
 
-    def current_history(self):
-        """Per-epoch train and test loss since the last reset (called under the lock)."""
+    def progress(self):
+        """(epoch, per-epoch train and test loss) since the last reset, read together (called
+        under the lock): a running job's epoch and history change together."""
         if self.job is None:
-            return self.history
+            return self.epoch, self.history
         with self.job.changed:
-            running = self.job.history
-        return {name: self.history[name] + list(running.get(name, ()))
-                for name in ("loss", "val_loss")}
+            epoch, running = self.job.epoch, self.job.history
+        return self.job_start_epoch + epoch, {name: self.history[name] + list(running.get(name, ()))
+                                              for name in ("loss", "val_loss")}
 
 
 class Playground:
@@ -274,12 +275,9 @@ class Playground:
             self._finish(session, job)
 
     def _follow(self, session, job):
-        """Move the job's epoch into the session at each of its events; finish it at the end."""
+        """Wake the session's streams at each of the job's events; finish it at the end."""
         for _ in self._jobs.watch(job.id, lambda: session.job is job):
             with session.lock:
-                if session.job is not job:
-                    return
-                session.epoch = session.job_start_epoch + job.epoch
                 session.changed.notify_all()
         self._finish(session, job)
 

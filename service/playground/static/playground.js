@@ -165,7 +165,7 @@ function wireControls() {
   $("remove-layer").onclick = () => change({hidden: state.settings.hidden.slice(0, -1)});
   $("show-test").onchange = renderPoints;
   $("token").value = api.token;
-  $("token").onchange = (event) => { api.setToken(event.target.value.trim()); connect(); };
+  $("token").onchange = (event) => { api.setToken(event.target.value.trim()); load(); };
   $("open-model").onkeydown = (event) => {
     if (event.key === "Enter" && event.target.value.trim()) location.search = `?model=${encodeURIComponent(event.target.value.trim())}`;
   };
@@ -197,8 +197,8 @@ async function connect() {
   }
 }
 
-async function start() {
-  wireControls();
+// The URL's model, or a new one; again whenever the token changes.
+async function load() {
   const model = new URL(location.href).searchParams.get("model");
   const received = await attempt(() => (model ? api.state(model) : api.create({})));
   if (received) {
@@ -208,4 +208,5 @@ async function start() {
   document.body.dataset.ready = "true";
 }
 
-start();
+wireControls();
+load();
