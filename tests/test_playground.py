@@ -321,16 +321,23 @@ def browser():
         chromium.close()
 
 
-def open_page(browser, port, model=None, token=None):
-    page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
-    query = f"?model={model}" if model else ""
-    page.goto(f"http://127.0.0.1:{port}/playground{query}")
-    page.wait_for_selector("body[data-ready=true]", state="attached")
-    if token:
-        page.get_by_test_id("token").fill(token)
-        page.get_by_test_id("token").press("Enter")
-        page.get_by_test_id("token").blur()
-    return page
+@pytest.fixture
+def open_page(browser):
+    """open_page(port, model=None): a page in a browser context of its own, loaded; every
+    context is closed after the test (so no stream outlives it)."""
+    contexts = []
+
+    def open_(port, model=None):
+        context = browser.new_context(viewport={"width": 1300, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/playground" + (f"?model={model}" if model else ""))
+        page.wait_for_selector("body[data-ready=true]", state="attached")
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
 
 
 def shown_epoch(page):
@@ -360,11 +367,11 @@ def set_up_spiral(page):
 
 
 @browser_test
-def test_the_page_trains_the_spiral_and_draws_its_boundary(server, browser, rest, tmp_path):
+def test_the_page_trains_the_spiral_and_draws_its_boundary(server, open_page, rest, tmp_path):
     """Spiral with 2x8 tanh: play until the shown test loss < SPIRAL_TEST_LOSS, pause; the output heat map's colour agrees with most training points' labels."""
     from PIL import Image
 
-    page = open_page(browser, server.server.http_port)
+    page = open_page(server.server.http_port)
     assert "model=playground-" in page.url
     set_up_spiral(page)
     key = model_key(page)
@@ -395,9 +402,9 @@ def test_the_page_trains_the_spiral_and_draws_its_boundary(server, browser, rest
 
 
 @browser_test
-def test_step_reset_and_layers_in_the_page(server, browser, rest):
+def test_step_reset_and_layers_in_the_page(server, open_page, rest):
     """Step shows one more epoch; reset shows epoch 0 and new weights; +/- layer redraws the network and changes the spec over gRPC."""
-    page = open_page(browser, server.server.http_port)
+    page = open_page(server.server.http_port)
     key = model_key(page)
     page.get_by_test_id("step").click()
     page.wait_for_function("document.querySelector('[data-testid=epoch]').textContent === '1'")
@@ -423,11 +430,11 @@ def test_step_reset_and_layers_in_the_page(server, browser, rest):
 
 
 @browser_test
-def test_a_second_viewer_sees_the_training_live(server, browser, rest):
+def test_a_second_viewer_sees_the_training_live(server, open_page, rest):
     """A second browser context on the same model sees its epoch advance without pressing anything, and a settings change by the first."""
-    first = open_page(browser, server.server.http_port)
+    first = open_page(server.server.http_port)
     key = model_key(first)
-    second = open_page(browser, server.server.http_port, model=key)
+    second = open_page(server.server.http_port, model=key)
     assert model_key(second) == key
     first.get_by_test_id("play").click()
     poll(lambda: shown_epoch(second) >= 5, "the second page's epoch advancing")
@@ -438,9 +445,9 @@ def test_a_second_viewer_sees_the_training_live(server, browser, rest):
 
 
 @browser_test
-def test_an_invalid_learning_rate_is_refused_in_the_page(server, browser, rest):
+def test_an_invalid_learning_rate_is_refused_in_the_page(server, open_page, rest):
     """A typed learning rate outside TF Playground's list shows the server's message; the setting and model stay."""
-    page = open_page(browser, server.server.http_port)
+    page = open_page(server.server.http_port)
     key = model_key(page)
     before = rest.ok("GET", f"/playground/api/models/{key}")
     field = page.get_by_test_id("learning-rate")
@@ -456,20 +463,20 @@ def test_an_invalid_learning_rate_is_refused_in_the_page(server, browser, rest):
 
 
 @browser_test
-def test_with_tokens_a_read_token_watches_but_cannot_train(tmp_path, browser):
+def test_with_tokens_a_read_token_watches_but_cannot_train(tmp_path, open_page):
     """With tokens on, a page given a read token shows the model training (by another) but its play is refused visibly."""
     with token_server(tmp_path) as running:
         port = running.server.http_port
         writer = Rest(port, "writer-token-0123456789")
         key = writer.create()["key"]
-        page = open_page(browser, port, model=key)
+        page = open_page(port, model=key)
         assert "authorization" in page.get_by_test_id("message").text_content()
         page.get_by_test_id("token").fill("reader-token-0123456789")
         page.get_by_test_id("token").dispatch_event("change")
         page.wait_for_function(f"document.querySelector('[data-testid=model-name]').textContent === '{key}'")
         page.get_by_test_id("play").click()
         message = page.get_by_test_id("message")
-        poll(lambda: "write scope" in (message.text_content() or ""), "the refusal shown")
+        poll(lambda: "write scope" in (message.text_content() or ""), "the refusal shown", seconds=15)
         assert writer.ok("GET", f"/playground/api/models/{key}")["epoch"] == 0
         writer.act(key, "play")
         poll(lambda: shown_epoch(page) >= 3, "the read-token page watching the epoch advance")

@@ -228,11 +228,6 @@ class _Binding:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, _run, workers, function, *args)
 
-    async def run_unadmitted(self, function, *args):
-        """function(*args) on the pool without an admission slot: for the waits of a
-        long-lived stream, which must not hold a slot between its messages."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
-
     def _admission(self):
         return self._limit.admission() if self._limit is not None else contextlib.nullcontext()
 

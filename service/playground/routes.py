@@ -28,8 +28,9 @@ from .frames import FrameCache, state
 
 __all__ = ["add_playground_routes"]
 
+# A stream looks at its session this often, on the event loop (two integers: no pool
+# thread waits), and builds a message on the pool only when something changed.
 MAX_FRAMES_PER_SECOND = 20
-WAIT_SECONDS = 0.5  # a stream looks for a closed connection at least this often
 STATIC = resources.files(__package__) / "static"
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
                 ".png": "image/png"}
@@ -40,13 +41,6 @@ ACTIONS = ("play", "pause", "step", "reset")
 def _json(payload, status=200):
     return web.Response(status=status, text=json.dumps(payload, separators=(",", ":")),
                         content_type="application/json")
-
-
-def _changed_since(session, revision, version, timeout):
-    """Wait until the session's revision or weights version differs (or `timeout`)."""
-    with session.changed:
-        session.changed.wait_for(lambda: session.revision != revision
-                                 or session.entry.network.version != version, timeout)
 
 
 class _Playground:
@@ -114,22 +108,20 @@ class _Playground:
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
         binding = self._binding
-        revision = version = epoch = None
+        revision = version = epoch = playing = None
         epochs_sent = 0
         try:
-            while True:
-                await binding.run_unadmitted(_changed_since, session, revision, version, WAIT_SECONDS)
-                if request.transport is None or request.transport.is_closing():
-                    break
+            while request.transport is not None and not request.transport.is_closing():
                 if session.revision != revision:
                     current = await binding.call(state, session)
                     revision, epochs_sent = current["revision"], len(current["history"]["loss"])
                     await response.write(_event("state", current))
-                frame = await binding.call(self._frames.frame, session, epochs_sent)
-                if (frame["version"], frame["epoch"]) != (version, epoch):
-                    version, epoch = frame["version"], frame["epoch"]
-                    epochs_sent += len(frame["history"]["loss"])
-                    await response.write(_event("frame", frame))
+                if (session.entry.network.version, session.playing) != (version, playing):
+                    frame = await binding.call(self._frames.frame, session, epochs_sent)
+                    if (frame["version"], frame["epoch"], frame["playing"]) != (version, epoch, playing):
+                        version, epoch, playing = frame["version"], frame["epoch"], frame["playing"]
+                        epochs_sent += len(frame["history"]["loss"])
+                        await response.write(_event("frame", frame))
                 await asyncio.sleep(1 / MAX_FRAMES_PER_SECOND)
         except (ConnectionResetError, asyncio.CancelledError):
             pass

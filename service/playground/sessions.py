@@ -5,9 +5,9 @@ A session made by the playground owns a registry model named `playground-<hex>` 
 stays when a settings change makes a new model; the id changes), its train and test data
 sets in the DatasetStore, and at most one training job: play runs PLAY_EPOCHS epochs until
 paused (cancelled), step runs one. The session reads the running job's epoch and history
-(Session.progress); a follower thread per job wakes the pages' streams at its events (at
-most 20 a second, JobTable.watch) and folds the job into the session when it ends. Any registry model can be opened by id or name: a session is
-made for it from its spec (trainable on playground data when it has 2 inputs and 1 output).
+(Session.progress); a follower thread per job folds the job into the session when it ends.
+Any registry model can be opened by id or name: a session is made for it from its spec
+(trainable on playground data when it has 2 inputs and 1 output).
 """
 
 import threading
@@ -30,7 +30,7 @@ NAME_PREFIX = "playground-"
 
 
 class Session:
-    """The shared state of one model's playground; `changed` is notified on every change."""
+    """The shared state of one model's playground."""
 
     def __init__(self, key, settings, owned):
         self.key = key  # the model's name (its id if unnamed): stable across new models
@@ -48,7 +48,6 @@ class Session:
         self.weight_seed = 0
         self.revision = 0  # counts changes of settings, data and model
         self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
 
     @property
     def playing(self):
@@ -167,7 +166,6 @@ class Playground:
             session.revision += 1
             if was_playing:
                 self._start(session, PLAY_EPOCHS)
-            session.changed.notify_all()
 
     def play(self, session):
         with session.lock:
@@ -204,7 +202,6 @@ class Playground:
         session.epoch = 0
         session.history = {"loss": [], "val_loss": []}
         session.revision += 1
-        session.changed.notify_all()
 
     def _new_data(self, session):
         settings = session.settings
@@ -265,7 +262,6 @@ class Playground:
         session.job, session.job_start_epoch = job, session.epoch
         threading.Thread(target=self._follow, args=(session, job), name="nnserve-playground",
                          daemon=True).start()
-        session.changed.notify_all()
         return job
 
     def _pause(self, session):
@@ -275,10 +271,9 @@ class Playground:
             self._finish(session, job)
 
     def _follow(self, session, job):
-        """Wake the session's streams at each of the job's events; finish it at the end."""
-        for _ in self._jobs.watch(job.id, lambda: session.job is job):
-            with session.lock:
-                session.changed.notify_all()
+        """Finish the job in the session when it ends (a step's end, or a failure)."""
+        with job.changed:
+            job.changed.wait_for(lambda: job.ended)
         self._finish(session, job)
 
     def _finish(self, session, job):
@@ -292,4 +287,3 @@ class Playground:
                 session.history[name] = session.history[name] + list(history.get(name, ()))
             session.epoch = session.job_start_epoch + epoch
             session.job = None
-            session.changed.notify_all()

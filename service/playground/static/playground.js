@@ -10,7 +10,7 @@ import {NetworkDrawing} from "./network.js";
 
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 const api = new Api();
-const state = {key: null, settings: null, model: null, points: null, trainable: true,
+const state = {key: null, revision: -1, settings: null, model: null, points: null, trainable: true,
                history: {loss: [], val_loss: []}, frame: null, choices: null};
 let drawing, pendingFrame = null;
 
@@ -115,7 +115,10 @@ function renderFrame() {
 }
 
 function applyState(received) {
+  // A stream's state may arrive after a newer one a POST answered with: keep the newer.
+  if (received.key === state.key && received.revision < state.revision) return;
   state.key = received.key;
+  state.revision = received.revision;
   state.settings = received.settings;
   state.model = received.model;
   state.points = received.points;
@@ -139,6 +142,7 @@ function applyState(received) {
 }
 
 function applyFrame(frame) {
+  if (frame.revision < state.revision) return;
   state.history.loss.push(...frame.history.loss);
   state.history.val_loss.push(...frame.history.val_loss);
   state.frame = frame;
@@ -165,7 +169,12 @@ function wireControls() {
   $("remove-layer").onclick = () => change({hidden: state.settings.hidden.slice(0, -1)});
   $("show-test").onchange = renderPoints;
   $("token").value = api.token;
-  $("token").onchange = (event) => { api.setToken(event.target.value.trim()); load(); };
+  $("token").onchange = (event) => {  // also fired by a blur after a synthetic change
+    const token = event.target.value.trim();
+    if (token === api.token) return;
+    api.setToken(token);
+    load();
+  };
   $("open-model").onkeydown = (event) => {
     if (event.key === "Enter" && event.target.value.trim()) location.search = `?model=${encodeURIComponent(event.target.value.trim())}`;
   };
