@@ -481,3 +481,18 @@ def test_with_tokens_a_read_token_watches_but_cannot_train(tmp_path, open_page):
         writer.act(key, "play")
         poll(lambda: shown_epoch(page) >= 3, "the read-token page watching the epoch advance")
         writer.act(key, "pause")
+
+
+def test_the_page_is_package_data():
+    """Every file of the page matches pyproject's package-data for nnserve.service.playground, so an install serves it."""
+    import fnmatch
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "nnserve.service.playground" in setuptools["packages"]
+    patterns = setuptools["package-data"]["nnserve.service.playground"]
+    static = root / "service" / "playground" / "static"
+    files = [path.relative_to(static.parent).as_posix() for path in static.iterdir()]
+    assert files and all(any(fnmatch.fnmatch(name, pattern) for pattern in patterns) for name in files)
