@@ -260,6 +260,15 @@ def test_an_existing_model_opens_by_name(server, rest):
     assert status == 404 and "no-such-model" in payload["error"]
 
 
+def test_deleting_a_playground_model_over_grpc_drops_its_session_and_data(server, rest):
+    """DeleteModel on a playground model removes its two data sets; the playground then answers 404 for it."""
+    key = rest.create()["key"]
+    datasets = len(server.stub.ListDatasets(pb.ListDatasetsRequest(page_size=1000)).datasets)
+    server.stub.DeleteModel(pb.DeleteModelRequest(model=key))
+    assert len(server.stub.ListDatasets(pb.ListDatasetsRequest(page_size=1000)).datasets) == datasets - 2
+    assert rest.call("GET", f"/playground/api/models/{key}")[0] == 404
+
+
 @contextlib.contextmanager
 def token_server(tmp_path):
     read, write = tmp_path / "read", tmp_path / "write"

@@ -50,7 +50,8 @@ class _Playground:
         self._frames = FrameCache(playground.GRID)
 
     async def _session(self, request, scope, operation):
-        self._binding.authorize(request, f"{request.method} {request.path}", operation, scope)
+        route = request.match_info.route.resource.canonical  # the template: no names in logs
+        self._binding.authorize(request, f"{request.method} {route}", operation, scope)
         return await self._binding.call(self._playground.session, request.match_info["model"])
 
     async def _settings_body(self, request):
@@ -116,7 +117,8 @@ class _Playground:
                     current = await binding.call(state, session)
                     revision, epochs_sent = current["revision"], len(current["history"]["loss"])
                     await response.write(_event("state", current))
-                if (session.entry.network.version, session.playing) != (version, playing):
+                entry = session.entry  # None while a settings change replaces the model
+                if entry is not None and (entry.network.version, session.playing) != (version, playing):
                     frame = await binding.call(self._frames.frame, session, epochs_sent)
                     if (frame["version"], frame["epoch"], frame["playing"]) != (version, epoch, playing):
                         version, epoch, playing = frame["version"], frame["epoch"], frame["playing"]

@@ -10,15 +10,17 @@ Any registry model can be opened by id or name: a session is made for it from it
 (trainable on playground data when it has 2 inputs and 1 output).
 """
 
+import contextlib
 import threading
 import uuid
 
 import numpy as np
 
+from nnserve.model import Network
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1.tensors import to_tensor
 
-from ..errors import FailedPrecondition, ModelNotFound
+from ..errors import FailedPrecondition, ModelNotFound, NotFound
 from .data import CLASSIFICATION, DOMAIN, FEATURES, REGRESSION, feature_matrix, generate, split
 from .settings import DEFAULTS, checked, model_spec, needs_new_data, needs_new_model
 
@@ -96,6 +98,10 @@ class Playground:
 
     def session(self, ref):
         """The session of model `ref` (id or name), opened from the registry if need be."""
+        with self._lock:
+            session = self._sessions.get(ref)  # by name: also while a change replaces its model
+        if session is not None:
+            return session
         entry = self._registry.get(ref)
         key = entry.name or entry.id
         with self._lock:
@@ -135,11 +141,18 @@ class Playground:
                 return jobs
 
     def _model_deleted(self, entry):
+        """A model deleted by someone else (over gRPC): its session goes, with the data sets
+        the playground made for it. (The playground's own replacements unset
+        `session.entry` first, and are not this.)"""
         with self._lock:
             session = self._sessions.get(entry.name or entry.id)
-        if session is not None and session.entry is entry and not session.owned:
-            with self._lock:
-                self._sessions.pop(session.key, None)
+            if session is None or session.entry is not entry:
+                return
+            del self._sessions[session.key]
+        for dataset in (session.train, session.test):
+            if dataset is not None:
+                with contextlib.suppress(NotFound):
+                    self._datasets.delete(dataset.id)
 
     # -- changes (each under the session's lock, each a new revision) -------------------
 
@@ -191,8 +204,7 @@ class Playground:
         with session.lock:
             self._pause(session)
             session.weight_seed += 1
-            network = session.entry.network
-            fresh = type(network)(**dict(network.spec, seed=session.weight_seed))
+            fresh = Network(**dict(session.entry.network.spec, seed=session.weight_seed))
             self._registry.set_state(session.entry.id, fresh.get_state())
             self._restart_count(session)
 
@@ -244,10 +256,9 @@ class Playground:
         self._registry.set_state(session.entry.id, state)
 
     def _delete_model(self, session):
-        try:
-            self._registry.delete(session.entry.id)
-        except ModelNotFound:  # deleted over gRPC meanwhile
-            pass
+        entry, session.entry = session.entry, None
+        with contextlib.suppress(ModelNotFound):  # deleted over gRPC meanwhile
+            self._registry.delete(entry.id)
 
     def _start(self, session, epochs):
         if not session.trainable:
