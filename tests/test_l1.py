@@ -126,3 +126,22 @@ def test_l1_is_in_the_spec_and_refused_when_negative():
     assert Network([2, 1], ["identity"], "mse").spec["l1"] == 0.0
     with pytest.raises(InvalidSpec, match="l1: got -0.1"):
         Network([2, 1], ["identity"], "mse", l1=-0.1)
+
+
+def test_the_sdk_and_the_contract_carry_l1():
+    """create_model(l1=...) reaches the server's model: GetModel's spec has it, and the trained weights match a local Network's."""
+    from nnserve.clients import Client
+    from service_support import running_server
+
+    with running_server(http_port=0) as running, Client(running.target) as client:
+        remote = client.create_model(LAYERS, ACTIVATIONS, "binary_cross_entropy", l1=L1,
+                                     learning_rate=LEARNING_RATE, init="xavier", seed=1,
+                                     dtype="float64")
+        assert remote.spec["l1"] == L1
+        local, weights, x, y = make_case()
+        remote.set_weights(weights)
+        remote.train_step(x, y)
+        local.train_step(x, y)
+        for (W, b), (local_W, local_b) in zip(remote.get_weights(), local.get_weights()):
+            np.testing.assert_array_equal(W, local_W)
+            np.testing.assert_array_equal(b, local_b)
