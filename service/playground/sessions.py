@@ -171,7 +171,11 @@ class Playground:
             self._pause(session)
             old, session.settings = session.settings, settings
             if needs_new_data(old, settings):
-                self._new_data(session)
+                try:
+                    self._new_data(session)
+                except Exception:  # refused (a data set limit): the settings stay as they were
+                    session.settings = old
+                    raise
             if needs_new_model(old, settings):
                 self._new_model(session)
             elif model_spec(old, 0) != model_spec(settings, 0):
