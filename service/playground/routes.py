@@ -125,7 +125,7 @@ class _Playground:
                         epochs_sent += len(frame["history"]["loss"])
                         await response.write(_event("frame", frame))
                 await asyncio.sleep(1 / MAX_FRAMES_PER_SECOND)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the page went away
             pass
         return response
 
