@@ -26,6 +26,12 @@ def _bench_service(args):
     return run(args)
 
 
+def _bench_playground(args):
+    from nnserve.bench.playground import run
+
+    return run(args)
+
+
 def _loadtest(args):
     from nnserve.clients.loadtest import loadtest_command
 
@@ -140,6 +146,15 @@ def build_parser():
                               "times (default 3)")
     cluster.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     cluster.set_defaults(handler=_bench_cluster)
+    playground = benches.add_parser(
+        "playground", help="the playground's heat-map frames/s and training speed with a "
+                           "viewer attached vs none")
+    playground.add_argument("--seconds", type=float, default=3.0,
+                            help="measured time per turn (default 3)")
+    playground.add_argument("--rounds", type=_positive_int, default=3,
+                            help="turns alone and watched; figures are medians (default 3)")
+    playground.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    playground.set_defaults(handler=_bench_playground)
 
     loadtest = commands.add_parser(
         "loadtest", help="load a server with a mix of train and predict calls",

@@ -144,12 +144,13 @@ class AsyncClient:
 
     async def create_model(self, layers, activations, loss, *, name=None, optimizer="sgd",
                            learning_rate=None, momentum=None, nesterov=None, weight_decay=None,
-                           betas=None, eps=None, init="he", seed=None, dtype="float32"):
+                           l1=None, betas=None, eps=None, init="he", seed=None,
+                           dtype="float32"):
         """Create a model on the server; see Client.create_model."""
         request = create_request(layers, activations, loss, name=name, optimizer=optimizer,
                                  learning_rate=learning_rate, momentum=momentum,
-                                 nesterov=nesterov, weight_decay=weight_decay, betas=betas,
-                                 eps=eps, init=init, seed=seed, dtype=dtype)
+                                 nesterov=nesterov, weight_decay=weight_decay, l1=l1,
+                                 betas=betas, eps=eps, init=init, seed=seed, dtype=dtype)
         reply = await self._call("CreateModel", request)
         return AsyncRemoteModel(self, ModelInfo.from_proto(reply.model))
 

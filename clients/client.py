@@ -170,7 +170,8 @@ class Client:
 
     def create_model(self, layers, activations, loss, *, name=None, optimizer="sgd",
                      learning_rate=None, momentum=None, nesterov=None, weight_decay=None,
-                     betas=None, eps=None, init="he", seed=None, dtype="float32"):
+                     l1=None, betas=None, eps=None, init="he", seed=None,
+                     dtype="float32"):
         """Create a model on the server and return its handle.
 
         The arguments are Network's (see nnserve.model.Network and ModelSpec in
@@ -201,8 +202,8 @@ class Client:
         """
         request = create_request(layers, activations, loss, name=name, optimizer=optimizer,
                                  learning_rate=learning_rate, momentum=momentum,
-                                 nesterov=nesterov, weight_decay=weight_decay, betas=betas,
-                                 eps=eps, init=init, seed=seed, dtype=dtype)
+                                 nesterov=nesterov, weight_decay=weight_decay, l1=l1,
+                                 betas=betas, eps=eps, init=init, seed=seed, dtype=dtype)
         return RemoteModel(self, ModelInfo.from_proto(self._call("CreateModel", request).model))
 
     def get_model(self, model):

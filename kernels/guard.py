@@ -13,7 +13,7 @@ import numpy as np
 
 from .codes import ADAM
 from .jit import kernel
-from .optimizers import BETA1, EPS, LEARNING_RATE, MOMENTUM, NESTEROV, WEIGHT_DECAY
+from .optimizers import BETA1, EPS, L1, LEARNING_RATE, MOMENTUM, NESTEROV, WEIGHT_DECAY
 
 # Positions in the float64 `bounds` vector: upper bounds on |params|, |slot 1|, |slot 2|.
 PARAMS, SLOT1, SLOT2 = range(3)
@@ -24,7 +24,7 @@ def gradient_limit(optimizer, hyper, bounds, step, top):
     """The largest gradient magnitude for which update number `step` stays under `top`."""
     lr = hyper[LEARNING_RATE]
     momentum = hyper[MOMENTUM]
-    decay_term = hyper[WEIGHT_DECAY] * bounds[PARAMS]
+    decay_term = hyper[WEIGHT_DECAY] * bounds[PARAMS] + hyper[L1]  # |l1 * sign(W)| <= l1
     headroom = (top - bounds[PARAMS]) / lr
     if optimizer == ADAM:
         # |m| <= max past |g| (m is a running mix of them and 0), v likewise for g^2, and
@@ -49,7 +49,7 @@ def advance(optimizer, hyper, bounds, gradient_bound, step):
     """Move the bounds past update number `step`, whose gradients were <= gradient_bound."""
     lr = hyper[LEARNING_RATE]
     momentum = hyper[MOMENTUM]
-    effective = gradient_bound + hyper[WEIGHT_DECAY] * bounds[PARAMS]
+    effective = gradient_bound + hyper[WEIGHT_DECAY] * bounds[PARAMS] + hyper[L1]
     if optimizer == ADAM:
         bounds[SLOT1] = max(bounds[SLOT1], effective)
         bounds[SLOT2] = max(bounds[SLOT2], effective * effective)

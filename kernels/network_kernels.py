@@ -22,8 +22,8 @@ from .jit import kernel
 from .layers import (activate, add_bias, add_column_squares, column_sums, hidden_activate,
                      times_derivative)
 from .losses import loss_and_output_grad
-from .optimizers import (MOMENTUM, NESTEROV, SGD_DECAY, SGD_LR, coefficients, sgd_outer_update,
-                         update)
+from .optimizers import (L1_RATE, MOMENTUM, NESTEROV, SGD_DECAY, SGD_LR, add_l1, coefficients,
+                         sgd_outer_update, update)
 
 # The `optimizer` code that asks train_step for gradients only, with no update.
 GRADIENTS_ONLY = -1
@@ -218,11 +218,13 @@ def apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyp
 
     A plain-SGD step never materialises dW: BLAS applies a_prev.T @ dz to W directly
     (alpha = -lr, beta = 1 - lr * decay), and a single-sample step applies the outer
-    product in one loop, so W is streamed once per step.
+    product in one loop, so W is streamed once per step. With L1, dW is materialised and
+    l1 * sign(W) added to it (the weights only) before the optimizer's update.
     """
     n_samples = x.shape[0]
     nesterov = hyper[NESTEROV] != 0.0
-    plain_sgd = optimizer == SGD and hyper[MOMENTUM] == 0.0
+    l1 = coeffs[L1_RATE]
+    plain_sgd = optimizer == SGD and hyper[MOMENTUM] == 0.0 and l1 == 0
     learning_rate = coeffs[SGD_LR]
     shrink = 1.0 - coeffs[SGD_LR] * coeffs[SGD_DECAY]
     for layer in range(layer_sizes.shape[0] - 1):
@@ -245,6 +247,8 @@ def apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyp
                    bias_start)
         else:
             matmul(layer_input.T, dz, grads[start:bias_start].reshape((n_in, n_out)))
+            if l1 != 0:
+                add_l1(grads[start:bias_start], params[start:bias_start], l1)
             update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[start:end], start)
 
 
@@ -329,6 +333,20 @@ def predict(params, layer_sizes, activations, x):
     add_bias(out, biases)
     activate(out, activations[n_layers - 1], out)
     return out, True
+
+
+@kernel()
+def layer_activations(params, layer_sizes, activations, x):
+    """Return (every layer's activations, layer after layer as `forward` lays them out in
+    one flat buffer, valid); allocates its own buffers (reentrant)."""
+    n_samples = x.shape[0]
+    outputs = np.empty(n_samples * _total_width(layer_sizes), dtype=params.dtype)
+    logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
+    if not _all_finite(x):
+        return outputs, False
+    forward(params, layer_sizes, activations, x, outputs, logits,
+            np.zeros(_norm_offset(layer_sizes, layer_sizes.shape[0]), dtype=params.dtype))
+    return outputs, True
 
 
 @kernel()

@@ -5,7 +5,9 @@ with the gradient `grads` (n,) of that range. The loops index local views with t
 variable: a computed index such as `start + i` might be negative as far as LLVM knows, and
 the wrap-around check that follows stops it from vectorizing the loop (10x slower here).
 Weight decay is added to the gradient of every parameter, biases
-included, as torch.optim does when given all parameters in one group.
+included, as torch.optim does when given all parameters in one group. L1 (`add_l1`) adds
+l1 * sign(W) to the weights' gradient only, biases excluded, with the subgradient 0 at 0,
+as TensorFlow Playground regularizes; the network kernels apply it before the update.
 
 Scalars are rounded to the parameters' dtype first (`coefficients`), as torch does with a
 Python float applied to a float32 tensor; the loops then stay in that dtype and vectorize.
@@ -17,8 +19,8 @@ from .codes import ADAM, SGD
 from .jit import kernel
 
 # Positions in the float64 hyper-parameter vector a Network passes to its train step.
-LEARNING_RATE, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS = range(7)
-N_HYPER = 7
+LEARNING_RATE, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, L1 = range(8)
+N_HYPER = 8
 
 # Positions in the per-step coefficient vector (in the parameters' dtype).
 # sgd: learning rate, momentum, weight decay.
@@ -27,7 +29,9 @@ SGD_LR, SGD_MOMENTUM, SGD_DECAY = range(3)
 #       sqrt(1 - beta2^t), weight decay.
 ADAM_STEP_SIZE, ADAM_ONE_MINUS_BETA1, ADAM_BETA2, ADAM_ONE_MINUS_BETA2, ADAM_EPS, \
     ADAM_CORRECTION2_SQRT, ADAM_DECAY = range(7)
-N_COEFFICIENTS = 7
+# both: the L1 rate, after either's own.
+L1_RATE = 7
+N_COEFFICIENTS = 8
 
 
 @kernel()
@@ -48,7 +52,18 @@ def coefficients(optimizer, hyper, step, params):
         out[ADAM_EPS] = hyper[EPS]
         out[ADAM_CORRECTION2_SQRT] = np.sqrt(1.0 - beta2 ** step)
         out[ADAM_DECAY] = hyper[WEIGHT_DECAY]
+    out[L1_RATE] = hyper[L1]
     return out
+
+
+@kernel()
+def add_l1(weight_grads, weights, l1):
+    """weight_grads += l1 * sign(weights): the subgradient of l1 * sum|W| (0 at W = 0)."""
+    for i in range(weight_grads.shape[0]):
+        if weights[i] > 0:
+            weight_grads[i] += l1
+        elif weights[i] < 0:
+            weight_grads[i] -= l1
 
 
 @kernel()

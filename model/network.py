@@ -39,15 +39,17 @@ class Network:
 
     layers: [n_in, h1, ..., n_out]; activations: one name per layer after the input;
     loss: "mse", "binary_cross_entropy" (sigmoid output) or "cross_entropy" (softmax
-    output). The optimizer keywords follow torch.optim.SGD and torch.optim.Adam.
+    output). The optimizer keywords follow torch.optim.SGD and torch.optim.Adam; `l1` adds
+    l1 * sign(W) to the weights' gradient (not the biases'; 0 at W = 0), as TensorFlow
+    Playground's L1 regularization does, before either optimizer's update.
     """
 
     def __init__(self, layers, activations, loss, *, optimizer="sgd", learning_rate=0.01,
-                 momentum=0.0, nesterov=False, weight_decay=0.0, betas=(0.9, 0.999),
+                 momentum=0.0, nesterov=False, weight_decay=0.0, l1=0.0, betas=(0.9, 0.999),
                  eps=1e-8, init="he", seed=0, dtype="float32"):
         spec = check_spec(layers, activations, loss, optimizer=optimizer,
                           learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
-                          weight_decay=weight_decay, betas=betas, eps=eps, init=init,
+                          weight_decay=weight_decay, l1=l1, betas=betas, eps=eps, init=init,
                           seed=seed, dtype=dtype)
         self._spec = spec
         self._dtype = np.dtype(spec["dtype"])
@@ -63,6 +65,7 @@ class Network:
         hyper[optimizers.MOMENTUM] = spec["momentum"]
         hyper[optimizers.NESTEROV] = float(spec["nesterov"])
         hyper[optimizers.WEIGHT_DECAY] = spec["weight_decay"]
+        hyper[optimizers.L1] = spec["l1"]
         hyper[optimizers.BETA1], hyper[optimizers.BETA2] = spec["betas"]
         hyper[optimizers.EPS] = spec["eps"]
         self._hyper = hyper
@@ -172,6 +175,22 @@ class Network:
         if not valid:
             self._batches.refuse(x)
         return Outputs.of(outputs, version)
+
+    def layer_activations(self, x):
+        """Return (activations, version): every layer's activations for x (n_samples, n_in),
+        a list of (n_samples, n_units) arrays from the first hidden layer to the output, all
+        from one forward pass over the weights of `version` (the playground's heat maps)."""
+        inputs = self._batches.inputs(x)
+        with self._lock.read:
+            flat, valid = nk.layer_activations(self._params, self._layer_sizes,
+                                               self._activation_codes, inputs)
+            version = self._version
+        if not valid:
+            self._batches.refuse(x)
+        n_samples = inputs.shape[0]
+        bounds = np.cumsum([0] + [n_samples * n for n in self._spec["layers"][1:]])
+        return ([flat[start:end].reshape(n_samples, -1) for start, end in zip(bounds[:-1], bounds[1:])],
+                version)
 
     def checked_inputs(self, x):
         """x as predict takes it, every value checked now (predict leaves the finiteness

@@ -40,7 +40,7 @@ def _integer(name, value, *, low):
 
 
 def check_spec(layers, activations, loss, *, optimizer, learning_rate, momentum, nesterov,
-               weight_decay, betas, eps, init, seed, dtype):
+               weight_decay, l1, betas, eps, init, seed, dtype):
     """Return the spec as a plain dict of builtins, or raise InvalidSpec."""
     if isinstance(layers, (str, bytes)) or not hasattr(layers, "__len__") or len(layers) < 2:
         raise InvalidSpec(f"layers: got {layers!r}, expected a list [n_in, ..., n_out] of at least two sizes")
@@ -73,6 +73,7 @@ def check_spec(layers, activations, loss, *, optimizer, learning_rate, momentum,
         raise InvalidSpec(f"nesterov: got {nesterov!r}, expected True or False")
     nesterov = bool(nesterov)
     weight_decay = _real("weight_decay", weight_decay, low=0.0)
+    l1 = _real("l1", l1, low=0.0)
     if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise InvalidSpec(f"betas: got {betas!r}, expected two numbers (beta1, beta2) in [0, 1)")
     betas = [_real(f"betas[{i}]", beta, low=0.0, high=1.0) for i, beta in enumerate(betas)]
@@ -91,7 +92,7 @@ def check_spec(layers, activations, loss, *, optimizer, learning_rate, momentum,
     return {
         "layers": layers, "activations": activations, "loss": loss, "optimizer": optimizer,
         "learning_rate": learning_rate, "momentum": momentum, "nesterov": nesterov,
-        "weight_decay": weight_decay, "betas": betas, "eps": eps, "init": init,
+        "weight_decay": weight_decay, "l1": l1, "betas": betas, "eps": eps, "init": init,
         "seed": seed, "dtype": dtype,
     }
 

@@ -40,6 +40,7 @@ from .metrics import NO_METRICS, Metrics, MetricsHTTPServer
 from .model_service import SERVICE_NAME, ModelServicer, timestamp
 from .open_inference import OIP_SERVICE_NAME, OpenInference, OpenInferenceServicer
 from .overload import StreamLimit, concurrency_limit, rpc_executor, rpc_limit
+from .playground import Playground
 from .registry import Registry
 from .settings import Settings
 from .tls import server_credentials, server_ssl_context
@@ -275,7 +276,8 @@ def create_server(settings=None):
                                                         max(settings.health_port, 0), metrics)
         if settings.http_port:
             http_server = create_http_server(settings, inference, auth=auth, limit=limit,
-                                             metrics=metrics, ssl_context=ssl_context)
+                                             metrics=metrics, ssl_context=ssl_context,
+                                             playground=Playground(registry, datasets, jobs))
     except OSError:
         if metrics_http is not None:
             metrics_http.close()

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 import reference
+from gradient_cases import central_differences
 from kernel_cases import (HIDDEN_ACTIVATIONS, OUTPUT_LOSS_PAIRS, assert_close_to_scale, pair_id,
                           random_inputs, random_targets, random_weights)
 from nnserve.model import Network
 
 LAYERS = [3, 4, 3, 2]
 N_SAMPLES = 5
-# Central differences with this step have truncation error ~1e-13 and rounding error
-# ~1e-10 relative to a loss of order 1, far inside the 1e-6 bound below.
-FD_STEP = 1e-6
+# Central differences (gradient_cases.FD_STEP) have truncation error ~1e-13 and rounding
+# error ~1e-10 relative to a loss of order 1, far inside the 1e-6 bound below.
 FD_RTOL = 1e-6
 # No relu/leaky_relu pre-activation may lie this close to 0: perturbing one parameter by
 # FD_STEP moves every pre-activation by far less, so no difference quotient crosses a kink.
@@ -65,20 +65,7 @@ def finite_difference_gradients(network, weights, x, y):
         network.set_weights(perturbed)
         return network.evaluate(x, y)["loss"]
 
-    estimates = []
-    for layer, pair in enumerate(weights):
-        layer_estimate = []
-        for part in (0, 1):
-            estimate = np.zeros_like(pair[part])
-            for index in np.ndindex(pair[part].shape):
-                values = []
-                for sign in (+1, -1):
-                    perturbed = [[W.copy(), b.copy()] for W, b in weights]
-                    perturbed[layer][part][index] += sign * FD_STEP
-                    values.append(loss_at(perturbed))
-                estimate[index] = (values[0] - values[1]) / (2 * FD_STEP)
-            layer_estimate.append(estimate)
-        estimates.append(tuple(layer_estimate))
+    estimates = central_differences(loss_at, weights)
     network.set_weights(weights)
     return estimates
 

@@ -28,6 +28,7 @@ from ..auth import bearer_token, required_scope
 from ..errors import (DOMAIN_ERRORS, LimitExceeded, PermissionDenied, Unauthenticated, http_status,
                       internal_message, limit_message)
 from ..open_inference import EXTENSIONS, OIP_SERVICE_NAME, PLATFORM, server_version
+from ..playground.routes import add_playground_routes
 from .bodies import HEADER_LENGTH, decode_infer, encode_infer
 
 __all__ = ["ROUTES", "application"]
@@ -193,10 +194,10 @@ class _Binding:
             version = request.match_info.get("version", "")
             if route.probe:
                 return _response(route.operation(self._inference, model, version, b"", None))
-            if scope is not None and self._auth is not None:
-                self._authorize(request, route, scope)
+            if scope is not None:
+                self.authorize(request, f"{route.method} {route.path}", route.grpc_method, scope)
             with self._admission() as workers:
-                body = await self._body(request)
+                body = await self.body(request)
                 loop = asyncio.get_running_loop()
                 reply = await loop.run_in_executor(
                     self._executor, _run, workers, route.operation, self._inference, model,
@@ -205,23 +206,32 @@ class _Binding:
 
         return handle
 
-    def _authorize(self, request, route, scope):
+    def authorize(self, request, label, operation, scope):
+        """Refuse (Unauthenticated, PermissionDenied) a request without a bearer token of
+        `scope`; `label` names the route in the log, `operation` what the scope is for."""
+        if self._auth is None:
+            return
         code = self._auth.refusal(bearer_token(request.headers.get("Authorization")), scope)
         if code is None:
             return
         logger.info("request refused: %s", code.name, extra={
-            "event": "auth_refused", "method": f"{route.method} {route.path}", "code": code.name,
-            "peer": request.remote})
+            "event": "auth_refused", "method": label, "code": code.name, "peer": request.remote})
         if code == grpc.StatusCode.UNAUTHENTICATED:
             raise Unauthenticated("authorization: got no valid bearer token, expected the header "
                                   "'Authorization: Bearer <token>' with a token of this server")
-        raise PermissionDenied(f"authorization: got a token with read scope, expected {scope} scope "
-                               f"for {route.grpc_method}")
+        raise PermissionDenied(f"authorization: got a token without {scope} scope, expected one "
+                               f"with {scope} scope for {operation}")
+
+    async def call(self, function, *args):
+        """function(*args) on the pool, admitted as any request (--max-concurrent-rpcs)."""
+        with self._admission() as workers:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, _run, workers, function, *args)
 
     def _admission(self):
         return self._limit.admission() if self._limit is not None else contextlib.nullcontext()
 
-    async def _body(self, request):
+    async def body(self, request):
         """The request body; LimitExceeded past --max-message-bytes (by Content-Length before
         reading any of it)."""
         if not request.can_read_body:
@@ -252,11 +262,14 @@ def _response(reply):
     return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
 
 
-def application(inference, *, auth, limit, max_body_bytes, executor, metrics):
+def application(inference, *, auth, limit, max_body_bytes, executor, metrics, playground=None):
     """The aiohttp Application of the routes: `auth` an AuthInterceptor or None, `limit` a
-    ConcurrencyLimit or None, `executor` the pool operations run on."""
+    ConcurrencyLimit or None, `executor` the pool operations run on; with a `playground`
+    (service.playground.Playground) also its page and API under /playground."""
     binding = _Binding(inference, auth, limit, max_body_bytes, executor, metrics)
     app = web.Application(middlewares=[binding.observed])
     for route in ROUTES:
         app.router.add_route(route.method, route.path, binding.handler(route))
+    if playground is not None:
+        add_playground_routes(app, binding, playground)
     return app

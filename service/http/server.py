@@ -95,9 +95,10 @@ class HTTPServer:
             asyncio.get_running_loop().stop()
 
 
-def create_http_server(settings, inference, *, auth, limit, metrics, ssl_context):
-    """The bound, not yet serving, REST port of the settings (http_port -1: any free port).
-    Raises OSError when it cannot be bound."""
+def create_http_server(settings, inference, *, auth, limit, metrics, ssl_context, playground=None):
+    """The bound, not yet serving, REST port of the settings (http_port -1: any free port),
+    with the playground's page and API when given one. Raises OSError when it cannot be
+    bound."""
     host = settings.host.strip("[]")
     port_wanted = max(settings.http_port, 0)
     try:
@@ -107,5 +108,5 @@ def create_http_server(settings, inference, *, auth, limit, metrics, ssl_context
         raise OSError(f"cannot listen on {address} for HTTP (--http-port): {error}") from None
     executor = futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="nnserve-http")
     app = application(inference, auth=auth, limit=limit, max_body_bytes=settings.max_message_bytes,
-                      executor=executor, metrics=metrics)
+                      executor=executor, metrics=metrics, playground=playground)
     return HTTPServer(app, sock, ssl_context, executor)

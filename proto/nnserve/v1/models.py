@@ -20,7 +20,7 @@ __all__ = ["format_from_proto", "layers_from_proto", "layers_to_proto", "options
 
 # Optional scalar fields: unset in the message means Network's default.
 _TRAINING_OPTIONAL = ("learning_rate", "momentum", "nesterov", "weight_decay", "eps")
-_OPTIONAL = (*_TRAINING_OPTIONAL, "seed")
+_OPTIONAL = (*_TRAINING_OPTIONAL, "l1", "seed")
 
 
 class _EnumCodec:

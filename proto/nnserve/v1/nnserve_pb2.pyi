@@ -117,7 +117,7 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., content: _Optional[bytes] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("layers", "activations", "loss", "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "betas", "eps", "init", "seed", "dtype")
+    __slots__ = ("layers", "activations", "loss", "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "betas", "eps", "init", "seed", "dtype", "l1")
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class ModelSpec(_message.Message):
     INIT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    L1_FIELD_NUMBER: _ClassVar[int]
     layers: _containers.RepeatedScalarFieldContainer[int]
     activations: _containers.RepeatedScalarFieldContainer[Activation]
     loss: Loss
@@ -144,7 +145,8 @@ class ModelSpec(_message.Message):
     init: Init
     seed: int
     dtype: DataType
-    def __init__(self, layers: _Optional[_Iterable[int]] = ..., activations: _Optional[_Iterable[_Union[Activation, str]]] = ..., loss: _Optional[_Union[Loss, str]] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., weight_decay: _Optional[float] = ..., betas: _Optional[_Iterable[float]] = ..., eps: _Optional[float] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., dtype: _Optional[_Union[DataType, str]] = ...) -> None: ...
+    l1: float
+    def __init__(self, layers: _Optional[_Iterable[int]] = ..., activations: _Optional[_Iterable[_Union[Activation, str]]] = ..., loss: _Optional[_Union[Loss, str]] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., weight_decay: _Optional[float] = ..., betas: _Optional[_Iterable[float]] = ..., eps: _Optional[float] = ..., init: _Optional[_Union[Init, str]] = ..., seed: _Optional[int] = ..., dtype: _Optional[_Union[DataType, str]] = ..., l1: _Optional[float] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("id", "name", "spec", "num_parameters", "step", "version", "create_time", "update_time")
