@@ -395,13 +395,14 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def _on_own_nnserve(what, measure, rounds):
-    """measure(port, rounds) against an `nnserve serve` of its own (defaults)."""
-    name, command, ready, _ = next(server for server in _servers() if server[0] == "nnserve")
+def _on_own_nnserve(what, measure, *flags, ready=_nnserve_ready):
+    """measure(port) against an `nnserve serve` of its own (defaults and `flags`); `ready`
+    reads the port (or ports) from its serving line."""
+    name, command, _, _ = next(server for server in _servers() if server[0] == "nnserve")
     print(f"{what}: starting nnserve ...", file=sys.stderr, flush=True)
-    server = ServerProcess(name, command, ready)
+    server = ServerProcess(name, [*command, *flags], ready)
     try:
-        return measure(server.port, rounds)
+        return measure(server.port)
     finally:
         server.stop()
 
@@ -427,14 +428,10 @@ def run(args):
             servers.append(server)
     results = measure_servers(servers, seconds, args.rounds)
     ratios = _ratios(results, in_process)
-    jobs = _on_own_nnserve("training jobs", measure_jobs, args.rounds)
-    name, command, _, _ = next(server for server in _servers() if server[0] == "nnserve")
-    print("open inference: starting nnserve with its REST port ...", file=sys.stderr, flush=True)
-    oip_server = ServerProcess(name, [*command, "--http-port", "-1"], _nnserve_ports)
-    try:
-        open_inference = measure_open_inference(*oip_server.port, args.rounds)
-    finally:
-        oip_server.stop()
+    jobs = _on_own_nnserve("training jobs", lambda port: measure_jobs(port, args.rounds))
+    open_inference = _on_own_nnserve(
+        "open inference", lambda ports: measure_open_inference(*ports, args.rounds),
+        "--http-port", "-1", ready=_nnserve_ports)
     import grpc
 
     report = {"duration_seconds": seconds, "rounds": args.rounds, "layers": list(LAYERS),
