@@ -20,6 +20,7 @@ __all__ = ["MetricsInterceptor"]
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _OK = grpc.StatusCode.OK
 _CANCELLED = grpc.StatusCode.CANCELLED
+_DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class _MethodSeries:
@@ -45,11 +46,16 @@ class _MethodSeries:
 
 
 def _code(context, failed):
-    """The status the call ends with: the one set or aborted with, else OK / UNKNOWN."""
+    """The status the call ends with: the one set or aborted with; for a call the client
+    cancelled or whose deadline passed (its handler may still return or raise after that),
+    CANCELLED or DEADLINE_EXCEEDED; else OK / UNKNOWN."""
     code = context.code()
-    if code is None:
-        return _UNKNOWN if failed else _OK
-    return code
+    if code is not None:
+        return code
+    if not context.is_active():
+        remaining = context.time_remaining()
+        return _DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else _CANCELLED
+    return _UNKNOWN if failed else _OK
 
 
 def _counted(iterator, counter):
@@ -94,13 +100,13 @@ def _observe_stream_response(behavior, series, request_streaming):
 
         # A stream the client cancels (or whose deadline passes) is dropped by gRPC without
         # resuming the generator; the RPC's termination callback accounts for it.
-        context.add_callback(lambda: finish(context.code() or _CANCELLED))
+        context.add_callback(lambda: finish(_code(context, True)))
         try:
             for response in behavior(request_or_iterator, context):
                 series.sent.inc()
                 yield response
         except GeneratorExit:
-            finish(context.code() or _CANCELLED)
+            finish(_code(context, True))
             raise
         except BaseException:
             finish(_code(context, True))

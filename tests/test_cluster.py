@@ -86,8 +86,8 @@ def test_a_killed_servers_models_resume_elsewhere_at_their_last_checkpoint(tmp_p
         with Client(target_a) as client_a:
             models = trained_models(client_a, 6, 3, np.random.default_rng(1))
             states = {model.id: model.get_state() for model in models}
-        for model_id in states:  # checkpoints are written behind the steps
-            wait_for(lambda: list((tmp_path / "shared").glob(f"{model_id}.*.3.npz")), "the checkpoints")
+        for model_id in states:  # checkpoints are committed behind the steps
+            wait_for(lambda: committed_version(endpoint, model_id) == 3, "the commits")
         process_a.send_signal(signal.SIGKILL)
         process_a.wait()
         client_b = stack.enter_context(Client(target_b, timeout=5))
@@ -166,7 +166,7 @@ def test_a_paused_owner_refuses_writes_and_its_model_never_moves_backwards(tmp_p
         with Client(target_a) as client_a:
             (model,) = trained_models(client_a, 1, 2, np.random.default_rng(3))
         # Checkpoints are written behind the steps: stop A once version 2's is committed.
-        wait_for(lambda: list((tmp_path / "shared").glob(f"{model.id}.*.2.npz")), "the checkpoint")
+        wait_for(lambda: committed_version(endpoint, model.id) == 2, "the commit")
         process_a.send_signal(signal.SIGSTOP)
         client_b = stack.enter_context(Client(target_b, timeout=2))
         moved = settled(lambda: client_b.get_model(model.id))
@@ -193,6 +193,13 @@ def cluster_keys(endpoint):
     client = Etcd3Client(host=host, port=int(port), timeout=5)
     return {meta["key"].decode(): value.decode()
             for value, meta in client.get_prefix("/nnserve/")}
+
+
+def committed_version(endpoint, model_id):
+    """The weights version of a model's committed checkpoint (its file is written first and
+    counts only once etcd points at it), or None."""
+    pointer = cluster_keys(endpoint).get(f"/nnserve/models/{model_id}/checkpoint")
+    return int(json.loads(pointer)["file"].split(".")[-2]) if pointer else None
 
 
 def unavailable(call):
