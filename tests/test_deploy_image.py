@@ -77,3 +77,18 @@ def test_dockerfile_cache_path_and_ports_match_manifests():
     assert exposed == {p["containerPort"] for p in server_container(resources)["ports"]}
 
 
+
+
+def test_every_package_folder_is_installed():
+    """Every folder with an __init__.py under a mapped package is in pyproject's explicit
+    package list: an editable install finds a missing one, `pip install .` (the image) does
+    not, and the installed server would fail on import (cluster mode did)."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in setuptools["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((package, *parts)))
+    assert found == set(setuptools["packages"])
