@@ -19,7 +19,7 @@ from .interceptor_base import MethodInterceptor
 __all__ = ["DOMAIN_ERRORS", "AlreadyExists", "ErrorInterceptor", "FailedPrecondition", "InvalidArgument",
            "InvalidMessage", "InvalidTensor", "LimitExceeded", "ModelNotFound", "NotFound", "Overloaded",
            "PermissionDenied", "ServiceError", "Unauthenticated", "Unavailable", "http_status",
-           "internal_message", "limit_message", "status_code"]
+           "internal_message", "limit_message", "received_error", "status_code"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,35 @@ def http_status(error):
     if isinstance(error, LimitExceeded):
         return PAYLOAD_TOO_LARGE
     return HTTP_STATUSES[status_code(error)]
+
+
+# The domain error each code stands for when another server answers with it (a forward).
+_RECEIVED = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+}
+
+
+def received_error(error):
+    """The domain error for the status another server answered a call with (a grpc.RpcError
+    of a forwarded call), so that it reaches our caller with the same meaning: the class of
+    its code; RESOURCE_EXHAUSTED a LimitExceeded when that server asked not to retry (a
+    limit), else Overloaded; INTERNAL a RuntimeError (its bug, logged here too); any other
+    code (the owner unreachable, a deadline) Unavailable."""
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        limit = _DO_NOT_RETRY[0] in tuple(error.trailing_metadata() or ())
+        return (LimitExceeded if limit else Overloaded)(details)
+    if code == grpc.StatusCode.INTERNAL:
+        return RuntimeError(f"the model's owner answered INTERNAL: {details}")
+    cls = _RECEIVED.get(code)
+    if cls is None:
+        return Unavailable(f"the model's owner answered {code.name}: {details}")
+    return cls(details)
 
 
 def internal_message(error):

@@ -21,7 +21,7 @@ from nnserve.oip import model_config_pb2 as config_pb
 from .errors import DOMAIN_ERRORS, InvalidArgument, LimitExceeded, NotFound, limit_message
 
 __all__ = ["OIP_SERVICE_NAME", "InferRequest", "OpenInference", "OpenInferenceServicer", "Output",
-           "server_version"]
+           "input_array", "server_version"]
 
 OIP_SERVICE_NAME = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 PLATFORM = "nnserve"
@@ -84,6 +84,11 @@ class OpenInference:
 
     def ready(self):
         return self._is_ready()
+
+    def for_caller(self, authorization):
+        """The operations as run for a caller with this Authorization header: on one server
+        the same for everyone (a cluster's REST binding forwards it: cluster/remote_inference)."""
+        return self
 
     def entry(self, model, version=""):
         """The registry entry of `model`, if `version` is "" or its current version."""
@@ -169,13 +174,19 @@ class OpenInference:
             if len(request.values) != count:
                 raise InvalidArgument(f"input: got {len(request.values)} values, expected {count} "
                                       f"({list(shape)})")
-            try:
-                flat = np.asarray(request.values, dtype=dtype)
-            except (TypeError, ValueError, OverflowError) as error:  # a JSON integer beyond any float
-                raise InvalidArgument(f"input: got values that are not numbers ({error}), expected "
-                                      f"{request.datatype} numbers") from None
+            flat = input_array(request, dtype)
         # A writable array of the native dtype: what the kernels were compiled for.
         return flat.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+
+
+def input_array(request, dtype):
+    """A request's typed values (a sequence of numbers: JSON's, or protobuf's contents) as one
+    flat array of `dtype`; InvalidArgument when one is no number."""
+    try:
+        return np.asarray(request.values, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as error:  # a JSON integer beyond any float
+        raise InvalidArgument(f"input: got values that are not numbers ({error}), expected "
+                              f"{request.datatype} numbers") from None
 
 
 # -- gRPC binding ---------------------------------------------------------------------------

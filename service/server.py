@@ -30,7 +30,8 @@ from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from .auth import auth_interceptor
 from .checkpoints import (Checkpointer, DatasetFiles, JobFiles, open_checkpoints, restore,
                           restore_training_data)
-from .cluster.routing import ClusterNode, ClusterRouter
+from .cluster.remote_inference import ClusterInference
+from .cluster.routing import ClusterNode, ClusterRouter, OwnerChannels
 from .cluster.shared_store import SharedCheckpointStore
 from .datasets import DatasetStore
 from .errors import ErrorInterceptor
@@ -235,7 +236,8 @@ def create_server(settings=None):
     datasets = DatasetStore(settings, dataset_files)
     jobs = JobTable(settings, registry, datasets, metrics, checkpoints, timestamp, job_files)
     # The metrics interceptor comes first, so that it sees every status the others set.
-    router = ClusterRouter(node, f"/{SERVICE_NAME}/") if node else None
+    channels = OwnerChannels() if node else None
+    router = ClusterRouter(node, channels, prefixes) if node else None
     interceptors = [*guards, *([router] if router else []), ErrorInterceptor(prefixes)]
     if metrics is not NO_METRICS:
         metrics.watch_registry(registry)
@@ -275,7 +277,8 @@ def create_server(settings=None):
             health_server, health_port = _health_server(health_servicer, settings.host,
                                                         max(settings.health_port, 0), metrics)
         if settings.http_port:
-            http_server = create_http_server(settings, inference, auth=auth, limit=limit,
+            rest_inference = ClusterInference(inference, node, channels) if node else inference
+            http_server = create_http_server(settings, rest_inference, auth=auth, limit=limit,
                                              metrics=metrics, ssl_context=ssl_context,
                                              playground=Playground(registry, datasets, jobs))
     except OSError:

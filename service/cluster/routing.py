@@ -1,22 +1,28 @@
 """Where a call for a model runs: here (owned, or claimed and restored now) or at its owner.
 
-`ClusterNode.locate` decides from the call's `x-nnserve-model` key; `ClusterRouter`, a
-server interceptor, runs the call here or forwards it unchanged (request bytes, metadata,
+`ClusterNode.locate` decides from the call's model key: its `x-nnserve-model` header, or
+for the Open Inference Protocol's model calls (whose clients, tritonclient and the like,
+send no such header) the model named in the request. `ClusterRouter`, a server
+interceptor, runs the call here or forwards it unchanged (request bytes, metadata,
 deadline) to the owner's advertise address and relays the owner's answer. A forwarded call
 carries `x-nnserve-forwarded-by` and is never forwarded again: if ownership moved in
-between, it fails UNAVAILABLE and the caller tries again. Calls without the key run here.
+between, it fails UNAVAILABLE and the caller tries again. Calls without a key run here.
 """
 
 import logging
 import threading
 
 import grpc
+from google.protobuf.message import DecodeError
+
+from nnserve.oip import grpc_service_pb2 as oip
 
 from ..checkpoints import VERSION_GAP_AFTER_CRASH
 from ..errors import Unavailable
 from ..interceptor_base import MethodInterceptor
 
-__all__ = ["FORWARDED_HEADER", "ROUTING_HEADER", "ClusterNode", "ClusterRouter"]
+__all__ = ["FORWARDED_HEADER", "ROUTING_HEADER", "ClusterNode", "ClusterRouter", "OwnerChannels",
+           "forwarded_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +32,27 @@ FORWARDED_HEADER = "x-nnserve-forwarded-by"
 WRITE_METHODS = frozenset({"CreateModel", "DeleteModel", "TrainStep", "SetState", "SetWeights",
                            "TrainStream", "UploadDataset", "DeleteDataset", "CreateTrainingJob",
                            "CancelTrainingJob", "ImportModel"})
+# The Open Inference Protocol's unary model calls: their request message, whose field
+# `model_name` or `name` names the model.
+_OIP_SERVICE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+_MODEL_IN_REQUEST = {f"/{_OIP_SERVICE}/{method}": (message, field) for method, message, field in (
+    ("ModelInfer", oip.ModelInferRequest, "model_name"),
+    ("ModelMetadata", oip.ModelMetadataRequest, "name"),
+    ("ModelReady", oip.ModelReadyRequest, "name"),
+    ("ModelConfig", oip.ModelConfigRequest, "name"))}
+
+
+def _model_in_request(method, request):
+    """The model a unary call's raw request names ("" when the method names none or the
+    bytes do not parse: the call then runs here and fails as any malformed request)."""
+    found = _MODEL_IN_REQUEST.get(method)
+    if found is None:
+        return ""
+    message, field = found
+    try:
+        return getattr(message.FromString(request), field)
+    except DecodeError:
+        return ""
 
 
 class ClusterNode:
@@ -126,24 +153,22 @@ class _NoCluster:
 NO_CLUSTER = _NoCluster()
 
 
-def _forwarded_metadata(context, advertise):
-    kept = [(key, value) for key, value in context.invocation_metadata()
+def forwarded_metadata(metadata, advertise):
+    """A forward's metadata: the caller's (its token included), less what gRPC sets itself,
+    and the forwarding server's address."""
+    kept = [(key, value) for key, value in metadata
             if not key.startswith((":", "grpc-")) and key not in ("user-agent", "te", "content-type")]
     return (*kept, (FORWARDED_HEADER, advertise))
 
 
-class ClusterRouter(MethodInterceptor):
-    """Run each model call here or at its owner (module docstring). Placed before the
-    ErrorInterceptor, whose handlers take raw request bytes, as forwarding does."""
+class OwnerChannels:
+    """One channel per owner address, opened on first use, for every forward."""
 
-    def __init__(self, node, prefix):
-        super().__init__()
-        self._node = node
-        self._prefix = prefix
+    def __init__(self):
         self._channels = {}  # owner address -> grpc.Channel
         self._lock = threading.Lock()
 
-    def _channel(self, address):
+    def __call__(self, address):
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
@@ -151,11 +176,22 @@ class ClusterRouter(MethodInterceptor):
                     ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
             return channel
 
-    def _target(self, method, context):
+
+class ClusterRouter(MethodInterceptor):
+    """Run each model call here or at its owner (module docstring). Placed before the
+    ErrorInterceptor, whose handlers take raw request bytes, as forwarding does."""
+
+    def __init__(self, node, channels, prefixes):
+        super().__init__()
+        self._node = node
+        self._channels = channels
+        self._prefixes = prefixes
+
+    def _target(self, method, context, request=b""):
         """None to run here, else (channel, metadata, timeout) of the forward; aborts with
-        UNAVAILABLE when etcd cannot say."""
+        UNAVAILABLE when etcd cannot say. `request`: a unary call's raw request."""
         metadata = dict(context.invocation_metadata())
-        key = metadata.get(ROUTING_HEADER, "")
+        key = metadata.get(ROUTING_HEADER) or _model_in_request(method, request)
         if not key:
             return None
         name = method.rsplit("/", 1)[-1]
@@ -167,11 +203,12 @@ class ClusterRouter(MethodInterceptor):
             return None
         remaining = context.time_remaining()
         timeout = remaining if remaining is not None and remaining < 1e6 else None
-        return (self._channel(owner), _forwarded_metadata(context, self._node.membership.advertise),
+        return (self._channels(owner),
+                forwarded_metadata(context.invocation_metadata(), self._node.membership.advertise),
                 timeout)
 
     def wrap(self, method, handler):
-        if not method.startswith(self._prefix):
+        if not method.startswith(self._prefixes):
             return handler
         serialize = handler.response_serializer
         target_of = self._target
@@ -185,7 +222,7 @@ class ClusterRouter(MethodInterceptor):
 
         if handler.unary_unary is not None:
             def unary_unary(request, context):
-                target = target_of(method, context)
+                target = target_of(method, context, request)
                 if target is None:
                     return serialize(handler.unary_unary(request, context))
                 channel, metadata, timeout = target
@@ -207,7 +244,7 @@ class ClusterRouter(MethodInterceptor):
             return grpc.stream_unary_rpc_method_handler(stream_unary)
         if handler.unary_stream is not None:
             def unary_stream(request, context):
-                target = target_of(method, context)
+                target = target_of(method, context, request)
                 if target is None:
                     yield from map(serialize, handler.unary_stream(request, context))
                     return
@@ -226,9 +263,3 @@ class ClusterRouter(MethodInterceptor):
                                                                timeout=timeout), context)
             return grpc.stream_stream_rpc_method_handler(stream_stream)
         return handler
-
-    def close(self):
-        with self._lock:
-            for channel in self._channels.values():
-                channel.close()
-            self._channels.clear()

@@ -199,8 +199,9 @@ class _Binding:
             with self._admission() as workers:
                 body = await self.body(request)
                 loop = asyncio.get_running_loop()
+                inference = self._inference.for_caller(request.headers.get("Authorization", ""))
                 reply = await loop.run_in_executor(
-                    self._executor, _run, workers, route.operation, self._inference, model,
+                    self._executor, _run, workers, route.operation, inference, model,
                     version, body, request.headers.get(HEADER_LENGTH))
             return _response(reply)
 
