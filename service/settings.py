@@ -108,7 +108,8 @@ class Settings:
         "port (0: health on the main port only; -1 picks a free port, the log line says which)",
         low=-1, high=65535)
     cluster_etcd: str = _option(
-        "", "etcd endpoint (http://host:port) of cluster mode: models are owned through etcd "
+        "", "etcd endpoint (http://host:port, or a comma-separated list of the etcd cluster's "
+        "members', tried in turn when one is down) of cluster mode: models are owned through etcd "
         "leases, calls for another server's model are forwarded to it, and --state-dir is the "
         "directory all servers share (empty: a single server, no etcd)")
     cluster_advertise: str = _option("", "with --cluster-etcd, the host:port the other servers "

@@ -21,7 +21,7 @@ NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "nnserve.conf.template"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
-__all__ = ["ETCD", "NGINX", "etcd", "free_port", "nginx", "nnserve_process", "render_nginx",
+__all__ = ["ETCD", "NGINX", "etcd", "etcd_cluster", "free_port", "nginx", "nnserve_process", "render_nginx",
            "require", "wait_for"]
 
 
@@ -121,6 +121,28 @@ def etcd(directory, client_port=None, peer_port=None):
             "--initial-cluster", f"test=http://127.0.0.1:{peer_port}"]
     with _process(args, client_port, Path(directory) / "etcd.log"):
         yield endpoint
+
+
+@contextlib.contextmanager
+def etcd_cluster(directory, size=3):
+    """Yield [(client endpoint, Popen)] of the members of a `size`-member etcd cluster,
+    each with its data in DIRECTORY/etcd-<i>; a member's Popen may be stopped by the test."""
+    require(ETCD)
+    ports = [(free_port(), free_port()) for _ in range(size)]
+    initial = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
+    with contextlib.ExitStack() as stack:
+        members = []
+        for i, (client, peer) in enumerate(ports):
+            endpoint = f"http://127.0.0.1:{client}"
+            args = [ETCD, "--name", f"m{i}", "--data-dir", str(Path(directory) / f"etcd-{i}"),
+                    "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+                    "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                    "--initial-cluster", initial, "--initial-cluster-state", "new"]
+            # A member listens at once and answers once a quorum has started: start all first.
+            process = stack.enter_context(_process(args, client, Path(directory) / f"etcd-{i}.log"))
+            members.append((endpoint, process))
+        yield members
 
 
 @contextlib.contextmanager

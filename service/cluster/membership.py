@@ -22,7 +22,8 @@ import time
 from urllib.parse import urlsplit
 
 from etcd3gw.client import Etcd3Client
-from etcd3gw.exceptions import Etcd3Exception
+from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Etcd3Exception
+from etcd3gw.lease import Lease
 from etcd3gw.utils import _decode, _encode
 
 from ..errors import AlreadyExists, Unavailable
@@ -83,18 +84,63 @@ def _first_kv(response):
     return value, int(kvs[0]["create_revision"])
 
 
+class _Endpoints:
+    """The members of an etcd cluster, asked one at a time.
+
+    A request that could not connect (refused: never sent) goes on to the next member at
+    once. One that timed out is not sent again (etcd may have applied it: a claim sent
+    twice would fail its own "only if absent"), but the next request starts at the next
+    member. The lease and every key are the cluster's, so any member serves any request.
+    """
+
+    def __init__(self, endpoints):
+        self._clients = []
+        for endpoint in endpoints.split(","):
+            url = urlsplit(endpoint.strip())
+            self._clients.append(Etcd3Client(host=url.hostname, port=url.port or 2379,
+                                             protocol=url.scheme or "http", timeout=_REQUEST_SECONDS))
+        self._current = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request, *args):
+        """request(client, *args) on the current member, then the others if it is down."""
+        for attempt in range(len(self._clients)):
+            with self._lock:
+                index = self._current
+            try:
+                return request(self._clients[index], *args)
+            except (ConnectionFailedError, ConnectionTimeoutError) as error:
+                with self._lock:
+                    if self._current == index:
+                        self._current = (index + 1) % len(self._clients)
+                logger.warning("etcd member %d of %d unreachable: %s", index + 1, len(self._clients),
+                               error, extra={"event": "etcd_member_unreachable", "member": index})
+                if isinstance(error, ConnectionTimeoutError) or attempt == len(self._clients) - 1:
+                    raise
+
+
+def _transaction(client, request):
+    return client.transaction(request)
+
+
+def _refresh(client, lease_id):
+    return Lease(lease_id, client).refresh()
+
+
+def _revoke(client, lease_id):
+    return Lease(lease_id, client).revoke()
+
+
 class Membership:
     """This server's lease and claims in etcd (module docstring).
 
-    endpoint: "http://host:port" of etcd (the first of a comma-separated list is used);
+    endpoints: "http://host:port" of etcd, or a comma-separated list of its members';
     advertise: the host:port other servers reach this one at; ttl: the lease's seconds.
     Raises Unavailable when etcd cannot be reached at start.
     """
 
-    def __init__(self, endpoint, advertise, ttl):
-        url = urlsplit(endpoint.split(",")[0].strip())
-        self._etcd = Etcd3Client(host=url.hostname, port=url.port or 2379, protocol=url.scheme or "http",
-                                 timeout=_REQUEST_SECONDS)
+    def __init__(self, endpoints, advertise, ttl):
+        self._etcd = _Endpoints(endpoints)
         self.advertise = advertise
         self._ttl = ttl
         # Refuse writes this long before the lease could expire: the keepalive's own latency
@@ -112,16 +158,17 @@ class Membership:
 
     # -- the lease ---------------------------------------------------------------------
 
-    def _call(self, what, request, *args, **kwargs):
+    def _call(self, what, request, *args):
+        """request(etcd client, *args) on a member that answers; Unavailable if none does."""
         try:
-            return request(*args, **kwargs)
+            return self._etcd(request, *args)
         except Etcd3Exception as error:
             raise Unavailable(f"cluster: cannot {what} in etcd ({type(error).__name__}); "
                               "try again") from None
 
     def _grant(self):
         sent = time.monotonic()
-        lease = self._call("grant a lease", self._etcd.lease, self._ttl)
+        lease = self._call("grant a lease", Etcd3Client.lease, self._ttl)
         with self._lock:
             self._lease, self._alive_since_send = lease, sent
         logger.info("cluster lease granted", extra={"event": "lease_granted", "lease": lease.id,
@@ -131,7 +178,7 @@ class Membership:
         while not self._stopping.wait(self._ttl / 4):
             sent = time.monotonic()
             try:
-                ttl = self._lease.refresh()
+                ttl = self._etcd(_refresh, self._lease.id)
             except Exception as error:  # etcd unreachable: keep trying, the margin protects us
                 logger.warning("cluster lease keepalive failed: %s", error,
                                extra={"event": "lease_keepalive_failed"})
@@ -187,7 +234,7 @@ class Membership:
 
     def owner(self, model_id):
         """The advertise address of a model's owner, or None when nobody owns it."""
-        return _first_kv(self._call("read an owner", self._etcd.transaction,
+        return _first_kv(self._call("read an owner", _transaction,
                                     {"compare": [], "success": [_range(_owner_key(model_id))]})
                          ["responses"][0])[0]
 
@@ -195,13 +242,13 @@ class Membership:
         """The id of a model key: the key itself when it is no name, else the name's id (or None)."""
         if len(key) == 32 and all(c in "0123456789abcdef" for c in key):
             return key
-        response = self._call("read a name", self._etcd.transaction,
+        response = self._call("read a name", _transaction,
                               {"compare": [], "success": [_range(_name_key(key))]})
         return _first_kv(response["responses"][0])[0]
 
     def pointer(self, model_id):
         """The committed checkpoint of a model ({"file", "clean"}), or None."""
-        response = self._call("read a checkpoint pointer", self._etcd.transaction,
+        response = self._call("read a checkpoint pointer", _transaction,
                               {"compare": [], "success": [_range(_pointer_key(model_id))]})
         value = _first_kv(response["responses"][0])[0]
         return json.loads(value) if value else None
@@ -210,7 +257,7 @@ class Membership:
         """Take an unowned model that has a committed checkpoint; return (True, pointer) when
         it is ours now, (False, owner address or None) when another holds it or it has none."""
         self.check_writable("claim")
-        response = self._call("claim a model", self._etcd.transaction, {
+        response = self._call("claim a model", _transaction, {
             "compare": [_absent(_owner_key(model_id))],
             "success": [_put(_owner_key(model_id), self.advertise, self._lease.id),
                         _range(_pointer_key(model_id))],
@@ -235,7 +282,7 @@ class Membership:
         if name:
             compare.append(_absent(_name_key(name)))
             success.append(_put(_name_key(name), model_id))
-        response = self._call("claim a new model", self._etcd.transaction,
+        response = self._call("claim a new model", _transaction,
                               {"compare": compare, "success": success, "failure": []})
         if not response.get("succeeded"):
             raise AlreadyExists(f"id {model_id!r} or name {name!r}: got one in use in the "
@@ -247,7 +294,7 @@ class Membership:
         """Point a model's checkpoint at `file` if `token` is still its owner's; return
         whether it was (False: a newer owner took over, this write is stale)."""
         pointer = json.dumps({"file": file, "clean": clean})
-        response = self._call("commit a checkpoint", self._etcd.transaction, {
+        response = self._call("commit a checkpoint", _transaction, {
             "compare": [_created_at(_owner_key(model_id), token)],
             "success": [_put(_pointer_key(model_id), pointer)], "failure": []})
         return bool(response.get("succeeded"))
@@ -257,7 +304,7 @@ class Membership:
         success = [_delete(_owner_key(model_id)), _delete(_pointer_key(model_id))]
         if name:
             success.append(_delete(_name_key(name)))
-        self._call("delete a model", self._etcd.transaction, {
+        self._call("delete a model", _transaction, {
             "compare": [_created_at(_owner_key(model_id), token)], "success": success, "failure": []})
         with self._lock:
             self._tokens.pop(model_id, None)
@@ -271,7 +318,7 @@ class Membership:
             self._unclaim(model_id, token)
 
     def _unclaim(self, model_id, token):
-        self._call("release a model", self._etcd.transaction, {
+        self._call("release a model", _transaction, {
             "compare": [_created_at(_owner_key(model_id), token)],
             "success": [_delete(_owner_key(model_id))], "failure": []})
 
@@ -282,6 +329,6 @@ class Membership:
         with self._lock:
             self._tokens.clear()
         try:
-            self._lease.revoke()
+            self._etcd(_revoke, self._lease.id)
         except Exception as error:  # etcd gone: the lease expires by itself after the TTL
             logger.warning("cluster lease not revoked: %s", error, extra={"event": "lease_revoke_failed"})
