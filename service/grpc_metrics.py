@@ -26,11 +26,13 @@ _DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 class _MethodSeries:
     """The label children of one RPC method; handled children created per code on first use."""
 
-    __slots__ = ("started", "received", "sent", "seconds", "handled", "_labels", "_metrics")
+    __slots__ = ("started", "received", "sent", "seconds", "handled", "in_flight", "_labels",
+                 "_metrics")
 
     def __init__(self, metrics, labels):
         self._metrics = metrics
         self._labels = labels
+        self.in_flight = metrics.requests_in_flight
         self.started = metrics.started.labels(*labels)
         self.received = metrics.msg_received.labels(*labels)
         self.sent = metrics.msg_sent.labels(*labels)
@@ -77,11 +79,14 @@ def _started(series, request_or_iterator, request_streaming):
 def _observe_unary_response(behavior, series, request_streaming):
     def observed(request_or_iterator, context):
         started, request_or_iterator = _started(series, request_or_iterator, request_streaming)
+        series.in_flight.inc()
         try:
             response = behavior(request_or_iterator, context)
         except BaseException:
             series.finish(_code(context, True), started)
             raise
+        finally:
+            series.in_flight.dec()
         series.sent.inc()
         series.finish(_code(context, False), started)
         return response

@@ -25,6 +25,7 @@ children created once per model; they format no strings. The service computes no
 the registry passes the loss and row counts it already has.
 """
 
+import contextlib
 import math
 import socket
 import socketserver
@@ -111,6 +112,10 @@ class NullMetrics:
     def http_handled(self, method, route, status, seconds):
         pass
 
+    def in_flight(self):
+        """A context manager counting one request in progress while it is entered."""
+        return contextlib.nullcontext()
+
 
 NO_METRICS = NullMetrics()
 
@@ -143,6 +148,11 @@ class Metrics(NullMetrics):
                                 "Response messages sent by the server.",
                                 _GRPC_LABELS, registry=registry)
 
+        # What an autoscaler (deploy/k8s/overlays/cluster) scales on besides CPU: the load a
+        # pod has right now. Streams are not counted: one open for an hour is no load.
+        self.requests_in_flight = Gauge(
+            "nnserve_requests_in_flight", "Unary gRPC calls and REST requests being handled now.",
+            registry=registry)
         self.http_requests = Counter("nnserve_http_requests_total",
                                      "Requests answered on the REST port, by route template and "
                                      "HTTP status.", ("method", "route", "status"), registry=registry)
@@ -303,6 +313,9 @@ class Metrics(NullMetrics):
     def predict_queued(self, seconds):
         """Record how long one merged Predict waited for its kernel call."""
         self.queue_seconds.observe(seconds)
+
+    def in_flight(self):
+        return self.requests_in_flight.track_inprogress()
 
     def http_handled(self, method, route, status, seconds):
         """Record one answered REST request (`route`: its template; `status`: an int)."""

@@ -24,7 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from deploy_support import (K8S, POD_FIELDS, ROOT, container_env, find, kustomize, render,
+from deploy_support import (DEPLOY, K8S, POD_FIELDS, ROOT, container_env, find, kustomize, render,
                             server_container, workload)
 from nnserve.clients.channel import ROUTING_HEADER
 from nnserve.service import settings as settings_module
@@ -35,7 +35,10 @@ from nnserve.service.settings import Settings, env_name
 # is the oldest release still commonly supported) and the newest whose schemas
 # kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
-VARIANTS = ("base", "overlays/example", "overlays/durable", "overlays/secure", "overlays/cluster")
+VARIANTS = ("base", "overlays/example", "overlays/durable", "overlays/secure", "overlays/cluster",
+            "overlays/cluster-autoscaled")
+# The prometheus-adapter rule that serves the in-flight metric to the autoscaled variant's HPA.
+ADAPTER_VALUES = DEPLOY / "prometheus-adapter" / "values.yaml"
 CLUSTER = K8S / "overlays" / "cluster"
 # Custom resources by (apiVersion, kind): the file of their CRD's schema in tests/data.
 CRD_SCHEMA_FILES = {
@@ -102,7 +105,7 @@ def test_variant_has_every_resource(variant):
     kinds = sorted(r["kind"] for r in resources if r["kind"] != "Namespace")
     expected = ["ConfigMap", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget",
                 "Service", "Service", "ServiceAccount", "ServiceMonitor", "StatefulSet"]
-    if name == "overlays/cluster":
+    if name.startswith("overlays/cluster"):
         # The servers' Deployment (in place of their StatefulSet), the shared volume, etcd (a
         # StatefulSet and two Services), the nginx router (a ConfigMap, a Deployment, a
         # Service) and Envoy Gateway's Gateway, GRPCRoute and BackendTrafficPolicy.
@@ -401,14 +404,21 @@ def test_security_context(variant):
 
 
 def test_autoscaler_owns_replicas_and_scales_down_only_in_cluster_mode(variant):
-    """The workload leaves `replicas` to the HPA, which scales up on CPU; it scales down only
-    in cluster mode, where a removed pod hands its models off (elsewhere it would take them
-    with it), one pod at a time."""
-    _, resources = variant
+    """The workload leaves `replicas` to the HPA, which scales up on CPU (and in the
+    autoscaled cluster variant on in-flight requests); it scales down only in cluster mode,
+    where a removed pod hands its models off (elsewhere it would take them with it), one pod
+    at a time."""
+    name, resources = variant
     assert "replicas" not in workload(resources)["spec"]
     hpa = find(resources, "HorizontalPodAutoscaler")["spec"]
     assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
-    assert [metric["resource"]["name"] for metric in hpa["metrics"]] == ["cpu"]
+    cpu, *others = hpa["metrics"]
+    assert cpu["resource"]["name"] == "cpu"
+    if name == "overlays/cluster-autoscaled":
+        (in_flight,) = others
+        assert in_flight["pods"]["metric"]["name"] == "nnserve_requests_in_flight"
+    else:
+        assert others == []
     scale_down = hpa["behavior"]["scaleDown"]
     if is_cluster(resources):
         assert scale_down["selectPolicy"] != "Disabled"
@@ -694,3 +704,19 @@ def test_nginx_router_lists_the_server_pods(cluster):
     assert not matches(router["spec"]["selector"], pod_labels(cluster))
     (port,) = service["spec"]["ports"]
     assert port["targetPort"] == container["ports"][0]["name"]
+
+
+def test_adapter_rule_serves_the_gauge_the_servers_export():
+    """The autoscaled HPA's Pods metric is the name prometheus-adapter's rule serves, from a
+    series named as the gauge a live server exports, per namespace and pod."""
+    from metrics_support import scrape
+    from service_support import running_server
+
+    rule, = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]
+    hpa = find(render(K8S / "overlays/cluster-autoscaled"), "HorizontalPodAutoscaler")
+    assert rule["name"]["as"] == hpa["spec"]["metrics"][1]["pods"]["metric"]["name"]
+    series = re.fullmatch(r"(\w+)\{.*\}", rule["seriesQuery"])[1]
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+    with running_server() as live:
+        exported = {name for name, _ in scrape(live.server.metrics_port)}
+    assert series in exported

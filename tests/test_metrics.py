@@ -297,3 +297,56 @@ def test_many_steps_at_once_record_what_one_step_at_a_time_records():
             assert got[key] == pytest.approx(wanted, rel=1e-12), key
         else:
             assert got[key] == wanted, key
+
+
+def test_requests_in_flight_counts_unary_calls_and_rest_requests_being_handled():
+    """nnserve_requests_in_flight is 1 while an UploadDataset (a call with one answer) waits
+    for its last chunk and while a REST request waits for the rest of its body, 0 before
+    and after; an open stream is not counted."""
+    import socket
+    import threading
+
+    from job_support import upload_requests
+
+    x, y = make_batch(np.random.default_rng(0), 8, 4, 3)
+    with running_server() as live:
+        port = live.server.metrics_port
+        assert value(scrape(port), "nnserve_requests_in_flight") == 0
+        release = threading.Event()
+        first, *rest = upload_requests(x, y, rows_per_chunk=4)
+
+        def requests():
+            yield first
+            release.wait(30)
+            yield from rest
+
+        def no_requests():
+            release.wait(30)
+            yield from ()
+
+        upload = live.stub.UploadDataset.future(requests(), timeout=60)
+        stream = live.stub.PredictStream(no_requests(), timeout=60)  # open until released
+        _wait_until(lambda: value(scrape(port), "grpc_server_started_total",
+                                  **rpc("PredictStream", grpc_type="BIDI_STREAM")) == 1)
+        _wait_until(lambda: value(scrape(port), "nnserve_requests_in_flight") == 1)
+        assert value(scrape(port), "nnserve_requests_in_flight") == 1
+        release.set()
+        upload.result()
+        list(stream)
+        _wait_until(lambda: value(scrape(port), "nnserve_requests_in_flight") == 0)
+
+        with socket.create_connection(("127.0.0.1", live.server.http_port), timeout=30) as rest_call:
+            rest_call.sendall(b"POST /v2/models/none/infer HTTP/1.1\r\nHost: x\r\n"
+                              b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n{")
+            _wait_until(lambda: value(scrape(port), "nnserve_requests_in_flight") == 1)
+            rest_call.sendall(b'"a": 1}  ')
+            assert rest_call.recv(100).startswith(b"HTTP/1.1 ")
+        _wait_until(lambda: value(scrape(port), "nnserve_requests_in_flight") == 0)
+
+
+def _wait_until(condition, attempts=400):
+    for _ in range(attempts):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")

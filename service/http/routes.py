@@ -153,7 +153,8 @@ class _Binding:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else UNMATCHED
         try:
-            response = await handler(request)
+            with self._metrics.in_flight():
+                response = await handler(request)
         except web.HTTPException as error:  # the router's: no such path, or not this method
             response = _error(error.status, self._router_message(request, error))
         except DOMAIN_ERRORS as error:
