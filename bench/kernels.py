@@ -1,7 +1,8 @@
 """`nnserve bench kernels`: train-step and predict timings against PyTorch and numpy.
 
 Every figure is a median over individually timed calls, all measured in one process and
-one run, so ratios compare like with like on a noisy machine.
+one run, so ratios compare like with like on a noisy machine. `--openblas-coretype both`
+repeats the run under a second OpenBLAS setting (bench/kernel_settings.py).
 """
 
 import json
@@ -16,12 +17,18 @@ import numpy as np
 from nnserve.bench.numpy_mlp import NumpyMLP
 
 CASES = [
-    # (label, layers, activations, loss, optimizer, batch sizes); numpy's MLP is plain SGD only
+    # (label, layers, activations, loss, optimizer, dtype, batch sizes); numpy's MLP is plain
+    # SGD only. Every reference computes in the case's dtype (PyTorch's model too).
     ("mnist-mlp", [784, 256, 256, 10], ["relu", "relu", "softmax"], "cross_entropy", "sgd",
-     [1, 32, 256, 1024]),
-    ("mnist-tanh", [784, 256, 256, 10], ["tanh", "tanh", "softmax"], "cross_entropy", "sgd", [1, 256]),
-    ("mnist-adam", [784, 256, 256, 10], ["relu", "relu", "softmax"], "cross_entropy", "adam", [1, 256]),
-    ("tiny", [2, 8, 8, 1], ["tanh", "tanh", "sigmoid"], "binary_cross_entropy", "sgd", [1, 32]),
+     "float32", [1, 32, 256, 1024]),
+    ("mnist-mlp", [784, 256, 256, 10], ["relu", "relu", "softmax"], "cross_entropy", "sgd",
+     "float64", [1, 32, 256, 1024]),
+    ("mnist-tanh", [784, 256, 256, 10], ["tanh", "tanh", "softmax"], "cross_entropy", "sgd",
+     "float32", [1, 256]),
+    ("mnist-adam", [784, 256, 256, 10], ["relu", "relu", "softmax"], "cross_entropy", "adam",
+     "float32", [1, 256]),
+    ("tiny", [2, 8, 8, 1], ["tanh", "tanh", "sigmoid"], "binary_cross_entropy", "sgd", "float32",
+     [1, 32]),
 ]
 LEARNING_RATE = 0.01
 
@@ -43,15 +50,18 @@ def train_flops(layers, batch):
     return 2 * batch * (2 * sum(products) + sum(products[1:]))
 
 
-def sgemm_gflops(repeats):
-    """The machine's sgemm speed through the BLAS that numba's np.dot calls (scipy's)."""
-    from scipy.linalg.blas import sgemm
+def gemm_gflops(repeats):
+    """{dtype: GFLOP/s} of sgemm and dgemm (1024^3) in the BLAS numba's np.dot calls (scipy's)."""
+    from scipy.linalg.blas import dgemm, sgemm
 
     rng = np.random.default_rng(0)
-    a = np.asfortranarray(rng.standard_normal((1024, 1024), dtype=np.float32))
-    b = np.asfortranarray(rng.standard_normal((1024, 1024), dtype=np.float32))
-    seconds = _median_seconds(lambda: sgemm(1.0, a, b), max(10, repeats // 10))
-    return 2 * 1024 ** 3 / seconds / 1e9
+    speeds = {}
+    for dtype, gemm in (("float32", sgemm), ("float64", dgemm)):
+        a = np.asfortranarray(rng.standard_normal((1024, 1024), dtype=dtype))
+        b = np.asfortranarray(rng.standard_normal((1024, 1024), dtype=dtype))
+        seconds = _median_seconds(lambda: gemm(1.0, a, b), max(10, repeats // 10))
+        speeds[dtype] = 2 * 1024 ** 3 / seconds / 1e9
+    return speeds
 
 
 def blas_report():
@@ -76,7 +86,8 @@ def compile_seconds():
 def _torch_model(torch, weights, activations):
     modules = []
     for (w, b), name in zip(weights, activations):
-        linear = torch.nn.Linear(*w.shape)
+        # Built in the weights' dtype (torch.float32 or torch.float64), so they copy exactly.
+        linear = torch.nn.Linear(*w.shape, dtype=getattr(torch, str(w.dtype)))
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(w.T.copy()))
             linear.bias.copy_(torch.from_numpy(b))
@@ -95,7 +106,7 @@ def _torch_calls(torch, weights, activations, loss, optimizer_name, x, y):
     if loss == "cross_entropy":
         ty, criterion, head = torch.from_numpy(y), torch.nn.CrossEntropyLoss(), torch.softmax
     else:
-        ty = torch.from_numpy(y.astype(np.float32).reshape(-1, 1))
+        ty = torch.from_numpy(y.astype(x.dtype).reshape(-1, 1))
         criterion, head = torch.nn.BCEWithLogitsLoss(), lambda z, dim: torch.sigmoid(z)
 
     def train():
@@ -110,7 +121,7 @@ def _torch_calls(torch, weights, activations, loss, optimizer_name, x, y):
     return train, predict
 
 
-def measure(repeats, cases=CASES):
+def measure(repeats, cases):
     """Rows of timings, one per case and batch size; (rows, BLAS threads, torch version)."""
     from nnserve.model import Network
 
@@ -123,18 +134,19 @@ def measure(repeats, cases=CASES):
         torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     rows = []
-    for label, layers, activations, loss, optimizer, batches in cases:
+    for label, layers, activations, loss, optimizer, dtype, batches in cases:
         for batch in batches:
             network = Network(layers, activations, loss, optimizer=optimizer,
-                              learning_rate=LEARNING_RATE, dtype="float32")
-            x = rng.standard_normal((batch, layers[0]), dtype=np.float32)
+                              learning_rate=LEARNING_RATE, dtype=dtype)
+            x = rng.standard_normal((batch, layers[0]), dtype=dtype)
             if loss == "cross_entropy":
                 y = rng.integers(0, layers[-1], batch)
-                one_hot = np.eye(layers[-1], dtype=np.float32)[y]
+                one_hot = np.eye(layers[-1], dtype=dtype)[y]
             else:
                 y = rng.integers(0, 2, batch)
-                one_hot = y.astype(np.float32).reshape(-1, 1)
-            row = {"case": label, "layers": layers, "batch": batch, "optimizer": optimizer,
+                one_hot = y.astype(dtype).reshape(-1, 1)
+            row = {"case": label, "dtype": dtype, "layers": layers, "batch": batch,
+                   "optimizer": optimizer,
                    "nnserve_train_us": _median_seconds(lambda: network.train_step(x, y), repeats) * 1e6,
                    "nnserve_predict_us": _median_seconds(lambda: network.predict(x), repeats) * 1e6}
             if optimizer == "sgd":
@@ -154,40 +166,70 @@ def measure(repeats, cases=CASES):
     return rows, threads, torch.__version__ if torch is not None else None
 
 
-def _format_table(rows, sgemm):
-    header = ("case", "batch", "train us", "torch us", "numpy us", "x torch",
-              "predict us", "torch us", "numpy us", "x torch", "GFLOP/s", "of sgemm")
+def _format_table(rows, gemm):
+    """One line per row; "of gemm" is the train step's GFLOP/s over gemm[row's dtype]."""
+    header = ("case", "dtype", "batch", "train us", "torch us", "numpy us", "x torch",
+              "predict us", "torch us", "numpy us", "x torch", "GFLOP/s", "of gemm")
     lines = ["  ".join(f"{h:>10}" for h in header)]
     for row in rows:
         def fmt(key, spec="10.1f"):
             return format(row[key], spec) if key in row else f"{'-':>10}"
         lines.append("  ".join([
-            f"{row['case']:>10}", f"{row['batch']:>10}", fmt("nnserve_train_us"), fmt("torch_train_us"),
-            fmt("numpy_train_us"), fmt("train_speedup_vs_torch", "10.2f"), fmt("nnserve_predict_us"),
+            f"{row['case']:>10}", f"{row['dtype']:>10}", f"{row['batch']:>10}",
+            fmt("nnserve_train_us"), fmt("torch_train_us"), fmt("numpy_train_us"),
+            fmt("train_speedup_vs_torch", "10.2f"), fmt("nnserve_predict_us"),
             fmt("torch_predict_us"), fmt("numpy_predict_us"), fmt("predict_speedup_vs_torch", "10.2f"),
-            fmt("train_gflops"), f"{row['train_gflops'] / sgemm:>10.0%}"]))
+            fmt("train_gflops"), f"{row['train_gflops'] / gemm[row['dtype']]:>10.0%}"]))
     return "\n".join(lines)
 
 
-def run(args):
-    blas = blas_report()
-    cold, cached = compile_seconds()
+def _kernels_blas_line(blas):
+    """The BLAS the kernels call (scipy's) as threadpoolctl reports it, and the variables
+    OpenBLAS read when it loaded: `architecture` is the kernel that ran."""
+    settings = " ".join(f"{name}={blas[name] or 'unset'}"
+                        for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
+    pool = next((pool for pool in blas["blas"] if pool["used_by_kernels"]), None)
+    if pool is None:
+        return f"kernels' BLAS: not reported (threadpoolctl missing); {settings}"
+    return (f"kernels' BLAS: {pool['internal_api']} {pool['version']}, architecture "
+            f"{pool['architecture']}, {pool['num_threads']} threads; {settings}")
+
+
+def measure_run(repeats, cases):
+    """Measure `cases` in this process, print the table under its header; return the figures."""
     from nnserve.model import warmup
 
     warmup()
-    rows, threads, torch_version = measure(args.repeats)
+    rows, threads, torch_version = measure(repeats, cases)
     # After the cases: right after a multi-threaded 1024^3 sgemm, the first case's batch-1
     # calls ran ~50% slower (measured), whatever that case was.
-    sgemm = sgemm_gflops(args.repeats)
-    print(f"BLAS: {json.dumps(blas['blas'])}")
-    print(f"OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={blas['OPENBLAS_L2_SIZE']}; "
-          f"threads={threads}; torch={torch_version or 'not installed (torch columns skipped)'}")
-    print(f"numba compile: cold {cold:.2f} s, from cache {cached:.2f} s; sgemm {sgemm:.1f} GFLOP/s")
-    print(f"medians of {args.repeats} calls, float32, lr={LEARNING_RATE} (SGD unless the case says adam)")
-    print(_format_table(rows, sgemm))
+    gemm = gemm_gflops(repeats)
+    blas = blas_report()
+    print(_kernels_blas_line(blas))
+    print(f"every BLAS: {json.dumps(blas['blas'])}")
+    print(f"threads={threads}; torch={torch_version or 'not installed (torch columns skipped)'}; "
+          f"sgemm {gemm['float32']:.1f} GFLOP/s, dgemm {gemm['float64']:.1f} GFLOP/s")
+    print(f"medians of {repeats} calls, lr={LEARNING_RATE} (SGD unless the case says adam); each "
+          f"row in its dtype, PyTorch and numpy too; of gemm: GFLOP/s over sgemm's (float32 "
+          f"rows) or dgemm's (float64 rows)")
+    print(_format_table(rows, gemm), flush=True)
+    return {"blas": blas, "threads": threads, "torch": torch_version,
+            "sgemm_gflops": gemm["float32"], "dgemm_gflops": gemm["float64"],
+            "repeats": repeats, "rows": rows}
+
+
+def run(args):
+    cold, cached = compile_seconds()
+    print(f"numba compile (fresh processes, this environment): cold {cold:.2f} s, "
+          f"from cache {cached:.2f} s", flush=True)
+    if args.openblas_coretype == "both":
+        from nnserve.bench.kernel_settings import measure_settings
+
+        report = {"repeats": args.repeats, "runs": measure_settings(args.repeats, CASES)}
+    else:
+        report = measure_run(args.repeats, CASES)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"blas": blas, "threads": threads, "torch": torch_version,
-                       "compile_seconds": {"cold": cold, "cached": cached},
-                       "sgemm_gflops": sgemm, "repeats": args.repeats, "rows": rows}, handle, indent=2)
+            json.dump(dict(report, compile_seconds={"cold": cold, "cached": cached}), handle,
+                      indent=2)
     return 0

@@ -1,4 +1,4 @@
-"""A plain numpy MLP (float32, SGD): what a user would write without nnserve.
+"""A plain numpy MLP (SGD, in its weights' dtype): what a user would write without nnserve.
 
 Used only as a speed reference by `nnserve bench kernels`; correctness references live in
 tests/.

@@ -114,6 +114,12 @@ def build_parser():
     kernels.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     kernels.add_argument("--repeats", type=int, default=200,
                          help="timed calls per case (median reported; default 200)")
+    kernels.add_argument(
+        "--openblas-coretype", choices=("env", "both"), default="env",
+        help="env: one run in this process, OpenBLAS as the environment sets it (default); "
+             "both: two runs in child processes, the environment's OPENBLAS_CORETYPE and the "
+             "other setting (unset if the environment sets it, else Haswell, the AVX2 kernel), "
+             "each table headed by the BLAS kernel that ran")
     kernels.set_defaults(handler=_bench_kernels)
     service = benches.add_parser(
         "service", help="requests/s, latency and memory over gRPC: nnserve vs a bare gRPC "
