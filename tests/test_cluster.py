@@ -10,7 +10,8 @@ import grpc
 import numpy as np
 import pytest
 
-from cluster_support import etcd, free_port, nnserve_process, wait_for
+from cluster_support import (cluster_keys, committed_version, etcd, free_port, nnserve_process,
+                             settled, trained_models, unavailable, wait_for)
 from nnserve.clients import Client, NNServeError
 
 pytest.importorskip("etcd3gw")
@@ -27,33 +28,6 @@ def cluster_server(stack, directory, endpoint, name, ttl=TTL):
         "--cluster-lease-ttl", str(ttl), "--state-dir", str(directory / "shared"),
         "--checkpoint-every-steps", "1", name=name, port=port))
     return process, f"127.0.0.1:{port}"
-
-
-def settled(call):
-    """call()'s result once the cluster answers it (UNAVAILABLE while ownership moves)."""
-    def attempt():
-        try:
-            return (call(),)
-        except NNServeError as error:
-            if error.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise
-            return None
-    return wait_for(attempt, "the cluster to answer", timeout=60, every=0.2)[0]
-
-
-def trained_models(client, count, steps, rng, first=0):
-    """`count` models created through `client` (every other one named net<index>, index from
-    `first`), each trained `steps` steps."""
-    models = []
-    for index in range(first, first + count):
-        model = client.create_model([3, 5, 2], ["tanh", "softmax"], "cross_entropy", seed=index,
-                                    name=f"net{index}" if index % 2 else None)
-        x = rng.normal(size=(8, 3)).astype(np.float32)
-        y = rng.integers(0, 2, size=8)
-        for _ in range(steps):
-            model.train_step(x, y)
-        models.append(model)
-    return models
 
 
 def test_a_call_for_another_servers_model_is_forwarded_to_its_owner(tmp_path):
@@ -183,33 +157,6 @@ def test_a_paused_owner_refuses_writes_and_its_model_never_moves_backwards(tmp_p
                 expected = 5
             assert moved.refresh().step == expected
             assert settled(lambda: client_a.get_model(model.id).step) == expected
-
-
-def cluster_keys(endpoint):
-    """{key: value} of every key cluster mode keeps in etcd."""
-    from etcd3gw.client import Etcd3Client
-
-    host, port = endpoint.removeprefix("http://").split(":")
-    client = Etcd3Client(host=host, port=int(port), timeout=5)
-    return {meta["key"].decode(): value.decode()
-            for value, meta in client.get_prefix("/nnserve/")}
-
-
-def committed_version(endpoint, model_id):
-    """The weights version of a model's committed checkpoint (its file is written first and
-    counts only once etcd points at it), or None."""
-    pointer = cluster_keys(endpoint).get(f"/nnserve/models/{model_id}/checkpoint")
-    return int(json.loads(pointer)["file"].split(".")[-2]) if pointer else None
-
-
-def unavailable(call):
-    """Whether call() fails with UNAVAILABLE (False when it succeeds)."""
-    try:
-        call()
-    except NNServeError as error:
-        assert error.code == grpc.StatusCode.UNAVAILABLE, error
-        return True
-    return False
 
 
 def test_an_etcd_restart_loses_and_duplicates_no_model(tmp_path):
