@@ -297,6 +297,7 @@ class Registry:
         entry.check_no_job("TrainStep")
         self.cluster.check_writable("TrainStep")
         self._check_rows(x)
+        self._checkpoints.admit(entry, "TrainStep")
         started = time.perf_counter()
         with _model_errors_as_status():
             loss = entry.network.train_step(x, y)

@@ -32,7 +32,7 @@ from .checkpoints import (Checkpointer, DatasetFiles, JobFiles, open_checkpoints
                           restore_training_data)
 from .cluster.remote_inference import ClusterInference
 from .cluster.routing import ClusterNode, ClusterRouter, OwnerChannels
-from .cluster.shared_store import SharedCheckpointStore
+from .cluster.shared_store import SharedCheckpointStore, shared_files
 from .datasets import DatasetStore
 from .errors import ErrorInterceptor
 from .grpc_metrics import MetricsInterceptor
@@ -200,8 +200,11 @@ def _join_cluster(settings, metrics):
     from .cluster.membership import Membership  # the etcd client: needed in cluster mode only
 
     membership = Membership(settings.cluster_etcd, settings.cluster_advertise, settings.cluster_lease_ttl)
-    store = SharedCheckpointStore(settings.state_dir, membership)
-    checkpoints = Checkpointer(store, settings.checkpoint_every_steps, settings.checkpoint_every_seconds)
+    store = SharedCheckpointStore(shared_files(settings.state_dir), membership)
+    # Steps acknowledged but not yet committed are what a failover loses: at most two
+    # checkpoint intervals of them (one being committed, one filling), whatever etcd does.
+    checkpoints = Checkpointer(store, settings.checkpoint_every_steps, settings.checkpoint_every_seconds,
+                               max_unsaved_steps=2 * settings.checkpoint_every_steps)
     node = ClusterNode(membership, Registry(settings, metrics, checkpoints), store)
     return checkpoints, node
 

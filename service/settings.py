@@ -70,7 +70,8 @@ class Settings:
         0, "with --batch-max-rows, microseconds a Predict waits for others to merge with (0: "
         "merge only the requests already queued, never wait)", low=0, high=1_000_000)
     state_dir: str = _option("", "directory of durable model checkpoints, restored on start "
-                             "(empty: models live in memory only)")
+                             "(empty: models live in memory only); in cluster mode the directory "
+                             "all servers share, or s3://bucket/prefix (the s3 extra)")
     checkpoint_every_steps: int = _option(0, "with --state-dir, checkpoint a model after this many "
                                           "unsaved train steps (0: no step trigger)", low=0)
     checkpoint_every_seconds: float = _option(
@@ -134,6 +135,9 @@ class Settings:
         if self.cluster_etcd and not (self.cluster_advertise and self.state_dir):
             raise ValueError("cluster_etcd: got it without cluster_advertise or state_dir, expected "
                              "both (the address others forward to, the shared checkpoint directory)")
+        if self.state_dir.startswith("s3://") and not self.cluster_etcd:
+            raise ValueError(f"state_dir: got {self.state_dir!r} without cluster_etcd, expected a "
+                             "directory (an S3 bucket holds a cluster's checkpoints only)")
 
     @classmethod
     def from_env(cls, environ=None, **overrides):

@@ -99,7 +99,7 @@ def test_a_stale_owners_checkpoint_commit_is_rejected_and_its_file_deleted(tmp_p
     """Once an owner's lease is gone and another server claimed the model, the old owner's
     commit (its token) fails, its file is deleted and the pointer keeps the new owner's."""
     from nnserve.service.cluster.membership import Membership
-    from nnserve.service.cluster.shared_store import SharedCheckpointStore, StaleCheckpoint
+    from nnserve.service.cluster.shared_store import DirectoryFiles, SharedCheckpointStore, StaleCheckpoint
 
     model_id = "ab" * 16
     record = {"id": model_id, "name": "", "spec": {"layers": [1, 1], "activations": ["identity"],
@@ -108,8 +108,8 @@ def test_a_stale_owners_checkpoint_commit_is_rejected_and_its_file_deleted(tmp_p
               "weights": [(np.zeros((1, 1), np.float32), np.zeros(1, np.float32))], "slots": {}}
     with etcd(tmp_path) as endpoint:
         old, new = Membership(endpoint, "old:1", TTL), Membership(endpoint, "new:1", TTL)
-        old_store = SharedCheckpointStore(tmp_path / "shared", old)
-        new_store = SharedCheckpointStore(tmp_path / "shared", new)
+        old_store = SharedCheckpointStore(DirectoryFiles(tmp_path / "shared"), old)
+        new_store = SharedCheckpointStore(DirectoryFiles(tmp_path / "shared"), new)
         try:
             old.claim_new(model_id, "")
             old_store.write(record)

@@ -7,6 +7,11 @@ is final: once a model is untracked nothing writes its file again. A close() mar
 shutdown clean when every model's last write succeeded (a failed write that a later one of
 the same model made good, as after a full disk was freed or etcd came back, leaves nothing
 unsaved).
+
+With `max_unsaved_steps` (cluster mode), a train step waits in `admit` while that many of
+its model's acknowledged steps are not durable yet, and is refused (UNAVAILABLE, before it
+changes anything) when the write that would make them durable failed: what a crash or a
+partition loses is then bounded by the setting, not by how long the failure lasts.
 """
 
 import collections
@@ -14,11 +19,16 @@ import logging
 import threading
 import time
 
+from ..errors import Unavailable
 from .store import CheckpointStore
 
 __all__ = ["NO_CHECKPOINTS", "Checkpointer", "open_checkpoints"]
 
 logger = logging.getLogger(__name__)
+
+# How long a train step waits in `admit` for its model's checkpoint before it is refused:
+# past one etcd request's timeout (2 s), short of the SDK's usual deadlines (5 s and more).
+ADMIT_SECONDS = 3.0
 
 
 class _Job:
@@ -32,12 +42,13 @@ class _Job:
 
 
 class _Tracked:
-    __slots__ = ("entry", "dirty_since", "steps")
+    __slots__ = ("entry", "dirty_since", "steps", "writing")
 
     def __init__(self, entry):
         self.entry = entry
         self.dirty_since = None  # time.monotonic() of the first step not in a checkpoint
         self.steps = 0  # train steps since the last snapshot
+        self.writing = 0  # train steps in the snapshot being written (not durable yet)
 
 
 def _snapshot(entry):
@@ -59,10 +70,11 @@ class Checkpointer:
     have passed since its first unsaved step (either 0: that trigger is off), and at close().
     """
 
-    def __init__(self, store, every_steps=0, every_seconds=0.0):
+    def __init__(self, store, every_steps=0, every_seconds=0.0, max_unsaved_steps=0):
         self.store = store
         self._every_steps = every_steps
         self._every_seconds = every_seconds
+        self._max_unsaved_steps = max_unsaved_steps
         self._condition = threading.Condition()
         self._tracked = {}  # model id -> _Tracked
         self._queue = collections.OrderedDict()  # model id -> _Job, oldest first
@@ -103,6 +115,30 @@ class Checkpointer:
             job = self._schedule(entry, "remove")
         if wait:
             self._wait(job)
+
+    def admit(self, entry, method):
+        """Return when a train step of `entry` may be applied (module docstring); raise
+        Unavailable when its model's steps cannot be made durable now."""
+        if not self._max_unsaved_steps:
+            return
+        deadline = time.monotonic() + ADMIT_SECONDS
+        with self._condition:
+            while True:
+                tracked = self._tracked.get(entry.id)
+                if tracked is None or tracked.steps + tracked.writing < self._max_unsaved_steps:
+                    return
+                if entry.id in self._failed and not tracked.writing:
+                    self._schedule(entry, "save")  # again: the disk or etcd may be back
+                    raise Unavailable(
+                        f"{method}: model {entry.id} has {tracked.steps} acknowledged steps whose "
+                        "checkpoint could not be written (see the server's log); train steps are "
+                        f"refused until it is, so that at most {self._max_unsaved_steps} "
+                        "acknowledged steps are ever not durable")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Unavailable(f"{method}: model {entry.id}'s checkpoint is not written "
+                                      f"after {ADMIT_SECONDS:g} s; try again")
+                self._condition.wait(left)
 
     def trained(self, entry, steps=1):
         """Count train steps of `entry`; schedule a save when an interval is reached."""
@@ -182,7 +218,8 @@ class Checkpointer:
                 if tracked is None:  # deleted since: never write it again
                     job.kind = "skip"
                 else:  # steps from here on go into the next checkpoint
-                    tracked.dirty_since, tracked.steps = None, 0
+                    tracked.dirty_since = None
+                    tracked.writing, tracked.steps = tracked.writing + tracked.steps, 0
             return job
 
     def _run(self):
@@ -202,16 +239,27 @@ class Checkpointer:
                 if job.kind != "skip":
                     with self._condition:
                         self._failed.discard(job.entry.id)
+                        self._settled(job, durable=True)
             except Exception as error:  # a full disk must not stop the other models' writes
                 job.error = f"{type(error).__name__}: {error}"
                 logger.error("checkpoint %s of model %s failed: %s", job.kind, job.entry.id, job.error,
                              extra={"event": "checkpoint_failed", "model_id": job.entry.id})
                 with self._condition:
                     self._failed.add(job.entry.id)
-                    tracked = self._tracked.get(job.entry.id)
+                    tracked = self._settled(job, durable=False)
                     if job.kind == "save" and tracked is not None and tracked.dirty_since is None:
                         tracked.dirty_since = time.monotonic()  # try again at the next interval
             job.done.set()
+
+    def _settled(self, job, durable):
+        """A save's steps are durable now, or unsaved again; wake admit(). Under the condition."""
+        tracked = self._tracked.get(job.entry.id)
+        if tracked is not None and job.kind == "save":
+            if not durable:
+                tracked.steps += tracked.writing
+            tracked.writing = 0
+            self._condition.notify_all()
+        return tracked
 
 
 class _NoCheckpoints:
@@ -226,6 +274,9 @@ class _NoCheckpoints:
         pass
 
     remove = save
+
+    def admit(self, entry, method):
+        pass
 
     def trained(self, entry, steps=1):
         pass

@@ -113,7 +113,7 @@ class ClusterNode:
     def _adopt(self, model_id, pointer):
         """Restore a just-claimed model from its committed checkpoint."""
         try:
-            record = self._store.read(self._store.path(pointer["file"]))
+            record = self._store.read(pointer["file"])
             if not pointer["clean"]:  # its last owner may have handed out later versions
                 record["version"] += VERSION_GAP_AFTER_CRASH
             self.registry.restore(record)

@@ -1,24 +1,29 @@
-"""Checkpoints of a cluster in one shared directory, each made current by a fenced etcd commit.
+"""Checkpoints of a cluster in one shared place, each made current by a fenced etcd commit.
 
-A write goes to a new file DIR/<id>.<token>.<version>.npz (atomically, as the single-server
-store writes), then `Membership.commit` points the model's etcd pointer at it if `token` is
-still the owner's. A stale owner (paused or cut off while another took over) writes only
-files of its own older token, its commit fails, and its file is deleted: it never changes
-what the new owner restores from. Once a commit succeeds, the file it replaced is deleted.
+A write goes to a new file <id>.<token>.<version>.npz (whole or absent: an atomic rename in
+a shared directory, one PUT in an S3 bucket), then `Membership.commit` points the model's
+etcd pointer at it if `token` is still the owner's. A stale owner (paused or cut off while
+another took over) writes only files of its own older token, its commit fails, and its
+file is deleted: it never changes what the new owner restores from. Once a commit
+succeeds, the file it replaced is deleted. A commit that could not reach etcd may or may
+not have been applied: its file is kept until a later commit of the model settles it, and
+a server that adopts a model deletes every file of other tokens but the one it restored.
 
-No directory lock: the servers of a cluster share DIR, and etcd decides who writes what.
+No lock: the servers of a cluster share the place, and etcd decides who writes what.
 """
 
+import io
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..checkpoints.format import CorruptCheckpoint, decode, encode
-from ..checkpoints.store import CheckpointStore, fsync_directory, write_atomically
+from ..checkpoints.store import fsync_directory, write_atomically
 from ..errors import Unavailable
 
-__all__ = ["SharedCheckpointStore", "StaleCheckpoint"]
+__all__ = ["BucketFiles", "DirectoryFiles", "SharedCheckpointStore", "StaleCheckpoint", "shared_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +32,93 @@ class StaleCheckpoint(Exception):
     """A checkpoint whose commit etcd refused: another server owns the model now."""
 
 
-class SharedCheckpointStore(CheckpointStore):
-    """CheckpointStore's interface (write, remove, read, close) on a shared directory."""
+class DirectoryFiles:
+    """Checkpoint files in a directory every server mounts (a ReadWriteMany volume)."""
 
-    def __init__(self, directory, membership):
+    def __init__(self, directory):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.last_shutdown_clean = False  # per model in cluster mode: the pointer's "clean"
+
+    def write(self, name, write):
+        return write_atomically(self.directory / name, write)
+
+    def delete(self, name):
+        (self.directory / name).unlink(missing_ok=True)
+        fsync_directory(self.directory)
+
+    def open(self, name):
+        return self.directory / name
+
+    def names(self, prefix):
+        return [path.name for path in self.directory.glob(f"{prefix}*.npz")]
+
+
+class BucketFiles:
+    """Checkpoint files as objects under s3://bucket/prefix in S3-compatible storage.
+
+    boto3 takes the credentials and the endpoint (AWS_ENDPOINT_URL for MinIO, Ceph and the
+    like) from the environment, as every AWS tool does. A PUT is atomic: an object is whole
+    or absent. Raises OSError at start when the bucket cannot be reached.
+    """
+
+    def __init__(self, url):
+        import boto3  # the s3 extra: needed for a bucket only
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        parts = urlsplit(url)
+        self._bucket, self._prefix = parts.netloc, parts.path.strip("/")
+        if self._prefix:
+            self._prefix += "/"
+        self._s3 = boto3.client("s3")
+        try:
+            self._s3.head_bucket(Bucket=self._bucket)
+        except (BotoCoreError, ClientError) as error:
+            raise OSError(f"state_dir: cannot reach bucket {self._bucket!r} ({error})") from None
+
+    def write(self, name, write):
+        buffer = io.BytesIO()
+        write(buffer)
+        body = buffer.getvalue()
+        self._s3.put_object(Bucket=self._bucket, Key=self._prefix + name, Body=body)
+        return len(body)
+
+    def delete(self, name):
+        self._s3.delete_object(Bucket=self._bucket, Key=self._prefix + name)
+
+    def open(self, name):
+        answer = self._s3.get_object(Bucket=self._bucket, Key=self._prefix + name)
+        return io.BytesIO(answer["Body"].read())
+
+    def names(self, prefix):
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self._bucket, Prefix=self._prefix + prefix)
+        return [item["Key"][len(self._prefix):] for page in pages for item in page.get("Contents", ())]
+
+
+def shared_files(state_dir):
+    """The files of --state-dir in cluster mode: a bucket for s3://bucket/prefix, else a
+    directory."""
+    return BucketFiles(state_dir) if state_dir.startswith("s3://") else DirectoryFiles(state_dir)
+
+
+class SharedCheckpointStore:
+    """CheckpointStore's interface (write, remove, close) on files all servers share."""
+
+    def __init__(self, files, membership):
+        self.files = files
         self._membership = membership
-        self._files = {}  # model id -> (name, file of its last commit)
+        self._committed = {}  # model id -> (name, file of its last commit)
+        self._unsettled = {}  # model id -> files whose commit could not reach etcd
         self.on_stale = []  # hooks run with a model id whose commit was refused
 
     def adopted(self, model_id, name, file):
-        """Note the committed file a claimed model was restored from."""
-        self._files[model_id] = (name, file)
+        """Note the committed file a claimed model was restored from, and delete the files
+        of its earlier owners that no commit of theirs can make current any more."""
+        self._committed[model_id] = (name, file)
+        token = self._membership.token(model_id)
+        for leftover in self.files.names(f"{model_id}."):
+            if leftover != file and leftover.split(".")[1] != str(token):
+                self.files.delete(leftover)
 
     def write(self, record):
         model_id = record["id"]
@@ -49,53 +127,57 @@ class SharedCheckpointStore(CheckpointStore):
             raise Unavailable(f"model {model_id}: not owned by this server any more")
         self._membership.check_writable("checkpoint")
         file = f"{model_id}.{token}.{record['version']}.npz"
-        size = write_atomically(self.directory / file, lambda out: np.savez(out, **encode(record)))
-        if not self._membership.commit(model_id, token, file):
-            (self.directory / file).unlink(missing_ok=True)
+        size = self.files.write(file, lambda out: np.savez(out, **encode(record)))
+        try:
+            committed = self._membership.commit(model_id, token, file)
+        except Unavailable:
+            self._unsettled.setdefault(model_id, []).append(file)
+            raise
+        if not committed:
+            self.files.delete(file)
             logger.error("checkpoint of model %s rejected: another server owns it now",
                          model_id, extra={"event": "checkpoint_stale", "model_id": model_id,
                                           "token": token})
             for hook in self.on_stale:
                 hook(model_id)
             raise StaleCheckpoint(f"model {model_id}: token {token} is no longer the owner's")
-        _, previous = self._files.get(model_id, (None, None))
-        self._files[model_id] = (record["name"], file)
-        if previous and previous != file:
-            (self.directory / previous).unlink(missing_ok=True)
+        _, previous = self._committed.get(model_id, (None, None))
+        self._committed[model_id] = (record["name"], file)
+        for replaced in [previous, *self._unsettled.pop(model_id, ())]:
+            if replaced and replaced != file:
+                self.files.delete(replaced)
         return size
 
     def remove(self, model_id):
-        """Delete a model cluster-wide: its etcd keys (if we still own it), then its file."""
-        name, file = self._files.pop(model_id, ("", None))
+        """Delete a model cluster-wide: its etcd keys (if we still own it), then its files."""
+        name, file = self._committed.pop(model_id, ("", None))
         token = self._membership.token(model_id)
         if token is not None:
             self._membership.forget(model_id, token, name)
-        if file:
-            (self.directory / file).unlink(missing_ok=True)
-            fsync_directory(self.directory)
+        for leftover in [file, *self._unsettled.pop(model_id, ())]:
+            if leftover:
+                self.files.delete(leftover)
 
-    def path(self, file):
-        return self.directory / file
-
-    def read(self, path):
-        """The record in `path`, whose name must start with its model's id."""
+    def read(self, file):
+        """The record in `file`, whose name must start with its model's id."""
         try:
-            with np.load(path, allow_pickle=False) as archive:
+            with np.load(self.files.open(file), allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
         except Exception as error:  # any failure to parse the archive means the file is damaged
             raise CorruptCheckpoint(f"unreadable archive ({type(error).__name__}: {error})") from None
         record = decode(arrays)
-        if not Path(path).name.startswith(f"{record['id']}."):
-            raise CorruptCheckpoint(f"meta.id: got {record['id']!r}, expected the file's {Path(path).name!r}")
+        if not file.startswith(f"{record['id']}."):
+            raise CorruptCheckpoint(f"meta.id: got {record['id']!r}, expected the file's {file!r}")
         return record
 
     def forget_local(self, model_id):
         """Drop what we know of a model another server owns now (its files are the owner's)."""
-        self._files.pop(model_id, None)
+        self._committed.pop(model_id, None)
+        self._unsettled.pop(model_id, None)
 
     def mark_clean_shutdown(self):
         """Every model's last commit is current: mark each clean and hand it off."""
-        for model_id, (_, file) in list(self._files.items()):
+        for model_id, (_, file) in list(self._committed.items()):
             token = self._membership.token(model_id)
             if token is not None and self._membership.commit(model_id, token, file, clean=True):
                 self._membership.release(model_id)
