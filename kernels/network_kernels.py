@@ -11,10 +11,17 @@ The lecture's formulas, for layer l with input a_prev:
 Each layer's dz is computed once and reused for dW, db and da_prev. A train step first
 back-propagates every dz (which needs the old weights), bounding the gradient for the
 divergence guard, then updates each layer in place.
+
+train_step takes its arrays bundled by what they are (arguments.py: Net, Batch, Workspace,
+Optimizer, Guard), as plain tuples; predict, evaluate and layer_activations take theirs as
+separate arguments (arguments.py says why). The whole-network kernels below them take the
+structures; the per-layer and per-optimizer kernels (layers.py, optimizers.py, guard.py)
+take the arrays they work on.
 """
 
 import numpy as np
 
+from .arguments import Batch, Guard, Net, Optimizer, Workspace
 from .blas import gemm_transposed_a, matmul
 from .codes import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, SGD
 from .guard import advance, gradient_limit
@@ -25,7 +32,7 @@ from .losses import loss_and_output_grad
 from .optimizers import (L1_RATE, MOMENTUM, NESTEROV, SGD_DECAY, SGD_LR, add_l1, coefficients,
                          sgd_outer_update, update)
 
-# The `optimizer` code that asks train_step for gradients only, with no update.
+# The Optimizer code that asks train_step for gradients only, with no update.
 GRADIENTS_ONLY = -1
 
 # What train_step, evaluate and predict report besides their results.
@@ -86,14 +93,17 @@ def _inputs_finite(x, squares):
 
 
 @kernel()
-def batch_is_valid(x, targets, class_ids, loss, n_out, row_sum_tolerance, squares):
+def batch_is_valid(batch, n_out, squares):
     """Whether every value is one the kernels accept (shapes and dtypes are checked before).
 
     x finite; class ids in [0, n_out); targets finite, in [0, 1] for binary_cross_entropy,
     rows >= 0 summing to 1 (within row_sum_tolerance) for cross_entropy. The Network explains a refusal with numpy.
     Adds x's squared column norms to squares[:n_in].
     """
-    if not _inputs_finite(x, squares):
+    targets = batch.targets
+    class_ids = batch.class_ids
+    loss = batch.loss
+    if not _inputs_finite(batch.x, squares):
         return False
     for i in range(class_ids.shape[0]):
         if class_ids[i] < 0 or class_ids[i] >= n_out:
@@ -114,18 +124,21 @@ def batch_is_valid(x, targets, class_ids, loss, n_out, row_sum_tolerance, square
                 if targets[i, j] < 0:
                     return False
                 row_sum += targets[i, j]
-            if abs(row_sum - 1.0) > row_sum_tolerance:
+            if abs(row_sum - 1.0) > batch.row_sum_tolerance:
                 return False
     return True
 
 
 @kernel()
-def forward(params, layer_sizes, activations, x, outputs, logits, squares):
+def forward(net, x, outputs, logits, squares):
     """Fill `outputs` with every layer's activations and `logits` with the last layer's z.
 
     Adds each hidden layer's squared column norms to its slice of `squares` (see
     _norm_offset), for the guard's gradient bound.
     """
+    params = net.params
+    layer_sizes = net.layer_sizes
+    activations = net.activations
     n_samples = x.shape[0]
     n_layers = layer_sizes.shape[0] - 1
     layer_input = x
@@ -154,9 +167,9 @@ def _norm_offset(layer_sizes, layer):
 
 
 @kernel()
-def back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads, weight_grads,
-                   squares):
-    """Every layer's dz (into `deltas`, the output layer's already there) and db (into `grads`).
+def back_propagate(net, x, workspace, weight_grads, squares):
+    """Every layer's dz (into the workspace's `deltas`, the output layer's already there) and
+    db (into its `grads`), from the activations in its `outputs`.
 
     Fills the weight gradients too when `weight_grads`. Returns an upper bound on every
     gradient element's magnitude, or inf (or NaN) when a gradient may not be finite. By
@@ -164,6 +177,12 @@ def back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads, 
     |db_j| <= sqrt(n) ||dz[:, j]||; `squares` holds the activations' squared column norms
     (from forward, and the inputs' from batch_is_valid).
     """
+    params = net.params
+    layer_sizes = net.layer_sizes
+    activations = net.activations
+    outputs = workspace.outputs
+    deltas = workspace.deltas
+    grads = workspace.grads
     n_samples = x.shape[0]
     n_layers = layer_sizes.shape[0] - 1
     delta_squares = np.zeros(_norm_offset(layer_sizes, n_layers + 1), dtype=params.dtype)
@@ -212,19 +231,27 @@ def _largest(values):
 
 
 @kernel()
-def apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyper, coeffs,
-                  slot1, slot2):
-    """Update every layer in place from its dz and input (back_propagate ran first).
+def apply_updates(net, x, workspace, optimizer, coeffs):
+    """Update every layer's parameters and optimizer slots in place from its dz and input
+    (back_propagate ran first; the workspace's `grads` hold the biases' gradient).
 
     A plain-SGD step never materialises dW: BLAS applies a_prev.T @ dz to W directly
     (alpha = -lr, beta = 1 - lr * decay), and a single-sample step applies the outer
     product in one loop, so W is streamed once per step. With L1, dW is materialised and
     l1 * sign(W) added to it (the weights only) before the optimizer's update.
     """
+    params = net.params
+    layer_sizes = net.layer_sizes
+    outputs = workspace.outputs
+    deltas = workspace.deltas
+    grads = workspace.grads
+    code = optimizer.code
+    slot1 = optimizer.slot1
+    slot2 = optimizer.slot2
     n_samples = x.shape[0]
-    nesterov = hyper[NESTEROV] != 0.0
+    nesterov = optimizer.hyper[NESTEROV] != 0.0
     l1 = coeffs[L1_RATE]
-    plain_sgd = optimizer == SGD and hyper[MOMENTUM] == 0.0 and l1 == 0
+    plain_sgd = code == SGD and optimizer.hyper[MOMENTUM] == 0.0 and l1 == 0
     learning_rate = coeffs[SGD_LR]
     shrink = 1.0 - coeffs[SGD_LR] * coeffs[SGD_DECAY]
     for layer in range(layer_sizes.shape[0] - 1):
@@ -243,49 +270,53 @@ def apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyp
             else:
                 weights, _ = _weights(params, layer_sizes, layer)
                 gemm_transposed_a(layer_input, dz, weights, -learning_rate, shrink)
-            update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[bias_start:end],
-                   bias_start)
+            update(code, nesterov, coeffs, params, slot1, slot2, grads[bias_start:end], bias_start)
         else:
             matmul(layer_input.T, dz, grads[start:bias_start].reshape((n_in, n_out)))
             if l1 != 0:
                 add_l1(grads[start:bias_start], params[start:bias_start], l1)
-            update(optimizer, nesterov, coeffs, params, slot1, slot2, grads[start:end], start)
+            update(code, nesterov, coeffs, params, slot1, slot2, grads[start:end], start)
 
 
 @kernel()
-def train_step(params, layer_sizes, activations, loss, x, targets, class_ids,
-               row_sum_tolerance, outputs, logits, deltas, grads, optimizer, hyper, slot1, slot2,
-               step, bounds, top, force):
-    """One optimizer step on `params`, in place; return (batch loss before it, status).
+def train_step(net, batch, workspace, optimizer, guard, step, force):
+    """One optimizer step on the Net's params and the Optimizer's slots, in place; return
+    (batch loss before it, status). Takes its structures as plain tuples (arguments.py).
 
-    Status OK: applied, and the guard's `bounds` advanced past it. Otherwise nothing
+    Status OK: applied, and the Guard's bounds advanced past it. Otherwise nothing
     changed: BAD_BATCH, LOSS_NOT_FINITE, or OVER_LIMIT when the gradient bound exceeds what
-    keeps every value under `top` (unless `force`; see guard.py). With optimizer ==
-    GRADIENTS_ONLY it only fills `grads`. `step` is the 1-based number of this update.
+    keeps every value under the Guard's top (unless `force`; see guard.py). With the
+    Optimizer code GRADIENTS_ONLY it only fills the Workspace's grads. `step` is the
+    1-based number of this update.
     """
-    n_samples = x.shape[0]
+    net = Net(*net)
+    batch = Batch(*batch)
+    workspace = Workspace(*workspace)
+    optimizer = Optimizer(*optimizer)
+    guard = Guard(*guard)
+    layer_sizes = net.layer_sizes
+    n_samples = batch.x.shape[0]
     last = layer_sizes.shape[0] - 2
-    squares = np.zeros(_norm_offset(layer_sizes, last + 2), dtype=params.dtype)
-    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1], row_sum_tolerance,
-                          squares):
+    squares = np.zeros(_norm_offset(layer_sizes, last + 2), dtype=net.params.dtype)
+    if not batch_is_valid(batch, layer_sizes[-1], squares):
         return np.nan, BAD_BATCH
-    forward(params, layer_sizes, activations, x, outputs, logits, squares)
+    forward(net, batch.x, workspace.outputs, workspace.logits, squares)
     batch_loss = loss_and_output_grad(
-        logits, _layer_rows(outputs, layer_sizes, last, n_samples), targets, class_ids,
-        loss, activations[last], _layer_rows(deltas, layer_sizes, last, n_samples))
+        workspace.logits, _layer_rows(workspace.outputs, layer_sizes, last, n_samples),
+        batch.targets, batch.class_ids, batch.loss, net.activations[last],
+        _layer_rows(workspace.deltas, layer_sizes, last, n_samples))
     if not np.isfinite(batch_loss):
         return batch_loss, LOSS_NOT_FINITE
-    gradients_only = optimizer == GRADIENTS_ONLY
-    bound = back_propagate(params, layer_sizes, activations, x, outputs, deltas, grads,
-                           gradients_only, squares)
+    gradients_only = optimizer.code == GRADIENTS_ONLY
+    bound = back_propagate(net, batch.x, workspace, gradients_only, squares)
     if gradients_only:
         return batch_loss, OK
-    if not (force or bound <= gradient_limit(optimizer, hyper, bounds, step, top)):
+    if not (force or bound <= gradient_limit(optimizer.code, optimizer.hyper, guard.bounds, step,
+                                              guard.top)):
         return batch_loss, OVER_LIMIT
-    coeffs = coefficients(optimizer, hyper, step, params)
-    apply_updates(params, layer_sizes, x, outputs, deltas, grads, optimizer, hyper, coeffs,
-                  slot1, slot2)
-    advance(optimizer, hyper, bounds, bound, step)
+    coeffs = coefficients(optimizer.code, optimizer.hyper, step, net.params)
+    apply_updates(net, batch.x, workspace, optimizer, coeffs)
+    advance(optimizer.code, optimizer.hyper, guard.bounds, bound, step)
     return batch_loss, OK
 
 
@@ -344,7 +375,7 @@ def layer_activations(params, layer_sizes, activations, x):
     logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
     if not _all_finite(x):
         return outputs, False
-    forward(params, layer_sizes, activations, x, outputs, logits,
+    forward(Net(params, layer_sizes, activations), x, outputs, logits,
             np.zeros(_norm_offset(layer_sizes, layer_sizes.shape[0]), dtype=params.dtype))
     return outputs, True
 
@@ -352,14 +383,15 @@ def layer_activations(params, layer_sizes, activations, x):
 @kernel()
 def evaluate(params, layer_sizes, activations, loss, x, targets, class_ids, row_sum_tolerance):
     """Return (batch loss, output activations, valid) without touching `params`."""
+    net = Net(params, layer_sizes, activations)
+    batch = Batch(x, targets, class_ids, loss, row_sum_tolerance)
     n_samples = x.shape[0]
     outputs = np.empty(n_samples * _total_width(layer_sizes), dtype=params.dtype)
     logits = np.empty((n_samples, layer_sizes[-1]), dtype=params.dtype)
     squares = np.zeros(_norm_offset(layer_sizes, layer_sizes.shape[0]), dtype=params.dtype)
-    if not batch_is_valid(x, targets, class_ids, loss, layer_sizes[-1], row_sum_tolerance,
-                          squares):
+    if not batch_is_valid(batch, layer_sizes[-1], squares):
         return np.nan, logits, False
-    forward(params, layer_sizes, activations, x, outputs, logits, squares)
+    forward(net, x, outputs, logits, squares)
     last = layer_sizes.shape[0] - 2
     predictions = _layer_rows(outputs, layer_sizes, last, n_samples)
     scratch = np.empty_like(logits)

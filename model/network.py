@@ -16,6 +16,7 @@ import numpy as np
 
 from nnserve.kernels import network_kernels as nk
 from nnserve.kernels import optimizers
+from nnserve.kernels.arguments import Guard, Net, Optimizer, Workspace
 from nnserve.kernels.codes import ACTIVATIONS, LOSSES, OPTIMIZERS, SLOTS
 
 from . import fit as fitting
@@ -59,7 +60,6 @@ class Network:
         self._activation_codes = np.array([ACTIVATIONS.index(a) for a in spec["activations"]],
                                           dtype=np.int64)
         self._loss_code = LOSSES.index(spec["loss"])
-        self._optimizer_code = OPTIMIZERS.index(spec["optimizer"])
         hyper = np.zeros(optimizers.N_HYPER)
         hyper[optimizers.LEARNING_RATE] = spec["learning_rate"]
         hyper[optimizers.MOMENTUM] = spec["momentum"]
@@ -68,16 +68,25 @@ class Network:
         hyper[optimizers.L1] = spec["l1"]
         hyper[optimizers.BETA1], hyper[optimizers.BETA2] = spec["betas"]
         hyper[optimizers.EPS] = spec["eps"]
-        self._hyper = hyper
 
         self._params = initial_parameters(spec["layers"], spec["init"], spec["seed"], self._dtype)
         self._lock = ReadWriteLock()
         self._slot_names = self._active_slots(spec)
         self._slots = {name: np.zeros_like(self._params) for name in self._slot_names}
-        # The kernel takes two slot arrays always; unused ones are empty.
         slot_arrays = [self._slots[name] for name in self._slot_names]
-        self._slot_args = tuple(slot_arrays + [np.empty(0, dtype=self._dtype)] * (2 - len(slot_arrays)))
         self._guard = DivergenceGuard(self._params, slot_arrays)
+        # train_step's structures (nnserve.kernels.arguments), built once: they hold this
+        # network's arrays, which the kernel updates in place. Plain tuples, as the kernel
+        # takes them (typing a namedtuple would cost 0.7 us a call).
+        self._net = tuple(Net(params=self._params, layer_sizes=self._layer_sizes,
+                              activations=self._activation_codes))
+        # Two slots always; unused ones are empty.
+        slot1, slot2 = slot_arrays + [np.empty(0, dtype=self._dtype)] * (2 - len(slot_arrays))
+        self._optimizer = tuple(Optimizer(code=OPTIMIZERS.index(spec["optimizer"]), hyper=hyper,
+                                          slot1=slot1, slot2=slot2))
+        self._gradients_only = tuple(Optimizer(code=nk.GRADIENTS_ONLY, hyper=hyper, slot1=slot1,
+                                               slot2=slot2))
+        self._guard_args = tuple(Guard(bounds=self._guard.bounds, top=self._guard.ceiling))
         self._workspaces = {}
         self._step = 0
         self._version = 0
@@ -222,16 +231,17 @@ class Network:
         """Return (loss, [(dW, db), ...]): the batch loss and its gradient; no update."""
         inputs = self._batches.inputs(x)
         targets, class_ids = self._batches.targets(y, inputs.shape[0])
-        workspace = self._new_workspace(inputs.shape[0]) + (np.empty_like(self._params),)
+        batch = (inputs, targets, class_ids, self._loss_code, ROW_SUM_TOLERANCE)  # a Batch
+        workspace = self._new_workspace(inputs.shape[0])
         with self._lock.read:
-            loss, status = self._run_step(inputs, targets, class_ids, workspace, nk.GRADIENTS_ONLY,
-                                          self._step + 1, force=False)
+            loss, status = nk.train_step(self._net, batch, tuple(workspace), self._gradients_only,
+                                         self._guard_args, self._step + 1, False)
         if status == nk.BAD_BATCH:
             self._batches.refuse(x, y)
         if status == nk.LOSS_NOT_FINITE:
             raise NonFiniteStep(f"loss: got {loss}, expected a finite number; the weights or "
                                 "inputs are too large for the gradient to be computed")
-        return float(loss), self._layout.split(workspace[3])
+        return float(loss), self._layout.split(workspace.grads)
 
     def get_weights(self):
         """Return a copy of the weights as [(W (n_in, n_out), b (n_out,)), ...]."""
@@ -276,11 +286,14 @@ class Network:
         """
         inputs = self._batches.inputs(x)
         targets, class_ids = self._batches.targets(y, inputs.shape[0])
+        # A Batch (nnserve.kernels.arguments) as the plain tuple the kernel takes, written out
+        # here: a helper method would add a Python call to the hot path.
+        batch = (inputs, targets, class_ids, self._loss_code, ROW_SUM_TOLERANCE)
         with self._lock.write:
             step = self._step + 1
             workspace = self._workspace(inputs.shape[0])
-            loss, status = self._run_step(inputs, targets, class_ids, workspace,
-                                          self._optimizer_code, step, force=False)
+            loss, status = nk.train_step(self._net, batch, workspace, self._optimizer,
+                                         self._guard_args, step, False)
             if status == nk.BAD_BATCH:
                 self._batches.refuse(x, y)
             if status == nk.LOSS_NOT_FINITE:
@@ -289,8 +302,8 @@ class Network:
                     f"finite number); the weights have grown too large, likely from a too high "
                     f"learning_rate ({self._spec['learning_rate']:g}); the model is unchanged")
             if status == nk.OVER_LIMIT and not self._guard.settle(
-                    lambda force: self._run_step(inputs, targets, class_ids, workspace,
-                                                 self._optimizer_code, step, force=force)[1]):
+                    lambda force: nk.train_step(self._net, batch, workspace, self._optimizer,
+                                                self._guard_args, step, force)[1]):
                 raise NonFiniteStep(
                     "train step refused: the update would make parameters or optimizer state "
                     "non-finite (expected finite values), likely from a too high learning_rate "
@@ -298,13 +311,6 @@ class Network:
             self._step = step
             self._version += 1
             return StepLoss(loss, step, self._version)
-
-    def _run_step(self, x, targets, class_ids, workspace, optimizer, step, *, force):
-        outputs, logits, deltas, grads = workspace
-        return nk.train_step(self._params, self._layer_sizes, self._activation_codes,
-                             self._loss_code, x, targets, class_ids, ROW_SUM_TOLERANCE, outputs,
-                             logits, deltas, grads, optimizer, self._hyper, *self._slot_args, step,
-                             self._guard.bounds, self._guard.ceiling, force)
 
     def fit(self, x, y, *, epochs, batch_size, shuffle=True, seed=0, validation_data=None,
             progress=None):
@@ -362,16 +368,18 @@ class Network:
     # -- internals ---------------------------------------------------------------------
 
     def _new_workspace(self, n_samples):
-        width = int(self._layer_sizes[1:].sum())
-        return (np.empty(n_samples * width, dtype=self._dtype),
-                np.empty((n_samples, self.n_outputs), dtype=self._dtype),
-                np.empty(n_samples * width, dtype=self._dtype))
+        width = sum(self._spec["layers"][1:])
+        return Workspace(outputs=np.empty(n_samples * width, dtype=self._dtype),
+                         logits=np.empty((n_samples, self.n_outputs), dtype=self._dtype),
+                         deltas=np.empty(n_samples * width, dtype=self._dtype),
+                         grads=np.empty_like(self._params))
 
     def _workspace(self, n_samples):
-        """Buffers for one batch size, allocated once and reused (called under the lock)."""
+        """Buffers for one batch size as the plain tuple train_step takes, allocated once
+        and reused (called under the lock)."""
         workspace = self._workspaces.pop(n_samples, None)
         if workspace is None:
-            workspace = self._new_workspace(n_samples) + (np.empty_like(self._params),)
+            workspace = tuple(self._new_workspace(n_samples))
             while len(self._workspaces) >= _MAX_WORKSPACES:
                 self._workspaces.pop(next(iter(self._workspaces)))
         self._workspaces[n_samples] = workspace

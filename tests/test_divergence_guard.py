@@ -5,7 +5,9 @@ import grpc
 import numpy as np
 import pytest
 
+from nnserve.kernels import network_kernels as nk
 from nnserve.model import Network, NonFiniteStep
+from nnserve.model.batches import ROW_SUM_TOLERANCE
 from service_support import call_error, classifier_spec, make_batch, pb, running_server, snapshot, to_tensor
 
 OPTIMIZERS = [
@@ -82,8 +84,10 @@ def test_the_guard_changes_no_result_of_ordinary_training(options, batch):
             step = checked._step + 1
             targets, class_ids = _targets(checked, y, x)
             workspace = checked._workspace(batch)
-            assert checked._guard.settle(lambda force: checked._run_step(
-                x, targets, class_ids, workspace, checked._optimizer_code, step, force=force)[1])
+            rows = (x, targets, class_ids, checked._loss_code, ROW_SUM_TOLERANCE)
+            assert checked._guard.settle(lambda force: nk.train_step(
+                checked._net, rows, workspace, checked._optimizer, checked._guard_args, step,
+                force)[1])
             checked._step, checked._version = step, checked._version + 1
     for (w1, b1), (w2, b2) in zip(guarded.get_weights(), checked.get_weights()):
         assert np.array_equal(w1, w2) and np.array_equal(b1, b2)
