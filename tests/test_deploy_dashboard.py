@@ -41,6 +41,7 @@ METRICS = {
     "nnserve_build_info": ("info", ("version", "threading_layer", "threads", "blas")),
     "nnserve_http_requests_total": ("counter", ("method", "route", "status")),
     "nnserve_http_request_duration_seconds": ("histogram", ("method", "route")),
+    "nnserve_requests_in_flight": ("gauge", ()),
 }
 # Labels Prometheus adds to every series scraped through the ServiceMonitor.
 TARGET_LABELS = {"namespace", "pod", "service", "endpoint", "container", "job", "instance"}
