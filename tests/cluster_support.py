@@ -29,7 +29,7 @@ NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "nnserve.conf.template"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
-__all__ = ["ETCD", "NGINX", "Network", "cluster_keys", "committed_version", "cut_off", "etcd",
+__all__ = ["ETCD", "NGINX", "Network", "assert_restored", "cluster_keys", "committed_version", "cut_off", "etcd",
            "etcd_cluster", "free_port", "nginx", "nnserve_process", "owner_keys", "private_network",
            "render_nginx", "require", "settled", "trained_models", "unavailable", "wait_for"]
 
@@ -327,3 +327,14 @@ def trained_models(client, count, steps, rng, first=0):
             model.train_step(x, y)
         models.append(model)
     return models
+
+
+def assert_restored(client, model_id, state):
+    """The model as `client`'s server answers it (once the cluster settles) has `state`'s
+    step and weights, bit for bit; return it."""
+    restored = settled(lambda: client.get_model(model_id).get_state())
+    assert restored["step"] == state["step"]
+    for (w, b), (w0, b0) in zip(restored["weights"], state["weights"]):
+        np.testing.assert_array_equal(w, w0)
+        np.testing.assert_array_equal(b, b0)
+    return client.get_model(model_id)

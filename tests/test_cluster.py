@@ -10,8 +10,8 @@ import grpc
 import numpy as np
 import pytest
 
-from cluster_support import (cluster_keys, committed_version, etcd, free_port, nnserve_process,
-                             settled, trained_models, unavailable, wait_for)
+from cluster_support import (assert_restored, cluster_keys, committed_version, etcd, free_port,
+                             nnserve_process, settled, trained_models, unavailable, wait_for)
 from nnserve.clients import Client, NNServeError
 
 pytest.importorskip("etcd3gw")
@@ -66,12 +66,8 @@ def test_a_killed_servers_models_resume_elsewhere_at_their_last_checkpoint(tmp_p
         process_a.wait()
         client_b = stack.enter_context(Client(target_b, timeout=5))
         for model_id, state in states.items():
-            restored = settled(lambda: client_b.get_model(model_id).get_state())
-            assert restored["step"] == state["step"] == 3
-            for (w, b), (w0, b0) in zip(restored["weights"], state["weights"]):
-                np.testing.assert_array_equal(w, w0)
-                np.testing.assert_array_equal(b, b0)
-            moved = client_b.get_model(model_id)
+            assert state["step"] == 3
+            moved = assert_restored(client_b, model_id, state)
             moved.train_step(np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
             assert moved.refresh().step == 4
 

@@ -11,8 +11,8 @@ import signal
 import numpy as np
 import pytest
 
-from cluster_support import (_process, cluster_keys, committed_version, etcd, free_port,
-                             nnserve_process, settled, trained_models, wait_for)
+from cluster_support import (_process, assert_restored, cluster_keys, committed_version, etcd,
+                             free_port, nnserve_process, trained_models, wait_for)
 from nnserve.clients import Client
 
 boto3 = pytest.importorskip("boto3")
@@ -73,12 +73,8 @@ def test_a_killed_servers_models_resume_from_the_bucket(tmp_path, monkeypatch):
         processes[0].wait()
         client_b = stack.enter_context(Client(targets[1], timeout=5))
         for model_id, state in states.items():
-            restored = settled(lambda: client_b.get_model(model_id).get_state())
-            assert restored["step"] == state["step"] == 3
-            for (w, b), (w0, b0) in zip(restored["weights"], state["weights"]):
-                np.testing.assert_array_equal(w, w0)
-                np.testing.assert_array_equal(b, b0)
-            moved = client_b.get_model(model_id)
+            assert state["step"] == 3
+            moved = assert_restored(client_b, model_id, state)
             moved.train_step(np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
             version = moved.refresh().version  # past the gap a crash leaves (docs/cluster.md)
             wait_for(lambda: committed_version(endpoint, model_id) == version, "B's commit")

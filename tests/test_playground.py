@@ -448,6 +448,8 @@ def test_a_second_viewer_sees_the_training_live(server, open_page, rest):
     first.get_by_test_id("play").click()
     poll(lambda: shown_epoch(second) >= 5, "the second page's epoch advancing")
     first.get_by_test_id("pause").click()
+    # The server's frame says the training stopped (settings of a running job do not change).
+    poll(lambda: first.get_by_test_id("play").is_enabled(), "the first page to show the pause")
     first.get_by_test_id("noise").fill("25")
     first.get_by_test_id("noise").dispatch_event("change")
     poll(lambda: second.get_by_test_id("noise-value").text_content() == "25", "the second page's noise")
