@@ -29,7 +29,7 @@ NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "nnserve.conf.template"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
-__all__ = ["ETCD", "NGINX", "Network", "assert_restored", "cluster_keys", "committed_version", "cut_off", "etcd",
+__all__ = ["ETCD", "NGINX", "Network", "assert_restored", "cluster_server", "cluster_keys", "committed_version", "cut_off", "etcd",
            "etcd_cluster", "free_port", "nginx", "nnserve_process", "owner_keys", "private_network",
            "render_nginx", "require", "settled", "trained_models", "unavailable", "wait_for"]
 
@@ -175,6 +175,18 @@ def nnserve_process(directory, *flags, name="nnserve", port=None, host="127.0.0.
 # -- a private network of namespaces ----------------------------------------------------
 
 _NETWORKS = ipaddress.ip_network("10.241.0.0/16")  # the /24s private_network picks from
+
+
+def cluster_server(stack, directory, endpoint, name, ttl=3, state_dir=None, flags=()):
+    """Start `nnserve serve` in cluster mode under `stack` (lease `ttl` s, a checkpoint after
+    every step, in DIRECTORY/shared unless `state_dir` names another place; more `flags`);
+    return (process, target)."""
+    port = free_port()
+    process, _ = stack.enter_context(nnserve_process(
+        directory, "--cluster-etcd", endpoint, "--cluster-advertise", f"127.0.0.1:{port}",
+        "--cluster-lease-ttl", str(ttl), "--state-dir", state_dir or str(directory / "shared"),
+        "--checkpoint-every-steps", "1", *flags, name=name, port=port))
+    return process, f"127.0.0.1:{port}"
 
 
 def _ip(*args, check=True):

@@ -10,24 +10,13 @@ import grpc
 import numpy as np
 import pytest
 
-from cluster_support import (assert_restored, cluster_keys, committed_version, etcd, free_port,
-                             nnserve_process, settled, trained_models, unavailable, wait_for)
+from cluster_support import (assert_restored, cluster_keys, cluster_server, committed_version,
+                             etcd, free_port, settled, trained_models, unavailable, wait_for)
 from nnserve.clients import Client, NNServeError
 
 pytest.importorskip("etcd3gw")
 
 TTL = 3
-
-
-def cluster_server(stack, directory, endpoint, name, ttl=TTL):
-    """Start `nnserve serve` in cluster mode (lease TTL 3 s unless given, a checkpoint after
-    every step); return (process, target)."""
-    port = free_port()
-    process, _ = stack.enter_context(nnserve_process(
-        directory, "--cluster-etcd", endpoint, "--cluster-advertise", f"127.0.0.1:{port}",
-        "--cluster-lease-ttl", str(ttl), "--state-dir", str(directory / "shared"),
-        "--checkpoint-every-steps", "1", name=name, port=port))
-    return process, f"127.0.0.1:{port}"
 
 
 def test_a_call_for_another_servers_model_is_forwarded_to_its_owner(tmp_path):

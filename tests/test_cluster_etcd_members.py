@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from cluster_support import etcd_cluster, free_port, nnserve_process
+from cluster_support import cluster_server, etcd_cluster
 from nnserve.clients import Client
 
 pytest.importorskip("etcd3gw")
@@ -23,13 +23,9 @@ def test_a_stopped_etcd_member_costs_no_lease_and_no_step(tmp_path):
     unreachable and never lost its lease."""
     with contextlib.ExitStack() as stack:
         members = stack.enter_context(etcd_cluster(tmp_path))
-        port = free_port()
-        stack.enter_context(nnserve_process(
-            tmp_path, "--cluster-etcd", ",".join(endpoint for endpoint, _ in members),
-            "--cluster-advertise", f"127.0.0.1:{port}", "--cluster-lease-ttl", str(TTL),
-            "--state-dir", str(tmp_path / "shared"), "--checkpoint-every-steps", "1",
-            "--log-format", "json", name="server", port=port))
-        client = stack.enter_context(Client(f"127.0.0.1:{port}", timeout=10))
+        _, target = cluster_server(stack, tmp_path, ",".join(endpoint for endpoint, _ in members),
+                                   "server", TTL, flags=("--log-format", "json"))
+        client = stack.enter_context(Client(target, timeout=10))
         model = client.create_model([3, 4, 2], ["tanh", "softmax"], "cross_entropy", name="kept")
         x, y = np.zeros((4, 3), np.float32), np.zeros(4, np.int64)
         model.train_step(x, y)

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
-from cluster_support import etcd, free_port, nnserve_process
+from cluster_support import cluster_server, etcd, free_port
 from nnserve.clients import Client
 from nnserve.oip import grpc_service_pb2 as oip
 from nnserve.oip import grpc_service_pb2_grpc as oip_grpc
@@ -20,14 +20,11 @@ from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 pytest.importorskip("etcd3gw")
 
 
-def cluster_server(stack, directory, endpoint, name):
+def server_with_rest(stack, directory, endpoint, name):
     """(gRPC target, REST port) of `nnserve serve` in cluster mode."""
-    port, http_port = free_port(), free_port()
-    stack.enter_context(nnserve_process(
-        directory, "--cluster-etcd", endpoint, "--cluster-advertise", f"127.0.0.1:{port}",
-        "--state-dir", str(directory / "shared"), "--http-port", str(http_port),
-        name=name, port=port))
-    return f"127.0.0.1:{port}", http_port
+    http_port = free_port()
+    _, target = cluster_server(stack, directory, endpoint, name, flags=("--http-port", str(http_port)))
+    return target, http_port
 
 
 def rest(port, method, path, payload=None):
@@ -55,8 +52,8 @@ def test_v2_calls_for_another_servers_model_get_the_owners_answer(tmp_path):
     malformed request and an unknown model are refused through B as through A."""
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(etcd(tmp_path))
-        target_a, rest_a = cluster_server(stack, tmp_path, endpoint, "a")
-        target_b, rest_b = cluster_server(stack, tmp_path, endpoint, "b")
+        target_a, rest_a = server_with_rest(stack, tmp_path, endpoint, "a")
+        target_b, rest_b = server_with_rest(stack, tmp_path, endpoint, "b")
         rng = np.random.default_rng(0)
         x = rng.normal(size=(5, 3)).astype(np.float32)
         with Client(target_a) as client_a:

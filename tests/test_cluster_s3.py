@@ -11,8 +11,8 @@ import signal
 import numpy as np
 import pytest
 
-from cluster_support import (_process, assert_restored, cluster_keys, committed_version, etcd,
-                             free_port, nnserve_process, trained_models, wait_for)
+from cluster_support import (_process, assert_restored, cluster_keys, cluster_server,
+                             committed_version, etcd, free_port, trained_models, wait_for)
 from nnserve.clients import Client
 
 boto3 = pytest.importorskip("boto3")
@@ -53,15 +53,9 @@ def test_a_killed_servers_models_resume_from_the_bucket(tmp_path, monkeypatch):
         for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3}.items():
             monkeypatch.setenv(name, value)  # the servers' boto3 reads them, as in a pod
         endpoint = stack.enter_context(etcd(tmp_path))
-        processes, targets = [], []
-        for name in "ab":
-            port = free_port()
-            process, _ = stack.enter_context(nnserve_process(
-                tmp_path, "--cluster-etcd", endpoint, "--cluster-advertise", f"127.0.0.1:{port}",
-                "--cluster-lease-ttl", str(TTL), "--state-dir", f"s3://{BUCKET}/cluster",
-                "--checkpoint-every-steps", "1", name=name, port=port))
-            processes.append(process)
-            targets.append(f"127.0.0.1:{port}")
+        processes, targets = zip(*(cluster_server(stack, tmp_path, endpoint, name, TTL,
+                                                  state_dir=f"s3://{BUCKET}/cluster")
+                                   for name in "ab"))
         with Client(targets[0]) as client_a:
             models = trained_models(client_a, 3, 3, np.random.default_rng(5))
             states = {model.id: model.get_state() for model in models}
