@@ -3,9 +3,14 @@
 fasteners.ReaderWriterLock does this with per-thread bookkeeping (reentrancy, upgrade
 checks) that costs ~2 us per acquire/release pair here, against ~4 us for a whole train
 step of a small network; Network needs none of that, so this keeps only the rule.
+
+Taking either side counts as a kernel call in progress for the process's BLAS thread
+budget (nnserve.model.thread_budget), which needs to know when a job computes alone.
 """
 
 import threading
+
+from .thread_budget import BUDGET
 
 
 class ReadWriteLock:
@@ -54,8 +59,10 @@ class _ReadSide:
 
     def __enter__(self):
         self._lock.acquire_read()
+        BUDGET.entered()
 
     def __exit__(self, *exc_info):
+        BUDGET.left()
         self._lock.release_read()
 
 
@@ -67,6 +74,8 @@ class _WriteSide:
 
     def __enter__(self):
         self._lock.acquire_write()
+        BUDGET.entered()
 
     def __exit__(self, *exc_info):
+        BUDGET.left()
         self._lock.release_write()

@@ -63,6 +63,17 @@ def build_info():
             "threads": str(runtime["blas_threads"]), "blas": blas or "unknown"}
 
 
+def _blas_threads():
+    from nnserve.model.thread_budget import BUDGET
+
+    threads = BUDGET.threads()
+    if threads is None:
+        from nnserve.model import runtime_info
+
+        threads = runtime_info()["blas_threads"]
+    return threads if threads is not None else float("nan")
+
+
 class _ModelSeries:
     """The label children of one model (or of the overflow), created once."""
 
@@ -153,6 +164,12 @@ class Metrics(NullMetrics):
         self.requests_in_flight = Gauge(
             "nnserve_requests_in_flight", "Unary gRPC calls and REST requests being handled now.",
             registry=registry)
+        # The kernels' BLAS thread count now: --threads, or --job-threads while a training
+        # job computes alone (nnserve.model.thread_budget); read at scrape time.
+        self.blas_threads = Gauge(
+            "nnserve_blas_threads", "BLAS threads a matrix product of the kernels may use now "
+            "(--threads; --job-threads while a training job computes alone).", registry=registry)
+        self.blas_threads.set_function(_blas_threads)
         self.http_requests = Counter("nnserve_http_requests_total",
                                      "Requests answered on the REST port, by route template and "
                                      "HTTP status.", ("method", "route", "status"), registry=registry)

@@ -9,6 +9,7 @@ would compile (or load) other kernel variants than the ones warmup() prepared.
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nnserve.model.thread_budget import BUDGET
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from nnserve.v1.models import (format_from_proto, layers_from_proto, options_from_proto,
@@ -113,11 +114,16 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     # -- streams: each message handled as its unary call (proto: "Streams") ------------
 
     def TrainStream(self, requests, context):
-        for request in requests:
-            if not context.is_active():  # cancelled: apply nothing more
-                return
-            step, error = _per_message(self.TrainStep, request, context)
-            yield pb.TrainStreamResponse(step=step, error=error)
+        # Bulk training, like a job: a step computing alone may use --job-threads.
+        try:
+            for request in requests:
+                if not context.is_active():  # cancelled: apply nothing more
+                    return
+                BUDGET.alone()
+                step, error = _per_message(self.TrainStep, request, context)
+                yield pb.TrainStreamResponse(step=step, error=error)
+        finally:
+            BUDGET.done()
 
     def PredictStream(self, requests, context):
         for request in requests:

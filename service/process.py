@@ -7,6 +7,7 @@ RPCs and requests finish within the grace period, exit status 0.
 """
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,18 +22,20 @@ __all__ = ["limit_threads", "run", "serve_command"]
 logger = logging.getLogger("nnserve.service")
 
 
-def limit_threads(threads):
-    """Give each BLAS call (the kernels' matrix products) at most `threads` threads.
+def limit_threads(threads, job_threads=1):
+    """Give each BLAS call (the kernels' matrix products) at most `threads` threads, and a
+    training job's steps `job_threads` while no other call computes (0: one per core).
 
     The kernels themselves are serial (numba's thread pool is never started, see
-    docs/design.md), so BLAS is the only library that spawns threads. Set once, at start:
-    raising OpenBLAS's count again later does not bring back the speed of a process that
-    started with it (measured: docs/benchmarks.md, training jobs).
+    docs/design.md), so BLAS is the only library that spawns threads.
     """
     import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS numba's np.dot calls
     from threadpoolctl import threadpool_limits
 
+    from nnserve.model.thread_budget import BUDGET
+
     threadpool_limits(limits=threads, user_api="blas")
+    BUDGET.enable(threads, job_threads or len(os.sched_getaffinity(0)))
 
 
 def run(settings):
@@ -44,7 +47,7 @@ def run(settings):
 
     try:
         if settings.threads:
-            limit_threads(settings.threads)
+            limit_threads(settings.threads, settings.job_threads)
         server, port = create_server(settings)
     except (OSError, ValueError) as error:
         logger.error("cannot start: %s", error, extra={"event": "start_failed"})

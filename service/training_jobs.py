@@ -24,6 +24,7 @@ import uuid
 from nnserve.model import InvalidInput, NonFiniteStep
 from nnserve.model import fit as fitting
 from nnserve.model.batches import check_inputs, check_targets
+from nnserve.model.thread_budget import BUDGET
 from nnserve.v1 import nnserve_pb2 as pb
 
 from .errors import FailedPrecondition, InvalidArgument, LimitExceeded, NotFound, limit_message
@@ -203,6 +204,7 @@ class _JobModel:
         if self._job.cancel_reason is not None:
             raise _Cancelled()
         started = time.perf_counter()
+        BUDGET.alone()
         loss = self._network.train_step(x, y)
         self._seconds.append(time.perf_counter() - started)
         self._rows.append(len(x))
@@ -219,6 +221,7 @@ class _JobModel:
         return loss
 
     def evaluate(self, x, y):
+        BUDGET.alone()
         return self._network.evaluate(x, y)
 
     def flush(self):
@@ -487,6 +490,8 @@ class JobTable:
             fitting.run(plan, model)
         except Exception as error:  # every way out is recorded below, once the steps are counted
             stopped = error
+        finally:
+            BUDGET.done()
         model.flush()  # every step counted before anyone sees the end, or reads its message
         state, error = SUCCEEDED, ""
         if isinstance(stopped, _Cancelled):

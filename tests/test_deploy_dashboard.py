@@ -42,6 +42,7 @@ METRICS = {
     "nnserve_http_requests_total": ("counter", ("method", "route", "status")),
     "nnserve_http_request_duration_seconds": ("histogram", ("method", "route")),
     "nnserve_requests_in_flight": ("gauge", ()),
+    "nnserve_blas_threads": ("gauge", ()),
 }
 # Labels Prometheus adds to every series scraped through the ServiceMonitor.
 TARGET_LABELS = {"namespace", "pod", "service", "endpoint", "container", "job", "instance"}
