@@ -1,4 +1,5 @@
-"""More BLAS threads for a training job's steps while nothing else computes.
+"""More BLAS threads for training in bulk (a job's steps, a TrainStream's) while nothing
+else computes.
 
 A server gives each matrix product `--threads` BLAS threads (1 by default, so concurrent
 requests use the cores side by side). A training job alone on the machine then leaves the
@@ -7,12 +8,12 @@ with one thread, 1.05 with two (docs/benchmarks.md). OpenBLAS's thread count is 
 per process (so is `openblas_set_num_threads_local` in scipy's OpenBLAS 0.3.30: checked),
 so the count can only follow what the process does as a whole:
 
-- `alone()`, before a job's step: no other kernel call running, so the step may use
-  `--job-threads`; the count is raised (for this thread, "the owner").
+- `alone()`, before a job's or a TrainStream's step: no other kernel call running, so the
+  step may use `--training-threads`; the count is raised (for this thread, "the owner").
 - `entered()`, whenever a Network's lock is taken by another thread: the count goes back to
   `--threads` at once; the rest of the owner's step shares the cores with that call.
 
-A job's results then depend on how busy the server was: OpenBLAS sums some products in a
+Such a step's results then depend on how busy the server was: OpenBLAS sums some products in a
 different order with more threads (docs/benchmarks.md, bit-exactness). Disabled (every
 method a no-op) until `enable`, as in-process: `nnserve serve` enables it.
 """
@@ -87,7 +88,7 @@ class ThreadBudget:
             self._active -= 1
 
     def alone(self):
-        """Before a job's step: raise the count for this thread if nothing else computes."""
+        """Before a bulk training step: raise the count for this thread if nothing else computes."""
         if self._set is None:
             return
         with self._lock:
@@ -96,7 +97,7 @@ class ThreadBudget:
                 self._owner = threading.get_ident()
 
     def done(self):
-        """A job ends: give the cores back if its thread holds the raised count."""
+        """A job or stream ends: give the cores back if its thread holds the raised count."""
         if self._set is None:
             return
         with self._lock:

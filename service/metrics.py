@@ -164,11 +164,12 @@ class Metrics(NullMetrics):
         self.requests_in_flight = Gauge(
             "nnserve_requests_in_flight", "Unary gRPC calls and REST requests being handled now.",
             registry=registry)
-        # The kernels' BLAS thread count now: --threads, or --job-threads while a training
-        # job computes alone (nnserve.model.thread_budget); read at scrape time.
+        # The kernels' BLAS thread count now: --threads, or --training-threads while a job or a
+        # TrainStream computes alone (nnserve.model.thread_budget); read at scrape time.
         self.blas_threads = Gauge(
             "nnserve_blas_threads", "BLAS threads a matrix product of the kernels may use now "
-            "(--threads; --job-threads while a training job computes alone).", registry=registry)
+            "(--threads; --training-threads while a training job or TrainStream computes alone).",
+            registry=registry)
         self.blas_threads.set_function(_blas_threads)
         self.http_requests = Counter("nnserve_http_requests_total",
                                      "Requests answered on the REST port, by route template and "

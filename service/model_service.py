@@ -114,7 +114,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     # -- streams: each message handled as its unary call (proto: "Streams") ------------
 
     def TrainStream(self, requests, context):
-        # Bulk training, like a job: a step computing alone may use --job-threads.
+        # Bulk training, like a job: a step computing alone may use --training-threads.
         try:
             for request in requests:
                 if not context.is_active():  # cancelled: apply nothing more

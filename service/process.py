@@ -22,9 +22,10 @@ __all__ = ["limit_threads", "run", "serve_command"]
 logger = logging.getLogger("nnserve.service")
 
 
-def limit_threads(threads, job_threads=1):
+def limit_threads(threads, training_threads=1):
     """Give each BLAS call (the kernels' matrix products) at most `threads` threads, and a
-    training job's steps `job_threads` while no other call computes (0: one per core).
+    training job's or TrainStream's steps `training_threads` while no other call computes
+    (0: one per core).
 
     The kernels themselves are serial (numba's thread pool is never started, see
     docs/design.md), so BLAS is the only library that spawns threads.
@@ -35,7 +36,7 @@ def limit_threads(threads, job_threads=1):
     from nnserve.model.thread_budget import BUDGET
 
     threadpool_limits(limits=threads, user_api="blas")
-    BUDGET.enable(threads, job_threads or len(os.sched_getaffinity(0)))
+    BUDGET.enable(threads, training_threads or len(os.sched_getaffinity(0)))
 
 
 def run(settings):
@@ -47,7 +48,7 @@ def run(settings):
 
     try:
         if settings.threads:
-            limit_threads(settings.threads, settings.job_threads)
+            limit_threads(settings.threads, settings.training_threads)
         server, port = create_server(settings)
     except (OSError, ValueError) as error:
         logger.error("cannot start: %s", error, extra={"event": "start_failed"})

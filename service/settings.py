@@ -95,11 +95,11 @@ class Settings:
         1, "BLAS threads per matrix product; 1 lets concurrent requests use the cores side by "
         "side (2 callers on 2 cores: 1.7x the throughput of 2 BLAS threads each, which "
         "oversubscribe and stall); 0 leaves BLAS's default (one per core)", low=0)
-    job_threads: int = _option(
-        0, "BLAS threads per matrix product of a training job's step while no other model "
-        "computes (a lone batch-256 [784, 256, 256, 10] job: 1.6x faster with 2 than 1); the "
-        "count drops back to --threads the moment another call starts; 0: one per core this "
-        "process may use, 1: never more than --threads", low=0)
+    training_threads: int = _option(
+        0, "BLAS threads per matrix product of a training job's or a TrainStream's step while "
+        "no other model computes (a lone batch-256 [784, 256, 256, 10] job: 1.6x faster with 2 "
+        "than 1); the count drops back to --threads the moment another call starts; 0: one per "
+        "core this process may use, 1: never more than --threads", low=0)
     metrics_port: int = _option(9464, "Prometheus metrics port (HTTP, path /metrics); 0 disables "
                                 "them, -1 picks a free port (the log line says which)",
                                 low=-1, high=65535)

@@ -1,5 +1,5 @@
 """The BLAS thread budget (nnserve.model.thread_budget) on the real OpenBLAS of the kernels:
-a job's thread gets more threads only while no other Network call runs, and loses them the
+a job's (or TrainStream's) thread gets more threads only while no other Network call runs, and loses them the
 moment one starts; `nnserve serve` shows the count in nnserve_blas_threads."""
 
 import threading
@@ -103,7 +103,7 @@ def test_the_server_raises_the_count_for_a_lone_job_and_drops_it_when_the_job_en
     rng = np.random.default_rng(0)
     x = rng.normal(size=(512, 64)).astype(np.float32)
     y = rng.integers(0, 10, size=512)
-    with ServeProcess("--metrics-port", "-1", "--job-threads", "2") as server:
+    with ServeProcess("--metrics-port", "-1", "--training-threads", "2") as server:
         metrics_port = server.named("serving")[-1]["metrics_port"]
         assert value(scrape(metrics_port), "nnserve_blas_threads") == 1
         with Client(server.target, timeout=30) as client:
@@ -122,3 +122,30 @@ def _until(read, wanted, timeout=30):
     while (got := read()) != wanted and time.monotonic() < deadline:
         time.sleep(0.05)
     return got
+
+
+def test_a_lone_train_stream_gets_the_training_count_until_it_closes():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(256, 64)).astype(np.float32)
+    y = rng.integers(0, 10, size=256)
+    stop = threading.Event()
+
+    def batches():
+        while not stop.is_set():
+            yield x, y
+
+    with ServeProcess("--metrics-port", "-1", "--training-threads", "2") as server:
+        metrics_port = server.named("serving")[-1]["metrics_port"]
+        with Client(server.target, timeout=30) as client:
+            model = client.create_model([64, 128, 10], ["relu", "softmax"], "cross_entropy")
+            losses = model.train_stream(batches())
+            reader = threading.Thread(target=lambda: sum(1 for _ in losses))
+            reader.start()
+            try:
+                seen = _until(lambda: value(scrape(metrics_port), "nnserve_blas_threads"), 2)
+            finally:
+                stop.set()
+                reader.join(timeout=30)
+            assert seen == 2, "the lone stream's steps never got 2 threads"
+            assert _until(lambda: value(scrape(metrics_port), "nnserve_blas_threads"), 1) == 1
+            assert model.refresh().step > 0
