@@ -32,7 +32,7 @@ from .checkpoints import (Checkpointer, DatasetFiles, JobFiles, open_checkpoints
                           restore_training_data)
 from .cluster.remote_inference import ClusterInference
 from .cluster.routing import ClusterNode, ClusterRouter, OwnerChannels
-from .cluster.shared_store import SharedCheckpointStore, shared_files
+from .cluster.shared_store import SharedCheckpointStore, SharedJobFiles, shared_files
 from .datasets import DatasetStore
 from .errors import ErrorInterceptor
 from .grpc_metrics import MetricsInterceptor
@@ -232,12 +232,21 @@ def create_server(settings=None):
     checkpoints, node = (_join_cluster(settings, metrics) if settings.cluster_etcd
                          else (open_checkpoints(settings), None))  # the latter locks the state directory
     registry = node.registry if node else Registry(settings, metrics, checkpoints)
-    # In cluster mode datasets and jobs stay on the server that has them, in memory only.
+    # In cluster mode datasets stay on the server that has them, in memory only; job records
+    # are shared, read back by the server that adopts their model.
     durable = settings.state_dir and not node and checkpoints.store.directory
     dataset_files = DatasetFiles(durable) if durable else None
     job_files = JobFiles(durable) if durable else None
+    if node:
+        job_files = SharedJobFiles(checkpoints.store.files, node.membership)
     datasets = DatasetStore(settings, dataset_files)
     jobs = JobTable(settings, registry, datasets, metrics, checkpoints, timestamp, job_files)
+    if node:
+        def restore_jobs(model_id):
+            for record in job_files.records(model_id):
+                jobs.restore(record)
+
+        node.on_adopted.append(restore_jobs)
     # The metrics interceptor comes first, so that it sees every status the others set.
     channels = OwnerChannels() if node else None
     router = ClusterRouter(node, channels, prefixes) if node else None

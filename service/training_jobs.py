@@ -532,6 +532,8 @@ class JobTable:
         interrupted by a crash: it ends FAILED, "interrupted at epoch E, step S" (its last
         recorded progress; its model is at its last checkpoint)."""
         with self._lock:
+            if record["id"] in self._jobs:  # a cluster model adopted back: its jobs are here
+                return self._jobs[record["id"]]
             job = TrainingJob.from_record(record, next(self._sequence))
             self._jobs[job.id] = job
         if not job.ended:

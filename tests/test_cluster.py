@@ -61,6 +61,42 @@ def test_a_killed_servers_models_resume_elsewhere_at_their_last_checkpoint(tmp_p
             assert moved.refresh().step == 4
 
 
+def test_a_killed_servers_jobs_read_failed_interrupted_where_their_model_is_adopted(tmp_path):
+    """The job records are shared: after kill -9 of the server running a job, the server
+    that adopts the model reports that job FAILED, "interrupted at epoch E, step S" (its last
+    recorded progress), and the model's finished job as it ended; deleting the model
+    deletes the records."""
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(etcd(tmp_path))
+        process_a, target_a = cluster_server(stack, tmp_path, endpoint, "a")
+        _, target_b = cluster_server(stack, tmp_path, endpoint, "b")
+        rng = np.random.default_rng(3)
+        x, y = rng.normal(size=(64, 3)).astype(np.float32), rng.integers(0, 2, size=64)
+        with Client(target_a) as client_a:
+            model = client_a.create_model([3, 5, 2], ["tanh", "softmax"], "cross_entropy")
+            dataset = client_a.upload_dataset(x, y, route=model.id)
+            finished = model.start_training(dataset, epochs=2, batch_size=8)
+            finished.wait()
+            running = model.start_training(dataset, epochs=1_000_000, batch_size=8)
+            # Epoch ends are recorded at most once a second: wait for a record with progress.
+            shared = tmp_path / "shared" / f"job.{model.id}.{running.id}.json"
+            wait_for(lambda: shared.exists() and json.loads(shared.read_text())["epoch"] > 0,
+                     "the running job's record to show progress")
+        process_a.send_signal(signal.SIGKILL)
+        process_a.wait()
+        client_b = stack.enter_context(Client(target_b, timeout=5))
+        settled(lambda: client_b.get_model(model.id))  # B adopts the model, and its jobs
+        interrupted = client_b.get_training_job(running.id)
+        assert interrupted.state == "failed"
+        assert interrupted.error.startswith("interrupted at epoch ")
+        assert 0 < interrupted.step
+        ended = client_b.get_training_job(finished.id)
+        assert (ended.state, ended.step) == ("succeeded", 16)
+        assert len(ended.result()["loss"]) == 2
+        client_b.get_model(model.id).delete()
+        assert not list((tmp_path / "shared").glob(f"job.{model.id}.*"))
+
+
 def test_sigterm_hands_every_model_off_with_nothing_lost(tmp_path):
     """A server stopped with SIGTERM checkpoints and releases its models: another server
     serves each one at once (no lease to wait for), with every acknowledged step and the

@@ -64,6 +64,7 @@ class ClusterNode:
         registry.cluster = self
         self._store = store
         self._claiming = threading.Lock()  # one claim at a time: two calls never race ourselves
+        self.on_adopted = []  # hooks run with the id of a model restored here (its jobs' records)
         membership.on_lease_lost.append(self._evict)
         store.on_stale.append(lambda model_id: self._evict([model_id]))
 
@@ -121,6 +122,8 @@ class ClusterNode:
             self.membership.release(model_id)
             raise
         self._store.adopted(model_id, record["name"], pointer["file"])
+        for hook in self.on_adopted:
+            hook(model_id)
         logger.info("model adopted", extra={"event": "model_adopted", "model_id": model_id,
                                             "file": pointer["file"], "step": record["step"]})
 

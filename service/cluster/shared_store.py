@@ -9,11 +9,18 @@ succeeds, the file it replaced is deleted. A commit that could not reach etcd ma
 not have been applied: its file is kept until a later commit of the model settles it, and
 a server that adopts a model deletes every file of other tokens but the one it restored.
 
+Training-job records live beside them, one JSON file per job named after its model
+(`job.<model id>.<job id>.json`), written only while this server owns the model: the
+server that adopts a model reads its jobs back, and one that was running reads FAILED,
+"interrupted" (what a single server reports after a crash). Deleting a model deletes them.
+
 No lock: the servers of a cluster share the place, and etcd decides who writes what.
 """
 
 import io
+import json
 import logging
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,9 +28,11 @@ import numpy as np
 
 from ..checkpoints.format import CorruptCheckpoint, decode, encode
 from ..checkpoints.store import fsync_directory, write_atomically
+from ..checkpoints.training_records import JOB_RECORD_INTERVAL
 from ..errors import Unavailable
 
-__all__ = ["BucketFiles", "DirectoryFiles", "SharedCheckpointStore", "StaleCheckpoint", "shared_files"]
+__all__ = ["BucketFiles", "DirectoryFiles", "SharedCheckpointStore", "SharedJobFiles", "StaleCheckpoint",
+           "shared_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +59,8 @@ class DirectoryFiles:
         return self.directory / name
 
     def names(self, prefix):
-        return [path.name for path in self.directory.glob(f"{prefix}*.npz")]
+        return [path.name for path in self.directory.glob(f"{prefix}*")
+                if path.suffix in (".npz", ".json")]
 
 
 class BucketFiles:
@@ -154,7 +164,7 @@ class SharedCheckpointStore:
         token = self._membership.token(model_id)
         if token is not None:
             self._membership.forget(model_id, token, name)
-        for leftover in [file, *self._unsettled.pop(model_id, ())]:
+        for leftover in [file, *self._unsettled.pop(model_id, ()), *self.files.names(_job_prefix(model_id))]:
             if leftover:
                 self.files.delete(leftover)
 
@@ -184,3 +194,61 @@ class SharedCheckpointStore:
 
     def close(self):
         self._membership.close()
+
+
+def _job_prefix(model_id):
+    return f"job.{model_id}."
+
+
+class SharedJobFiles:
+    """JobFiles' interface (write, remove) on the shared files, plus the records of one
+    model for the server that adopts it."""
+
+    def __init__(self, files, membership):
+        self._files = files
+        self._membership = membership
+        self._written = {}  # job id -> (file name, time.monotonic() of its last write)
+
+    def write(self, record, *, epoch_end=False):
+        """Write a job's record while this server owns its model (a server that lost it
+        leaves the new owner's record alone); at an epoch end only once a second."""
+        name = f"{_job_prefix(record['model_id'])}{record['id']}.json"
+        now = time.monotonic()
+        _, last = self._written.get(record["id"], (None, -JOB_RECORD_INTERVAL))
+        if epoch_end and now - last < JOB_RECORD_INTERVAL:
+            return
+        if not self._membership.owns(record["model_id"]):
+            return
+        self._written[record["id"]] = (name, now)
+        data = json.dumps(record, allow_nan=False).encode()
+        try:
+            self._files.write(name, lambda out: out.write(data))
+        except Exception as error:  # a bucket's errors are boto's; the job table expects OSError
+            raise OSError(f"job record {name}: {error}") from error
+
+    def remove(self, record_id):
+        name, _ = self._written.pop(record_id, (None, None))
+        if name is not None:
+            self._files.delete(name)
+
+    def records(self, model_id):
+        """The job records of a model, oldest first; an unreadable one is logged and skipped."""
+        records = []
+        for name in self._files.names(_job_prefix(model_id)):
+            try:
+                with _opened(self._files.open(name)) as file:
+                    record = json.loads(file.read().decode())
+                if not isinstance(record, dict) or name != f"{_job_prefix(model_id)}{record.get('id')}.json":
+                    raise ValueError("its id is not the file's")
+            except (OSError, ValueError) as error:
+                logger.error("job record %s is corrupt, skipped: %s", name, error,
+                             extra={"event": "checkpoint_corrupt", "file": name})
+                continue
+            self._written[record["id"]] = (name, -JOB_RECORD_INTERVAL)
+            records.append(record)
+        return sorted(records, key=lambda record: (record["create_time_ns"], record["id"]))
+
+
+def _opened(file):
+    """A directory's Path or a bucket's BytesIO, as a binary file to read."""
+    return file.open("rb") if isinstance(file, Path) else file
