@@ -149,3 +149,27 @@ def test_a_lone_train_stream_gets_the_training_count_until_it_closes():
             assert seen == 2, "the lone stream's steps never got 2 threads"
             assert _until(lambda: value(scrape(metrics_port), "nnserve_blas_threads"), 1) == 1
             assert model.refresh().step > 0
+
+
+def test_with_matching_thread_counts_a_wide_network_trains_bit_for_bit_as_in_process():
+    """A 784-wide layer sums in another order with 1 BLAS thread than with 2 (docs/design.md);
+    with one thread on both sides, TrainSteps through the server and in-process agree."""
+    rng = np.random.default_rng(2)
+    batches = [(rng.normal(size=(32, 784)).astype(np.float32), rng.integers(0, 10, size=32))
+               for _ in range(5)]
+    spec = dict(layers=[784, 64, 10], activations=["relu", "softmax"], loss="cross_entropy", seed=4)
+    set_threads, get_threads = _openblas_functions()
+    original = get_threads()
+    set_threads(1)
+    try:
+        network = Network(**spec)
+        expected = [float(network.train_step(x, y)) for x, y in batches]
+    finally:
+        set_threads(original)
+    with ServeProcess("--threads", "1", "--training-threads", "1") as server:
+        with Client(server.target, timeout=30) as client:
+            model = client.create_model(**spec)
+            assert [float(model.train_step(x, y)) for x, y in batches] == expected
+            for (w, b), (w0, b0) in zip(model.get_weights(), network.get_weights()):
+                np.testing.assert_array_equal(w, w0)
+                np.testing.assert_array_equal(b, b0)
