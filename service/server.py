@@ -44,7 +44,7 @@ from .overload import StreamLimit, concurrency_limit, rpc_executor, rpc_limit
 from .playground import Playground
 from .registry import Registry
 from .settings import Settings
-from .tls import server_credentials, server_ssl_context
+from .tls import forward_credentials, server_credentials, server_ssl_context
 from .training_jobs import JobTable
 
 __all__ = ["Server", "create_server"]
@@ -248,7 +248,8 @@ def create_server(settings=None):
 
         node.on_adopted.append(restore_jobs)
     # The metrics interceptor comes first, so that it sees every status the others set.
-    channels = OwnerChannels() if node else None
+    channels = (OwnerChannels(forward_credentials(settings), settings.cluster_tls_server_name)
+                if node else None)
     router = ClusterRouter(node, channels, prefixes) if node else None
     interceptors = [*guards, *([router] if router else []), ErrorInterceptor(prefixes)]
     if metrics is not NO_METRICS:

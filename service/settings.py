@@ -122,6 +122,14 @@ class Settings:
     cluster_lease_ttl: int = _option(5, "with --cluster-etcd, seconds of this server's etcd lease: "
                                      "a crashed server's models move after this long", low=2,
                                      high=300)
+    cluster_ca: str = _option("", "with --cluster-etcd and --tls-cert (required then): PEM CA "
+                              "certificates that signed the other servers' certificates; calls "
+                              "forwarded to a model's owner go over TLS checked against them, "
+                              "presenting --tls-cert as a client certificate when "
+                              "--tls-client-ca is set")
+    cluster_tls_server_name: str = _option("", "with --cluster-ca, the name an owner's certificate "
+                                           "must carry for forwards (empty: the host of its "
+                                           "--cluster-advertise address)")
     log_format: str = _option("text", "log lines as plain text or one JSON object each",
                               choices=_LOG_FORMATS)
     log_level: str = _option("info", "least severe level logged", choices=_LOG_LEVELS)
@@ -139,6 +147,13 @@ class Settings:
         if self.cluster_etcd and not (self.cluster_advertise and self.state_dir):
             raise ValueError("cluster_etcd: got it without cluster_advertise or state_dir, expected "
                              "both (the address others forward to, the shared checkpoint directory)")
+        if self.cluster_etcd and self.tls_cert and not self.cluster_ca:
+            raise ValueError("cluster_ca: got none with tls_cert in cluster mode, expected the CA "
+                             "file that signed the servers' certificates (forwards between "
+                             "servers use TLS)")
+        if self.cluster_ca and not (self.cluster_etcd and self.tls_cert):
+            raise ValueError("cluster_ca: got it without cluster_etcd and tls_cert, expected both "
+                             "(it checks the certificates of the servers a cluster forwards to)")
         if self.state_dir.startswith("s3://") and not self.cluster_etcd:
             raise ValueError(f"state_dir: got {self.state_dir!r} without cluster_etcd, expected a "
                              "directory (an S3 bucket holds a cluster's checkpoints only)")

@@ -19,7 +19,7 @@ import ssl
 
 import grpc
 
-__all__ = ["server_credentials", "server_ssl_context"]
+__all__ = ["forward_credentials", "server_credentials", "server_ssl_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,3 +149,21 @@ def server_ssl_context(settings):
 
     listening.sni_callback = newest
     return listening
+
+
+def forward_credentials(settings):
+    """grpc.ChannelCredentials for the calls a cluster server forwards to a model's owner,
+    or None (plaintext, when the servers speak plaintext).
+
+    The owners' certificates are checked against --cluster-ca; under mutual TLS
+    (--tls-client-ca) this server's own certificate and key are presented as the client's,
+    so they must allow client authentication. Read once, at start.
+    """
+    if not settings.cluster_ca:
+        return None
+    ca = _read_pem(settings.cluster_ca, "cluster_ca")
+    if not settings.tls_client_ca:
+        return grpc.ssl_channel_credentials(root_certificates=ca)
+    return grpc.ssl_channel_credentials(root_certificates=ca,
+                                        private_key=_read_pem(settings.tls_key, "tls_key"),
+                                        certificate_chain=_read_pem(settings.tls_cert, "tls_cert"))

@@ -43,8 +43,9 @@ class Authority:
     def pem(self):
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, common_name, *, server):
-        """(certificate PEM, key PEM) for a server (localhost, 127.0.0.1) or a client."""
+    def issue(self, common_name, *, server, also_client=False):
+        """(certificate PEM, key PEM) for a server (localhost, 127.0.0.1) or a client; a
+        server's `also_client` for client authentication too (a cluster server's forwards)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         builder = (
@@ -54,7 +55,8 @@ class Authority:
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+                [ExtendedKeyUsageOID.SERVER_AUTH] * server
+                + [ExtendedKeyUsageOID.CLIENT_AUTH] * (not server or also_client)),
                 critical=False))
         if server:
             builder = builder.add_extension(x509.SubjectAlternativeName(

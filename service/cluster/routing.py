@@ -165,9 +165,15 @@ def forwarded_metadata(metadata, advertise):
 
 
 class OwnerChannels:
-    """One channel per owner address, opened on first use, for every forward."""
+    """One channel per owner address, opened on first use, for every forward: plaintext, or
+    TLS with `credentials` (service.tls.forward_credentials), the owner's certificate checked
+    for `server_name` (empty: the address's host)."""
 
-    def __init__(self):
+    def __init__(self, credentials=None, server_name=""):
+        self._credentials = credentials
+        self._options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        if server_name:
+            self._options.append(("grpc.ssl_target_name_override", server_name))
         self._channels = {}  # owner address -> grpc.Channel
         self._lock = threading.Lock()
 
@@ -175,8 +181,9 @@ class OwnerChannels:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = grpc.insecure_channel(address, options=[
-                    ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
+                channel = self._channels[address] = (
+                    grpc.secure_channel(address, self._credentials, options=self._options)
+                    if self._credentials else grpc.insecure_channel(address, options=self._options))
             return channel
 
 
