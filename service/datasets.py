@@ -9,6 +9,7 @@ stored. Whether the targets fit a model is checked when a job starts, by the bat
 
 import hashlib
 import itertools
+import logging
 import threading
 import time
 import uuid
@@ -18,10 +19,13 @@ import numpy as np
 from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1.tensors import DTYPES, to_array
 
+from .checkpoints.format import CorruptCheckpoint
 from .errors import AlreadyExists, InvalidArgument, LimitExceeded, NotFound, limit_message
 from .names import check_name, page_after, page_of
 
 __all__ = ["DatasetStore", "StoredDataset"]
+
+logger = logging.getLogger(__name__)
 
 _X_DTYPES = (pb.DATA_TYPE_FLOAT32, pb.DATA_TYPE_FLOAT64)
 _Y_DTYPES = (pb.DATA_TYPE_FLOAT32, pb.DATA_TYPE_FLOAT64, pb.DATA_TYPE_INT32, pb.DATA_TYPE_INT64)
@@ -232,9 +236,33 @@ class DatasetStore:
             raise InvalidArgument(f"{field}: got '', expected a dataset id or name")
         with self._lock:
             dataset = self._datasets.get(ref) or self._names.get(ref)
+        if self._files is not None and self._files.shared:
+            dataset = self._shared(ref, dataset)
         if dataset is None:
             raise NotFound(f"{field}: got {ref!r}, expected the id or name of an existing dataset")
         return dataset
+
+    def _shared(self, ref, dataset):
+        """A cluster's dataset as the shared files have it: read on first use here, and
+        forgotten here once another server deleted it (None then)."""
+        if dataset is not None:
+            if self._files.exists(dataset.id):
+                return dataset
+            self._forget(dataset)
+            return None
+        try:
+            record = self._files.read(ref)
+        except CorruptCheckpoint as error:
+            logger.error("dataset %s is corrupt in the shared store: %s", ref, error,
+                         extra={"event": "checkpoint_corrupt", "dataset_id": ref})
+            return None
+        if record is None:
+            return None
+        try:
+            return self.restore(record)
+        except AlreadyExists:  # read at the same time by another call
+            with self._lock:
+                return self._datasets.get(ref)
 
     def list(self, page_size=0, page_token=""):
         after, size = page_after(page_size, page_token, "ListDatasetsResponse")
@@ -243,14 +271,20 @@ class DatasetStore:
 
     def delete(self, ref):
         dataset = self.get(ref)
-        with self._lock:
-            if self._datasets.pop(dataset.id, None) is None:
-                raise NotFound(f"dataset: got {ref!r}, expected the id or name of an existing dataset")
-            if dataset.name:
-                del self._names[dataset.name]
-            self._bytes -= dataset.bytes
+        if not self._forget(dataset):
+            raise NotFound(f"dataset: got {ref!r}, expected the id or name of an existing dataset")
         for hook in self.on_delete:
             hook(dataset)
         if self._files is not None:
             self._files.remove(dataset.id)
         return dataset
+
+    def _forget(self, dataset):
+        """Drop a dataset from this server's table; False when it was not there."""
+        with self._lock:
+            if self._datasets.pop(dataset.id, None) is None:
+                return False
+            if dataset.name:
+                del self._names[dataset.name]
+            self._bytes -= dataset.bytes
+        return True

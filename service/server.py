@@ -32,7 +32,7 @@ from .checkpoints import (Checkpointer, DatasetFiles, JobFiles, open_checkpoints
                           restore_training_data)
 from .cluster.remote_inference import ClusterInference
 from .cluster.routing import ClusterNode, ClusterRouter, OwnerChannels
-from .cluster.shared_store import SharedCheckpointStore, SharedJobFiles, shared_files
+from .cluster.shared_store import SharedCheckpointStore, SharedDatasetFiles, SharedJobFiles, shared_files
 from .datasets import DatasetStore
 from .errors import ErrorInterceptor
 from .grpc_metrics import MetricsInterceptor
@@ -232,12 +232,13 @@ def create_server(settings=None):
     checkpoints, node = (_join_cluster(settings, metrics) if settings.cluster_etcd
                          else (open_checkpoints(settings), None))  # the latter locks the state directory
     registry = node.registry if node else Registry(settings, metrics, checkpoints)
-    # In cluster mode datasets stay on the server that has them, in memory only; job records
-    # are shared, read back by the server that adopts their model.
+    # In cluster mode datasets and job records are in the shared place, read when a call
+    # names a dataset and when a server adopts the model of a job.
     durable = settings.state_dir and not node and checkpoints.store.directory
     dataset_files = DatasetFiles(durable) if durable else None
     job_files = JobFiles(durable) if durable else None
     if node:
+        dataset_files = SharedDatasetFiles(checkpoints.store.files)
         job_files = SharedJobFiles(checkpoints.store.files, node.membership)
     datasets = DatasetStore(settings, dataset_files)
     jobs = JobTable(settings, registry, datasets, metrics, checkpoints, timestamp, job_files)

@@ -97,6 +97,36 @@ def test_a_killed_servers_jobs_read_failed_interrupted_where_their_model_is_adop
         assert not list((tmp_path / "shared").glob(f"job.{model.id}.*"))
 
 
+def test_a_dataset_uploaded_to_one_server_trains_a_model_on_another_and_outlives_it(tmp_path):
+    """Datasets are shared: one uploaded to A (no routing) is found by B when a job on B's
+    model names it; deleted through A, B forgets its copy; another one still trains on B
+    after A is killed."""
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(etcd(tmp_path))
+        process_a, target_a = cluster_server(stack, tmp_path, endpoint, "a")
+        _, target_b = cluster_server(stack, tmp_path, endpoint, "b")
+        client_a = stack.enter_context(Client(target_a))
+        client_b = stack.enter_context(Client(target_b))
+        rng = np.random.default_rng(4)
+        x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, size=40)
+        first = client_a.upload_dataset(x, y, name="shared-points")
+        model = client_b.create_model([3, 5, 2], ["tanh", "softmax"], "cross_entropy")
+        job = model.start_training(first, epochs=2, batch_size=10)
+        assert len(job.wait()["loss"]) == 2 and model.refresh().step == 8
+        assert client_b.get_dataset(first.id).sha256 == first.sha256
+        client_a.delete_dataset(first.id)
+        with pytest.raises(NNServeError) as gone:
+            client_b.get_dataset(first.id)
+        assert gone.value.code == grpc.StatusCode.NOT_FOUND
+        second = client_a.upload_dataset(x[:20], y[:20])
+        process_a.send_signal(signal.SIGKILL)
+        process_a.wait()
+        assert len(model.start_training(second, epochs=1, batch_size=10).wait()["loss"]) == 1
+        assert model.refresh().step == 10
+        client_b.delete_dataset(second.id)
+        assert not list((tmp_path / "shared").glob("dataset.*"))
+
+
 def test_sigterm_hands_every_model_off_with_nothing_lost(tmp_path):
     """A server stopped with SIGTERM checkpoints and releases its models: another server
     serves each one at once (no lease to wait for), with every acknowledged step and the

@@ -47,7 +47,8 @@ def objects(endpoint):
 
 def test_a_killed_servers_models_resume_from_the_bucket(tmp_path, monkeypatch):
     """Models trained on A resume on B from their last committed objects after kill -9 of
-    A; the bucket holds exactly one object per model, the one etcd points at."""
+    A; the bucket holds exactly one object per model, the one etcd points at, and the
+    dataset uploaded to A, which a job on B trains with."""
     with contextlib.ExitStack() as stack:
         s3 = stack.enter_context(s3_server(tmp_path))
         for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3}.items():
@@ -63,6 +64,8 @@ def test_a_killed_servers_models_resume_from_the_bucket(tmp_path, monkeypatch):
             wait_for(lambda: committed_version(endpoint, model_id) == 3, "the commits")
         assert objects(s3) == sorted(f"cluster/{model_id}.{key}" for model_id in states
                                      for key in [_pointer_suffix(endpoint, model_id)])
+        with Client(targets[0]) as client_a:
+            dataset = client_a.upload_dataset(np.ones((8, 3), np.float32), np.zeros(8, np.int64))
         processes[0].send_signal(signal.SIGKILL)
         processes[0].wait()
         client_b = stack.enter_context(Client(targets[1], timeout=5))
@@ -72,7 +75,11 @@ def test_a_killed_servers_models_resume_from_the_bucket(tmp_path, monkeypatch):
             moved.train_step(np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
             version = moved.refresh().version  # past the gap a crash leaves (docs/cluster.md)
             wait_for(lambda: committed_version(endpoint, model_id) == version, "B's commit")
-        wait_for(lambda: len(objects(s3)) == len(states), "the replaced objects to go")
+        wait_for(lambda: len(objects(s3)) == len(states) + 1, "the replaced objects to go")
+        assert f"cluster/dataset.{dataset.id}.npz" in objects(s3)
+        job = moved.start_training(dataset, epochs=1, batch_size=4)
+        assert len(job.wait()["loss"]) == 1
+        assert f"cluster/job.{moved.id}.{job.id}.json" in objects(s3)
 
 
 def _pointer_suffix(endpoint, model_id):

@@ -19,7 +19,7 @@ import numpy as np
 from .format import CorruptCheckpoint, members_digest
 from .store import fsync_directory, quarantine, remove_leftovers, write_atomically
 
-__all__ = ["DatasetFiles", "JobFiles"]
+__all__ = ["DatasetFiles", "JobFiles", "read_dataset", "dataset_arrays"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,41 +70,54 @@ class _Folder:
         return records
 
 
+def dataset_arrays(dataset):
+    """The members of a dataset's .npz file: meta (JSON), x, y and their sha256."""
+    meta = {"format": FORMAT, "id": dataset.id, "name": dataset.name,
+            "create_time_ns": dataset.create_time_ns, "sha256": dataset.sha256}
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+              "x": dataset.x, "y": dataset.y}
+    arrays["sha256"] = members_digest(arrays)
+    return arrays
+
+
+def read_dataset(file, dataset_id):
+    """{"id", "name", "create_time_ns", "sha256", "x", "y"} of a dataset's .npz (a path or a
+    binary file) that must hold `dataset_id`; CorruptCheckpoint if it does not read whole
+    or verify."""
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as error:  # any failure to parse the archive means the file is damaged
+        raise CorruptCheckpoint(f"unreadable archive ({type(error).__name__}: {error})") from None
+    stored = arrays.pop("sha256", None)
+    if set(arrays) != {"meta", "x", "y"} or stored is None:
+        raise CorruptCheckpoint(f"members: got {sorted(arrays)}, expected meta, x, y and sha256")
+    if stored.shape != (32,) or not np.array_equal(stored, members_digest(arrays)):
+        raise CorruptCheckpoint("sha256: got a checksum that does not match the content")
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+    except ValueError as error:
+        raise CorruptCheckpoint(f"meta: got undecodable JSON ({error})") from None
+    if meta.get("format") != FORMAT or meta.get("id") != dataset_id:
+        raise CorruptCheckpoint(f"meta: got format {meta.get('format')!r} and id {meta.get('id')!r}, "
+                                f"expected format {FORMAT} and the file's id {dataset_id!r}")
+    return {**meta, **arrays}
+
+
 class DatasetFiles(_Folder):
-    """The datasets of a state directory."""
+    """The datasets of a state directory, all restored at start."""
+
+    shared = False  # SharedDatasetFiles (cluster mode) are read when asked for instead
 
     def __init__(self, state_dir):
         super().__init__(state_dir, "datasets", ".npz", "dataset")
 
     def write(self, dataset):
-        meta = {"format": FORMAT, "id": dataset.id, "name": dataset.name,
-                "create_time_ns": dataset.create_time_ns, "sha256": dataset.sha256}
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                  "x": dataset.x, "y": dataset.y}
-        arrays["sha256"] = members_digest(arrays)
+        arrays = dataset_arrays(dataset)
         write_atomically(self.path(dataset.id), lambda file: np.savez(file, **arrays))
 
     def read(self, path):
-        """{"id", "name", "create_time_ns", "sha256", "x", "y"}; CorruptCheckpoint if it does
-        not read whole or verify."""
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
-        except Exception as error:  # any failure to parse the archive means the file is damaged
-            raise CorruptCheckpoint(f"unreadable archive ({type(error).__name__}: {error})") from None
-        stored = arrays.pop("sha256", None)
-        if set(arrays) != {"meta", "x", "y"} or stored is None:
-            raise CorruptCheckpoint(f"members: got {sorted(arrays)}, expected meta, x, y and sha256")
-        if stored.shape != (32,) or not np.array_equal(stored, members_digest(arrays)):
-            raise CorruptCheckpoint("sha256: got a checksum that does not match the content")
-        try:
-            meta = json.loads(arrays.pop("meta").tobytes().decode())
-        except ValueError as error:
-            raise CorruptCheckpoint(f"meta: got undecodable JSON ({error})") from None
-        if meta.get("format") != FORMAT or path.name != f"{meta.get('id')}.npz":
-            raise CorruptCheckpoint(f"meta: got format {meta.get('format')!r} and id {meta.get('id')!r}, "
-                                    f"expected format {FORMAT} and the file's name {path.stem!r}")
-        return {**meta, **arrays}
+        return read_dataset(path, path.stem)
 
 
 class JobFiles(_Folder):

@@ -13,6 +13,8 @@ Training-job records live beside them, one JSON file per job named after its mod
 (`job.<model id>.<job id>.json`), written only while this server owns the model: the
 server that adopts a model reads its jobs back, and one that was running reads FAILED,
 "interrupted" (what a single server reports after a crash). Deleting a model deletes them.
+Datasets too (`dataset.<id>.npz`, the single server's format), written before the upload
+is acknowledged and read by any server the first time a call names the id there.
 
 No lock: the servers of a cluster share the place, and etcd decides who writes what.
 """
@@ -28,11 +30,11 @@ import numpy as np
 
 from ..checkpoints.format import CorruptCheckpoint, decode, encode
 from ..checkpoints.store import fsync_directory, write_atomically
-from ..checkpoints.training_records import JOB_RECORD_INTERVAL
+from ..checkpoints.training_records import JOB_RECORD_INTERVAL, dataset_arrays, read_dataset
 from ..errors import Unavailable
 
-__all__ = ["BucketFiles", "DirectoryFiles", "SharedCheckpointStore", "SharedJobFiles", "StaleCheckpoint",
-           "shared_files"]
+__all__ = ["BucketFiles", "DirectoryFiles", "SharedCheckpointStore", "SharedDatasetFiles", "SharedJobFiles",
+           "StaleCheckpoint", "shared_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +249,41 @@ class SharedJobFiles:
             self._written[record["id"]] = (name, -JOB_RECORD_INTERVAL)
             records.append(record)
         return sorted(records, key=lambda record: (record["create_time_ns"], record["id"]))
+
+
+class SharedDatasetFiles:
+    """DatasetFiles' interface (write, remove) on the shared files, plus reading one
+    dataset by id: a cluster's datasets are found by any server, not restored at start."""
+
+    shared = True
+
+    def __init__(self, files):
+        self._files = files
+
+    @staticmethod
+    def _name(dataset_id):
+        return f"dataset.{dataset_id}.npz"
+
+    def write(self, dataset):
+        arrays = dataset_arrays(dataset)
+        try:
+            self._files.write(self._name(dataset.id), lambda out: np.savez(out, **arrays))
+        except Exception as error:  # a bucket's errors are boto's; the upload expects OSError
+            raise OSError(f"dataset {dataset.id}: {error}") from error
+
+    def remove(self, dataset_id):
+        self._files.delete(self._name(dataset_id))
+
+    def exists(self, dataset_id):
+        return self._name(dataset_id) in self._files.names(self._name(dataset_id))
+
+    def read(self, dataset_id):
+        """The record of a dataset (read_dataset's), or None when there is no such file;
+        CorruptCheckpoint when it does not verify."""
+        if not self.exists(dataset_id):
+            return None
+        with _opened(self._files.open(self._name(dataset_id))) as file:
+            return read_dataset(file, dataset_id)
 
 
 def _opened(file):
