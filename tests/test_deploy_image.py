@@ -47,7 +47,8 @@ def test_dockerfile_runs_nnserve_serve_as_non_root():
 
 def test_dockerfile_installs_server_extra_from_project_files():
     """The build stage copies pyproject.toml, the README and every package folder pyproject
-    maps, and pip-installs `.[server]` from them."""
+    maps, and pip-installs `.[server]` from them (the default of its EXTRAS argument, every
+    name of which is an extra of pyproject)."""
     import tomllib
 
     build = dockerfile_stages()[0]
@@ -58,8 +59,11 @@ def test_dockerfile_installs_server_extra_from_project_files():
     package_dirs = pyproject["tool"]["setuptools"]["package-dir"].values()
     folders = {folder.split("/")[0] for folder in package_dirs}
     assert {"pyproject.toml", "README.md"} | folders <= copied
-    installs = [shlex.split(run) for run in instructions(build, "RUN")
-                if "pip" in run and "install" in run]
+    arguments = dict(argument.split("=", 1) for argument in instructions(build, "ARG"))
+    assert arguments["EXTRAS"] == "server"
+    assert set(pyproject["project"]["optional-dependencies"]) >= {"server", "s3"}
+    installs = [shlex.split(run.replace("${EXTRAS}", arguments["EXTRAS"]))
+                for run in instructions(build, "RUN") if "pip" in run and "install" in run]
     assert any(words[-1] == ".[server]" and words[-2] == "install" for words in installs), installs
 
 
