@@ -39,6 +39,16 @@ def matmul(a, b, out):
     if n * k * m > SMALL_PRODUCT:
         np.dot(a, b, out)
         return
+    if b.strides[0] < b.strides[1]:
+        # b is a transposed view (W.T): its columns are contiguous, so each entry is a dot
+        # product of two contiguous runs, where the loop below would stride through b.
+        for i in range(n):
+            for j in range(m):
+                total = out.dtype.type(0)
+                for p in range(k):
+                    total += a[i, p] * b[p, j]
+                out[i, j] = total
+        return
     out[:, :] = 0.0
     for i in range(n):
         for p in range(k):
@@ -58,12 +68,16 @@ def gemm_transposed_a(a, b, c, alpha, beta):
     k, m = a.shape
     n = b.shape[1]
     if k * m * n <= SMALL_PRODUCT:
+        # Row by row of c, each a sum of rows of b: the inner loop runs along rows of b and c
+        # (contiguous), so it vectorizes; the sum over s was strided in both.
         for i in range(m):
             for j in range(n):
-                total = 0.0
-                for s in range(k):
-                    total += a[s, i] * b[s, j]
-                c[i, j] = beta * c[i, j] + alpha * total
+                c[i, j] *= beta
+        for s in range(k):
+            for i in range(m):
+                scale = alpha * a[s, i]
+                for j in range(n):
+                    c[i, j] += scale * b[s, j]
         return
     sizes = np.empty(3, dtype=np.int32)
     sizes[0] = n
