@@ -260,6 +260,26 @@ def test_an_existing_model_opens_by_name(server, rest):
     assert status == 404 and "no-such-model" in payload["error"]
 
 
+def test_a_model_the_playground_did_not_make_keeps_its_spec_id_and_weights(server, rest):
+    """An Adam float64 model opened in the playground: a learning-rate or regularization
+    change is refused (400, naming what may change) and the model is untouched; a batch
+    size change is taken."""
+    spec = pb.ModelSpec(layers=[2, 4, 1], activations=[pb.ACTIVATION_RELU, pb.ACTIVATION_SIGMOID],
+                        loss=pb.LOSS_BINARY_CROSS_ENTROPY, optimizer=pb.OPTIMIZER_ADAM,
+                        init=pb.INIT_XAVIER, dtype=pb.DATA_TYPE_FLOAT64, learning_rate=0.003)
+    made = server.stub.CreateModel(pb.CreateModelRequest(spec=spec, name="adam-over-grpc")).model
+    assert rest.act("adam-over-grpc", "step")["epoch"] == 1
+    before = server.stub.GetState(pb.GetStateRequest(model=made.id))
+    for change in ({"learning_rate": 0.1}, {"regularization": "l2", "regularization_rate": 0.01}):
+        status, payload = rest.call("POST", "/playground/api/models/adam-over-grpc/settings", change)
+        assert status == 400 and "batch_size" in payload["error"], payload
+    after = server.stub.GetState(pb.GetStateRequest(model=made.id))
+    assert after == before
+    model = server.stub.GetModel(pb.GetModelRequest(model="adam-over-grpc")).model
+    assert model.id == made.id and model.spec == made.spec
+    rest.ok("POST", "/playground/api/models/adam-over-grpc/settings", {"batch_size": 5})
+
+
 def test_deleting_a_playground_model_over_grpc_drops_its_session_and_data(server, rest):
     """DeleteModel on a playground model removes its two data sets; the playground then answers 404 for it."""
     key = rest.create()["key"]

@@ -162,11 +162,16 @@ class Playground:
             settings = checked(session.settings, update)
             if settings == session.settings:
                 return
-            if not session.owned and needs_new_model(session.settings, settings):
+            # A model the playground did not make keeps its spec: a new learning rate or
+            # regularization would mean a new model under its name (a spec is fixed at
+            # creation), rebuilt from playground settings that cannot hold every spec
+            # (Adam, float64, per-layer activations), and a new id for its other users.
+            if not session.owned and (needs_new_model(session.settings, settings)
+                                      or model_spec(session.settings, 0) != model_spec(settings, 0)):
                 raise FailedPrecondition(
                     f"model {session.key}: got a change of {sorted(update)}, which needs a new "
-                    "model; expected only learning_rate, regularization or batch_size changes "
-                    "on a model the playground did not make (open a new playground instead)")
+                    "model; expected only batch_size or data changes on a model the playground "
+                    "did not make (open a new playground instead)")
             was_playing = session.playing
             self._pause(session)
             old, session.settings = session.settings, settings
@@ -252,7 +257,8 @@ class Playground:
 
     def _respecified(self, session):
         """The same weights under a new learning rate or regularization: a new model (its
-        spec is fixed at creation) loaded with the old one's state."""
+        spec is fixed at creation) loaded with the old one's state (playground models only:
+        their spec is the settings')."""
         state = session.entry.network.get_state()
         self._delete_model(session)
         session.entry = self._registry.create(model_spec(session.settings, session.weight_seed),
