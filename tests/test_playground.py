@@ -218,6 +218,32 @@ def test_heat_maps_are_what_the_model_computes(server, rest):
     np.testing.assert_allclose(maps[-1] / 127.5 - 1, 2 * p - 1, atol=1 / 127.5 + 1e-6)
 
 
+def test_a_two_input_model_it_cannot_train_still_shows_its_heat_maps(server, rest):
+    """A 2-input softmax classifier made over gRPC (3 classes: not trainable on playground
+    data) opens with a heat map per neuron, each output's map its class probability on the
+    grid as Predict gives it (2p - 1)."""
+    import base64
+
+    spec = pb.ModelSpec(layers=[2, 4, 3], activations=[pb.ACTIVATION_TANH, pb.ACTIVATION_SOFTMAX],
+                        loss=pb.LOSS_CROSS_ENTROPY, optimizer=pb.OPTIMIZER_SGD,
+                        init=pb.INIT_XAVIER, dtype=pb.DATA_TYPE_FLOAT32)
+    server.stub.CreateModel(pb.CreateModelRequest(spec=spec, name="three-classes"))
+    state = rest.ok("GET", "/playground/api/models/three-classes")
+    assert not state["trainable"] and state["settings"]["problem"] == "classification"
+    frame = rest.frame("three-classes")
+    grid = frame["grid"]
+    maps = [np.frombuffer(base64.b64decode(encoded), np.uint8) for encoded in frame["heatmaps"]]
+    assert [len(m) for m in maps] == [4 * grid * grid, 3 * grid * grid]
+    centres = (np.arange(grid) + 0.5) / grid * 12 - 6
+    x1, x2 = np.meshgrid(centres, centres[::-1])
+    x = np.stack([x1.ravel(), x2.ravel()], axis=1)
+    request = pb.PredictRequest(model="three-classes", x=pb.Tensor(
+        dtype=pb.DATA_TYPE_FLOAT32, shape=x.shape, content=x.astype("<f4").tobytes()))
+    p = np.frombuffer(server.stub.Predict(request).outputs.content, "<f4").reshape(-1, 3)
+    np.testing.assert_allclose(maps[-1].reshape(3, -1).T / 127.5 - 1, 2 * p - 1,
+                               atol=1 / 127.5 + 1e-6)
+
+
 def test_events_stream_state_then_frames_as_training_runs(rest):
     """The SSE stream sends the state, then frames whose epochs grow while the model plays, with every epoch's losses once."""
     key = rest.create(dataset="gaussian")["key"]

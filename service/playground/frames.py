@@ -4,7 +4,7 @@ its frames (epoch, losses, weights, heat maps).
 A frame's heat maps come from ONE forward pass over the grid (Network.layer_activations:
 every layer at once, so what the page shows is what the model computes), quantized to a
 byte per value over [-1, 1] (TF Playground's colour scale; a classifier's output
-probability p is shown as 2p - 1) and sent base64 layer by layer. Frames are cached per
+probabilities p are shown as 2p - 1; the page's big map is the first output's) and sent base64 layer by layer. Frames are cached per
 (revision, version): any number of pages share one computation per weights version.
 """
 
@@ -78,8 +78,8 @@ class FrameCache:
                     "heatmaps": None}
         if grid is not None and grid.shape[1] == network.n_inputs:
             layers, version = network.layer_activations(grid)
-            output = layers[-1][:, 0]
-            layers[-1] = (2 * output - 1 if classification else output)[:, None]
+            if classification:  # probabilities, one map per output
+                layers[-1] = 2 * layers[-1] - 1
             pictures["heatmaps"] = [_quantized(layer.T) for layer in layers]  # neuron by neuron
             pictures["version"] = version
         return pictures

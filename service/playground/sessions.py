@@ -7,7 +7,8 @@ sets in the DatasetStore, and at most one training job: play runs PLAY_EPOCHS ep
 paused (cancelled), step runs one. The session reads the running job's epoch and history
 (Session.progress); a follower thread per job folds the job into the session when it ends.
 Any registry model can be opened by id or name: a session is made for it from its spec
-(trainable on playground data when it has 2 inputs and 1 output).
+(trainable on playground data when it has 2 inputs and 1 output; heat maps for any model
+of 2 inputs).
 """
 
 import contextlib
@@ -114,7 +115,8 @@ class Playground:
         spec = entry.network.spec
         layers, activations = spec["layers"], spec["activations"]
         hidden_activation = activations[0] if len(activations) > 1 else "tanh"
-        problem = "classification" if spec["loss"] == "binary_cross_entropy" else "regression"
+        problem = ("classification" if spec["loss"] in ("binary_cross_entropy", "cross_entropy")
+                   else "regression")
         settings = dict(DEFAULTS, hidden=layers[1:-1], problem=problem,
                         dataset=CLASSIFICATION[0] if problem == "classification" else REGRESSION[0],
                         activation="linear" if hidden_activation == "identity" else hidden_activation,
@@ -130,6 +132,8 @@ class Playground:
         if session.trainable:
             with session.lock:
                 self._new_data(session)
+        elif layers[0] == 2:  # no playground data to train on, but heat maps over x1, x2
+            session.grid = feature_matrix(self._lattice, settings["features"])
         return session
 
     def _model_jobs(self, entry):
