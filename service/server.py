@@ -292,9 +292,11 @@ def create_server(settings=None):
                                                         max(settings.health_port, 0), metrics)
         if settings.http_port:
             rest_inference = ClusterInference(inference, node, channels) if node else inference
+            playground = Playground(registry, datasets, jobs, grpc_port=port,
+                                    tls=credentials is not None, grafana_url=settings.grafana_url)
             http_server = create_http_server(settings, rest_inference, auth=auth, limit=limit,
                                              metrics=metrics, ssl_context=ssl_context,
-                                             playground=Playground(registry, datasets, jobs))
+                                             playground=playground)
     except OSError:
         if metrics_http is not None:
             metrics_http.close()

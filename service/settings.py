@@ -130,6 +130,9 @@ class Settings:
     cluster_tls_server_name: str = _option("", "with --cluster-ca, the name an owner's certificate "
                                            "must carry for forwards (empty: the host of its "
                                            "--cluster-advertise address)")
+    grafana_url: str = _option("", "base URL of a Grafana holding deploy/grafana's dashboard "
+                               "(uid nnserve): the playground links each model's panels there "
+                               "(empty: it shows the PromQL query instead)")
     log_format: str = _option("text", "log lines as plain text or one JSON object each",
                               choices=_LOG_FORMATS)
     log_level: str = _option("info", "least severe level logged", choices=_LOG_LEVELS)

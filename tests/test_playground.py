@@ -83,9 +83,12 @@ def grpc_layers(running, model):
     return list(running.stub.GetModel(pb.GetModelRequest(model=model)).model.spec.layers)
 
 
+GRAFANA = "http://grafana.example:3000"
+
+
 @pytest.fixture(scope="module")
 def server():
-    with running_server() as running:
+    with running_server(grafana_url=GRAFANA + "/") as running:
         yield running
 
 
@@ -279,6 +282,7 @@ def test_an_existing_model_opens_by_name(server, rest):
     state = rest.ok("GET", "/playground/api/models/made-over-grpc")
     assert state["model"]["name"] == "made-over-grpc" and state["trainable"] and not state["owned"]
     assert state["settings"]["hidden"] == [5] and state["settings"]["activation"] == "tanh"
+    assert state["links"] == {"grpc_port": server.port, "tls": False, "grafana": GRAFANA}
     assert rest.act("made-over-grpc", "step")["epoch"] == 1
     status, payload = rest.call("POST", "/playground/api/models/made-over-grpc/settings", {"hidden": [2]})
     assert status == 400 or status == 412, payload
@@ -458,9 +462,14 @@ def test_the_page_trains_the_spiral_and_draws_its_boundary(server, open_page, re
 
 @browser_test
 def test_step_reset_and_layers_in_the_page(server, open_page, rest):
-    """Step shows one more epoch; reset shows epoch 0 and new weights; +/- layer redraws the network and changes the spec over gRPC."""
+    """Step shows one more epoch; reset shows epoch 0 and new weights; +/- layer redraws the network and changes the spec over gRPC.
+    The page's commands name this server's gRPC port and the model, and its Grafana link the shipped dashboard for the model."""
     page = open_page(server.server.http_port)
     key = model_key(page)
+    command = page.get_by_test_id("predict-command").text_content()
+    assert f"Client('127.0.0.1:{server.port}')" in command and f"get_model('{key}')" in command
+    assert f"/v2/models/{key}/infer" in page.get_by_test_id("curl-command").text_content()
+    assert page.get_by_test_id("grafana-link").get_attribute("href") == f"{GRAFANA}/d/nnserve/nnserve?var-model={key}"
     page.get_by_test_id("step").click()
     page.wait_for_function("document.querySelector('[data-testid=epoch]').textContent === '1'")
     page.get_by_test_id("step").click()

@@ -23,8 +23,9 @@ CHOICES = {"datasets": CLASSIFICATION + REGRESSION, "learning_rates": LEARNING_R
            "regularization_rates": REGULARIZATION_RATES, "max_layers": MAX_LAYERS}
 
 
-def state(session):
-    """The session's settings, data points and model, for a page that (re)draws them all."""
+def state(session, links):
+    """The session's settings, data points and model, for a page that (re)draws them all;
+    `links`: Playground.links (where the page's commands and Grafana link point)."""
     with session.lock:
         entry = session.entry
         epoch, history = session.progress()
@@ -32,7 +33,7 @@ def state(session):
                 "key": session.key, "revision": session.revision, "settings": session.settings,
                 "owned": session.owned, "trainable": session.trainable,
                 "points": session.points, "epoch": epoch, "playing": session.playing,
-                "history": history, "choices": CHOICES}
+                "history": history, "choices": CHOICES, "links": links}
 
 
 def _quantized(values):

@@ -17,6 +17,7 @@ them with fetch, which can set it, rather than EventSource, which cannot).
 """
 
 import asyncio
+import functools
 import json
 from importlib import resources
 
@@ -48,6 +49,7 @@ class _Playground:
         self._binding = binding
         self._playground = playground
         self._frames = FrameCache(playground.GRID)
+        self._state = functools.partial(state, links=playground.links)
 
     async def _session(self, request, scope, operation):
         route = request.match_info.route.resource.canonical  # the template: no names in logs
@@ -80,23 +82,23 @@ class _Playground:
         self._binding.authorize(request, f"POST {API}", "creating a playground model", WRITE)
         settings = await self._settings_body(request)
         session = await self._binding.call(self._playground.create, settings)
-        return _json(await self._binding.call(state, session), status=201)
+        return _json(await self._binding.call(self._state, session), status=201)
 
     async def get(self, request):
         session = await self._session(request, READ, "watching a playground model")
-        return _json(await self._binding.call(state, session))
+        return _json(await self._binding.call(self._state, session))
 
     async def settings(self, request):
         session = await self._session(request, WRITE, "changing a playground model")
         update = await self._settings_body(request)
         await self._binding.call(self._playground.update, session, update)
-        return _json(await self._binding.call(state, session))
+        return _json(await self._binding.call(self._state, session))
 
     def action(self, name):
         async def act(request):
             session = await self._session(request, WRITE, f"{name} in the playground")
             await self._binding.call(getattr(self._playground, name), session)
-            return _json(await self._binding.call(state, session))
+            return _json(await self._binding.call(self._state, session))
         return act
 
     async def frame(self, request):
@@ -114,7 +116,7 @@ class _Playground:
         try:
             while request.transport is not None and not request.transport.is_closing():
                 if session.revision != revision:
-                    current = await binding.call(state, session)
+                    current = await binding.call(self._state, session)
                     revision, epochs_sent = current["revision"], len(current["history"]["loss"])
                     await response.write(_event("state", current))
                 entry = session.entry  # None while a settings change replaces the model

@@ -72,7 +72,9 @@ class Playground:
 
     GRID = 40  # heat-map resolution: GRID x GRID points over the input square
 
-    def __init__(self, registry, datasets, jobs):
+    def __init__(self, registry, datasets, jobs, *, grpc_port=50051, tls=False, grafana_url=""):
+        # What the page needs for its "use this model" commands and its Grafana link.
+        self.links = {"grpc_port": grpc_port, "tls": tls, "grafana": grafana_url.rstrip("/")}
         self._registry = registry
         self._datasets = datasets
         self._jobs = jobs

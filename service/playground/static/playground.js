@@ -11,7 +11,7 @@ import {NetworkDrawing} from "./network.js";
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 const api = new Api();
 const state = {key: null, revision: -1, settings: null, model: null, points: null, trainable: true,
-               history: {loss: [], val_loss: []}, frame: null, choices: null};
+               history: {loss: [], val_loss: []}, frame: null, choices: null, links: null};
 let drawing, pendingFrame = null;
 
 function showMessage(text) {
@@ -71,15 +71,21 @@ function renderModel() {
   $("model-name").textContent = model.name;
   const name = model.name || model.id;
   const host = location.hostname || "localhost";
+  const {grpc_port: port, tls, grafana} = state.links;
   const token = api.token ? ` -H 'Authorization: Bearer ${api.token}'` : "";
+  const clientOptions = (tls ? ", tls=True" : "") + (api.token ? `, token='${api.token}'` : "");
   const width = model.spec.layers[0];
   const row = Array(width).fill(0.5);
   $("predict-command").textContent =
-    `python -c "from nnserve.clients import Client; print(Client('${host}:50051').get_model('${name}').predict([${JSON.stringify(row)}]))"`;
+    `python -c "from nnserve.clients import Client; print(Client('${host}:${port}'${clientOptions}).get_model('${name}').predict([${JSON.stringify(row)}]))"`;
   $("curl-command").textContent =
     `curl${token} -d '{"inputs":[{"name":"input","datatype":"FP32","shape":[1,${width}],"data":${JSON.stringify(row)}}]}' ${location.origin}/v2/models/${name}/infer`;
   $("promql").textContent =
     `nnserve_train_loss{model="${name}"} and rate(nnserve_training_job_steps_total{model="${name}"}[1m])`;
+  // The shipped dashboard (deploy/grafana, uid nnserve), its model variable set to this one.
+  const link = $("grafana-link");
+  link.hidden = !grafana;
+  if (grafana) link.href = `${grafana}/d/nnserve/nnserve?var-model=${encodeURIComponent(name)}`;
 }
 
 function renderPoints() {
@@ -124,6 +130,7 @@ function applyState(received) {
   state.points = received.points;
   state.trainable = received.trainable;
   state.choices = received.choices;
+  state.links = received.links;
   state.history = received.history;
   const url = new URL(location.href);
   if (url.searchParams.get("model") !== received.key) {
