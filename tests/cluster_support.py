@@ -35,9 +35,13 @@ __all__ = ["ETCD", "NGINX", "Network", "assert_restored", "cluster_server", "clu
 
 
 def require(binary):
-    """Skip the test when `binary` is not installed (.ci/run installs nginx and etcd)."""
+    """Skip the test when `binary` is not installed; fail it under .ci/run (NNSERVE_CI set),
+    which installs nginx and etcd."""
     if not os.access(binary, os.X_OK):
-        pytest.skip(f"{binary} is not installed (apt-get install nginx etcd-server)")
+        missing = f"{binary} is not installed (apt-get install nginx etcd-server)"
+        if os.environ.get("NNSERVE_CI"):
+            pytest.fail(missing + "; .ci/run should have installed it")
+        pytest.skip(missing)
 
 
 def free_port():
