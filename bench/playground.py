@@ -1,13 +1,16 @@
 """`nnserve bench playground`: the playground's heat-map frames per second for a 6x8
 network while it trains, and its training speed with one page watching against none.
 
-A server runs in this process (free ports); a viewer is a separate Python process reading
-the model's Server-Sent Events as a page does (so its decoding takes no time from the
-server's GIL) and counting frames and heat maps. Each round plays the model for
-`--duration` seconds without a viewer and then with one, and measures epochs per second
-from the frames' epoch counter; figures are medians over the rounds.
+A server runs in this process (free ports). The viewer (`--viewer`) is the page itself in
+Debian's Chromium, headless, driven by Playwright, counting the heat-map frames it drew
+(the page's `data-heatmap-frames`): decoding and drawing take the same two cores as the
+training. Or, where there is no browser, a separate Python process reading the model's
+Server-Sent Events as a page does and counting frames with heat maps. Each round plays
+the model for `--seconds` without a viewer and then with one, and measures epochs per
+second from the frames' epoch counter; figures are medians over the rounds.
 """
 
+import functools
 import json
 import statistics
 import subprocess
@@ -18,6 +21,11 @@ import urllib.request
 __all__ = ["measure", "run"]
 
 SETTINGS = {"dataset": "spiral", "hidden": [8] * 6, "activation": "tanh", "batch_size": 10}
+CHROMIUM = "/usr/bin/chromium"
+# Headless on a closed network: without the networking flags Chromium's background
+# connections fail.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 TARGET_FPS, TARGET_RATIO = 10, 0.8
 # The viewer: reads the stream for a duration (or until it falls silent: paused); prints
 # how many frames with heat maps it got and over how long (first to last).
@@ -58,23 +66,69 @@ def _epochs_per_second(base, key, seconds):
     return (last - first) / elapsed
 
 
-def measure(base, key, seconds, rounds):
+def _watched_by_process(base, key, seconds):
+    """(epochs/s, heat-map frames/s) of one turn watched by the Python viewer."""
+    viewer = subprocess.Popen(
+        [sys.executable, "-c", VIEWER, f"{base}/playground/api/models/{key}/events", str(seconds + 1.5)],
+        stdout=subprocess.PIPE, text=True)
+    viewer.stdout.readline()  # connected
+    rate = _epochs_per_second(base, key, seconds)
+    counts = json.loads(viewer.stdout.readline())
+    viewer.wait(timeout=60)
+    return rate, (counts["frames"] - 1) / counts["seconds"] if counts["seconds"] else 0.0
+
+
+def _watched_by_chromium(browser, base, key, seconds):
+    """_watched_by_process's twin: the page open in `browser`."""
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{base}/playground?model={key}")
+        page.wait_for_selector("[data-testid=output-heatmap]")
+
+        def drawn():
+            return int(page.evaluate("Number(document.body.dataset.heatmapFrames || 0)"))
+
+        _call(base, "POST", f"/playground/api/models/{key}/play")
+        time.sleep(0.5)  # past the job's start and the page's first frames
+        started, first_frame = time.monotonic(), drawn()
+        first_epoch = _call(base, "GET", f"/playground/api/models/{key}/frame")["epoch"]
+        time.sleep(seconds)
+        elapsed = time.monotonic() - started
+        frames, last_epoch = drawn() - first_frame, _call(base, "GET", f"/playground/api/models/{key}/frame")["epoch"]
+        _call(base, "POST", f"/playground/api/models/{key}/pause")
+    finally:
+        context.close()
+    return (last_epoch - first_epoch) / elapsed, frames / elapsed
+
+
+def measure(base, key, seconds, rounds, watch=_watched_by_process):
     """{"alone": epochs/s, "watched": epochs/s, "ratio": of watched to alone per round,
     "frames_per_second": heat-map frames the viewer got} (medians over the rounds)."""
     alone, watched, fps = [], [], []
     for _ in range(rounds):
         alone.append(_epochs_per_second(base, key, seconds))
-        viewer = subprocess.Popen(
-            [sys.executable, "-c", VIEWER, f"{base}/playground/api/models/{key}/events", str(seconds + 1.5)],
-            stdout=subprocess.PIPE, text=True)
-        viewer.stdout.readline()  # connected
-        watched.append(_epochs_per_second(base, key, seconds))
-        counts = json.loads(viewer.stdout.readline())
-        viewer.wait(timeout=60)
-        fps.append((counts["frames"] - 1) / counts["seconds"] if counts["seconds"] else 0.0)
+        rate, frames = watch(base=base, key=key, seconds=seconds)
+        watched.append(rate)
+        fps.append(frames)
     return {"alone": statistics.median(alone), "watched": statistics.median(watched),
             "ratio": statistics.median(w / a for w, a in zip(watched, alone)),
             "frames_per_second": statistics.median(fps)}
+
+
+def _browser():
+    """Playwright and Chromium, started, or None when either is missing."""
+    import os
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if not os.path.exists(CHROMIUM):
+        return None
+    playwright = sync_playwright().start()
+    return playwright, playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                  args=CHROMIUM_ARGS)
 
 
 def run(args):
@@ -91,10 +145,24 @@ def run(args):
                                          headers={"Content-Type": "application/json"})
         urllib.request.urlopen(request, timeout=60).read()
         _call(base, "POST", f"/playground/api/models/{key}/step")  # compiles before timing
-        figures = measure(base, key, args.seconds, args.rounds)
+        browser = _browser() if args.viewer == "chromium" else None
+        if args.viewer == "chromium" and browser is None:
+            print(f"nnserve bench playground: error: --viewer chromium needs the playwright package "
+                  f"and {CHROMIUM} (apt-get install chromium); --viewer process needs neither",
+                  file=sys.stderr)
+            return 2
+        try:
+            watch = functools.partial(_watched_by_chromium, browser[1]) if browser else _watched_by_process
+            figures = measure(base, key, args.seconds, args.rounds, watch)
+        finally:
+            if browser:
+                browser[1].close()
+                browser[0].stop()
     finally:
         server.stop(0).wait(10)
-    print(f"playground, spiral [2, 8 x 6, 1] tanh, batch 10, {args.rounds} rounds of {args.seconds:g} s")
+    figures["viewer"] = args.viewer
+    print(f"playground, spiral [2, 8 x 6, 1] tanh, batch 10, {args.rounds} rounds of {args.seconds:g} s, "
+          f"viewer: {'the page in Chromium' if args.viewer == 'chromium' else 'a Python process reading the events'}")
     print(f"  heat-map frames/s with one viewer while training: {figures['frames_per_second']:.1f} "
           f"(target >= {TARGET_FPS})")
     print(f"  epochs/s alone {figures['alone']:.0f}, with one viewer {figures['watched']:.0f}: "

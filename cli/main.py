@@ -159,6 +159,9 @@ def build_parser():
                             help="measured time per turn (default 3)")
     playground.add_argument("--rounds", type=_positive_int, default=3,
                             help="turns alone and watched; figures are medians (default 3)")
+    playground.add_argument("--viewer", choices=("chromium", "process"), default="chromium",
+                            help="who watches: the page in Debian's Chromium (default; needs "
+                            "playwright) or a Python process reading the events stream")
     playground.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     playground.set_defaults(handler=_bench_playground)
 

@@ -116,6 +116,8 @@ function renderFrame() {
   if (frame.heatmaps) {
     drawing.setHeatmaps(frame.heatmaps, frame.grid, decode);
     drawGrid($("output-heatmap"), decode(frame.heatmaps[frame.heatmaps.length - 1]), 0, frame.grid);
+    // Heat-map frames drawn so far: what `nnserve bench playground` counts in a browser.
+    document.body.dataset.heatmapFrames = String(Number(document.body.dataset.heatmapFrames || 0) + 1);
   }
   drawLosses($("loss-chart"), state.history);
 }
