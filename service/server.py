@@ -22,7 +22,6 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from nnserve.oip import grpc_service_pb2_grpc as oip_grpc
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
@@ -42,6 +41,7 @@ from .model_service import SERVICE_NAME, ModelServicer, timestamp
 from .open_inference import OIP_SERVICE_NAME, OpenInference, OpenInferenceServicer
 from .overload import StreamLimit, concurrency_limit, rpc_executor, rpc_limit
 from .playground import Playground
+from .reflection import enable_reflection
 from .registry import Registry
 from .settings import Settings
 from .tls import forward_credentials, server_credentials, server_ssl_context
@@ -278,8 +278,7 @@ def create_server(settings=None):
     for service in (health.OVERALL_HEALTH, SERVICE_NAME, OIP_SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, OIP_SERVICE_NAME, health.SERVICE_NAME,
-                                         reflection.SERVICE_NAME), server)
+    enable_reflection(server)
 
     metrics_http = health_server = http_server = None
     health_port = 0

@@ -1,29 +1,11 @@
-"""Shared pieces of the Open Inference Protocol tests: tritonclient in a process of its own
-(tests/triton_client.py says why), models to infer with, nnserve.v1 Predict to compare."""
-
-import json
-import subprocess
-import sys
-from pathlib import Path
+"""Shared pieces of the Open Inference Protocol tests: models to infer with, nnserve.v1
+Predict to compare."""
 
 import numpy as np
 
 from service_support import classifier_spec, make_batch, pb, to_array, to_tensor
 
-__all__ = ["predict", "run_triton_client", "trained_models"]
-
-CLIENT = Path(__file__).with_name("triton_client.py")
-
-
-def run_triton_client(binding, target, model, tmp_path, **arrays):
-    """(report, outputs) of tests/triton_client.py with `binding` (grpc or http) against
-    `target`, on the inputs `arrays`."""
-    inputs, outputs = tmp_path / "in.npz", tmp_path / "out.npz"
-    np.savez(inputs, **arrays)
-    done = subprocess.run([sys.executable, str(CLIENT), binding, target, model, str(inputs), str(outputs)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.splitlines()[-1]), dict(np.load(outputs))
+__all__ = ["predict", "trained_models"]
 
 
 def predict(live, model, x):

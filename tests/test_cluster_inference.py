@@ -1,6 +1,7 @@
 """The Open Inference Protocol in cluster mode: a v2 client (REST, or gRPC without nnserve's
-routing header, as tritonclient sends it) that reaches a server which does not own the
-model gets the owner's answer, and the owner's refusals with the same status."""
+routing header: tritonclient.grpc itself, in the test process) that reaches a server which
+does not own the model gets the owner's answer, and the owner's refusals with the same
+status."""
 
 import contextlib
 import http.client
@@ -18,6 +19,7 @@ from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 
 pytest.importorskip("etcd3gw")
+triton = pytest.importorskip("tritonclient.grpc")
 
 
 def server_with_rest(stack, directory, endpoint, name):
@@ -47,9 +49,10 @@ def infer_body(x, **fields):
 
 def test_v2_calls_for_another_servers_model_get_the_owners_answer(tmp_path):
     """A model created and trained on server A: server B answers REST infer (JSON), model
-    metadata, readiness and config, and gRPC ModelInfer and ModelMetadata without the
-    routing header, with A's outputs bit for bit and A's version; B holds no copy; a
-    malformed request and an unknown model are refused through B as through A."""
+    metadata, readiness and config, and gRPC ModelInfer (by hand and by tritonclient.grpc)
+    and ModelMetadata without the routing header, with A's outputs bit for bit and A's
+    version; B holds no copy; a malformed request and an unknown model are refused through
+    B as through A."""
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(etcd(tmp_path))
         target_a, rest_a = server_with_rest(stack, tmp_path, endpoint, "a")
@@ -95,6 +98,15 @@ def test_v2_calls_for_another_servers_model_get_the_owners_answer(tmp_path):
                 np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(5, 2), expected)
             metadata = inference.ModelMetadata(oip.ModelMetadataRequest(name="owned-by-a"), timeout=30)
             assert list(metadata.versions) == [version]
+            tensor = triton.InferInput("input", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            triton_client = triton.InferenceServerClient(target_b)
+            try:
+                result = triton_client.infer("owned-by-a", [tensor])
+            finally:
+                triton_client.close()
+            assert result.get_response().model_version == version
+            np.testing.assert_array_equal(result.as_numpy("output"), expected)
             # B's own registry (ListModels without a routing header runs on B) holds nothing.
             listed = pb_grpc.ModelServiceStub(channel).ListModels(pb.ListModelsRequest(), timeout=30)
             assert list(listed.models) == []

@@ -1,34 +1,39 @@
-"""The Open Inference Protocol over gRPC, spoken by tritonclient.grpc (in a process of its
-own: tests/triton_client.py says why) against a real server; results compared with
-nnserve.v1 Predict of the same rows."""
+"""The Open Inference Protocol over gRPC, spoken by tritonclient.grpc in the test process
+against a real server; results compared with nnserve.v1 Predict of the same rows."""
 
 import importlib.util
+import subprocess
+import sys
 
 import grpc
 import numpy as np
 import pytest
 
 from metrics_support import rpc, scrape, value
-from oip_support import predict, run_triton_client, trained_models
+from oip_support import predict, trained_models
 from service_support import pb, running_server
+from triton_client import run_triton_client
 
 from nnserve.oip import grpc_service_pb2 as oip
 from nnserve.oip import grpc_service_pb2_grpc as oip_grpc
 
-if importlib.util.find_spec("tritonclient") is None:  # never imported here: see triton_client.py
+if importlib.util.find_spec("tritonclient") is None:
     pytest.skip("tritonclient is not installed (the dev extra has it)", allow_module_level=True)
 
 MAX_ROWS = 64
 OIP = "inference.GRPCInferenceService"
 
 
-def test_tritonclient_grpc_predicts_like_nnserve(tmp_path):
+def test_tritonclient_grpc_predicts_like_nnserve():
+    """tritonclient.grpc's every call: health, metadata, config, index, infer of FP32 and
+    FP64, output selection, async_infer, a stream, and the errors, each result equal to
+    Predict's and each request counted in the gRPC metrics."""
     with running_server(max_rows_per_request=MAX_ROWS) as live:
         trained_models(live)
         x32 = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
-        report, outputs = run_triton_client("grpc", live.target, "m64", tmp_path, x32=x32,
-                                      x64=x32.astype(np.float64) * 1.5, max_rows=MAX_ROWS,
-                                      float32_model="m32")
+        report, outputs = run_triton_client("grpc", live.target, "m64", x32=x32,
+                                            x64=x32.astype(np.float64) * 1.5, max_rows=MAX_ROWS,
+                                            float32_model="m32")
         expected32, version = predict(live, "m64", x32)
         expected64, _ = predict(live, "m64", x32.astype(np.float64) * 1.5)
         assert report["live"] and report["ready"] and report["model_ready"]
@@ -74,6 +79,46 @@ def test_tritonclient_grpc_predicts_like_nnserve(tmp_path):
         assert infer_ok == 4  # x32, x64, output only, async_infer (the refused ones are not OK)
         assert value(samples, "grpc_server_msg_received_total",
                      **rpc("ModelStreamInfer", service=OIP, grpc_type="BIDI_STREAM")) == 4
+
+
+# A server and tritonclient.grpc in one process, after `imports`: ModelInfer through
+# tritonclient gets Predict's answer.
+_ONE_PROCESS = """
+import numpy as np
+import tritonclient.grpc as triton
+from nnserve.clients import Client
+from nnserve.oip import grpc_service_pb2 as oip
+from nnserve.service import Settings, create_server
+
+assert oip.ModelInferRequest.DESCRIPTOR.full_name == triton.service_pb2.ModelInferRequest.DESCRIPTOR.full_name
+server, port = create_server(Settings(host="127.0.0.1", port=0, metrics_port=0, http_port=0))
+server.start()
+try:
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    with Client(f"127.0.0.1:{port}") as client:
+        expected = client.create_model([4, 3], ["softmax"], "cross_entropy", name="m", seed=1).predict(x)
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    triton_client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        np.testing.assert_array_equal(triton_client.infer("m", [tensor]).as_numpy("output"), expected)
+    finally:
+        triton_client.close()
+finally:
+    server.stop(0).wait(10)
+"""
+
+
+@pytest.mark.parametrize("imports", ["import nnserve.service\nimport tritonclient.grpc\n",
+                                     "import tritonclient.grpc\nimport nnserve.service\n"],
+                         ids=["nnserve-first", "tritonclient-first"])
+def test_tritonclient_and_the_server_share_a_process_in_either_import_order(imports):
+    """nnserve's server and tritonclient.grpc, whose messages bear the same names, import
+    into one process in either order (a fresh process each, as import order is per
+    process), and a ModelInfer through tritonclient gets nnserve's answer."""
+    done = subprocess.run([sys.executable, "-c", imports + _ONE_PROCESS], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
 
 
 def _infer_request(model, x, version="", raw=True):

@@ -1,5 +1,5 @@
 """The Open Inference Protocol over HTTP/REST (KServe v2) against a real server: spoken by
-tritonclient.http (in tests/triton_client.py, as for gRPC) and by hand with http.client,
+tritonclient.http (tests/triton_client.py, as for gRPC) and by hand with http.client,
 as KServe's and other clients send it; results compared with nnserve.v1 Predict of the
 same rows."""
 
@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from metrics_support import rpc, scrape, value
-from oip_support import predict, run_triton_client, trained_models
+from oip_support import predict, trained_models
 from process_support import ServeProcess
 from security_support import write_pki
 from service_support import classifier_spec, pb, running_server, snapshot, to_tensor
+from triton_client import run_triton_client
 
 from nnserve.service import Settings, create_server
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
@@ -68,14 +69,14 @@ def http_requests(samples, route, status, method="POST"):
 
 @pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None,
                     reason="tritonclient is not installed (the dev extra has it)")
-def test_tritonclient_http_predicts_like_nnserve(tmp_path):
+def test_tritonclient_http_predicts_like_nnserve():
     """tritonclient.http's every call: health, metadata, config, index, infer of FP32 and
     FP64 with binary and JSON bodies, output selection, async_infer, and the errors, each
     result equal to Predict's and each request counted once in the REST metrics."""
     with running_server(max_rows_per_request=MAX_ROWS) as live:
         trained_models(live)
         x32 = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
-        report, outputs = run_triton_client("http", f"127.0.0.1:{live.server.http_port}", "m64", tmp_path,
+        report, outputs = run_triton_client("http", f"127.0.0.1:{live.server.http_port}", "m64",
                                             x32=x32, x64=x32.astype(np.float64) * 1.5, max_rows=MAX_ROWS,
                                             float32_model="m32")
         expected32, version = predict(live, "m64", x32)

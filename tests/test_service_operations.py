@@ -26,6 +26,7 @@ from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from service_support import classifier_spec, make_batch, pb, running_server, to_tensor
 
 SERVICE = "nnserve.v1.ModelService"
+OIP_SERVICE = "inference.GRPCInferenceService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -96,18 +97,27 @@ def test_shutdown_turns_health_not_serving_then_lets_in_flight_rpcs_finish():
 
 
 def test_reflection_lists_and_describes_the_service():
-    """Server reflection lists ModelService, health and reflection, and resolves ModelService's methods."""
+    """Server reflection lists ModelService, the Open Inference Protocol's service, health and
+    reflection, and resolves the methods and messages of the first two (whose files are in
+    different descriptor pools on the server)."""
     with running_server() as live:
         database = ProtoReflectionDescriptorDatabase(live.channel)
         services = set(database.get_services())
-        assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
-        service = descriptor_pool.DescriptorPool(database).FindServiceByName(SERVICE)
+        assert {SERVICE, OIP_SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
+        pool = descriptor_pool.DescriptorPool(database)
+        service = pool.FindServiceByName(SERVICE)
         assert [m.name for m in service.methods] == [
             "CreateModel", "GetModel", "ListModels", "DeleteModel", "TrainStep", "Predict",
             "Evaluate", "GetState", "SetState", "SetWeights", "UploadDataset", "GetDataset",
             "ListDatasets", "DeleteDataset", "CreateTrainingJob", "GetTrainingJob",
             "ListTrainingJobs", "CancelTrainingJob", "WatchTrainingJob", "TrainStream",
             "PredictStream", "ExportModel", "ImportModel"]
+        oip_service = pool.FindServiceByName(OIP_SERVICE)
+        assert [m.name for m in oip_service.methods] == [
+            "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
+            "ModelInfer", "ModelStreamInfer", "ModelConfig", "RepositoryIndex"]
+        config = pool.FindMessageTypeByName("inference.ModelConfigResponse").fields_by_name["config"]
+        assert config.message_type.file.name == "nnserve/oip/model_config.proto"
 
 
 def test_a_port_in_use_is_an_error_not_a_shared_port():

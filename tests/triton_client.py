@@ -1,28 +1,26 @@
-"""tritonclient's side of tests/test_open_inference.py, run as its own process.
+"""tritonclient's side of the Open Inference Protocol tests, in the test process.
 
-    python tests/triton_client.py grpc|http TARGET MODEL IN.npz OUT.npz
-
-tritonclient.grpc registers Triton's inference.* protobuf messages in the process's
-descriptor pool, where nnserve's server registers its own (nnserve.oip: the same message
-names, a subset of the fields), so the two cannot share a process. tritonclient.http has
-no protobuf, but brings gevent; it runs here too, so that both bindings are tested by the
-same script. This script uses only tritonclient and numpy: it calls every method the
-tests check, on the inputs of IN.npz (x32, x64, max_rows and, optionally, float32_model: a
-model FP64 inputs must be refused by), and writes the outputs to OUT.npz and everything
-else (metadata, config, readiness, the errors met) as JSON on stdout. Over HTTP, infer
-also goes with JSON bodies both ways and with binary inputs and JSON outputs, and
-without requested outputs (binary_data_output); the errors' status is the HTTP status.
+`run_triton_client(binding, target, model, **data)` calls, with tritonclient.grpc or
+tritonclient.http against `target`, every method the tests check, on `data` (arrays x32
+and x64, max_rows and, optionally, float32_model: a model FP64 inputs must be refused by),
+and returns (report, outputs): everything but the outputs (metadata, config,
+readiness, the errors met) as dicts and lists, and the outputs as arrays. Over HTTP, infer
+also goes with JSON bodies both ways and with binary inputs and JSON outputs, and without
+requested outputs (binary_data_output); the errors' status is the HTTP status.
 """
 
-import json
+import importlib
 import queue
-import sys
 
 import numpy as np
 
+__all__ = ["run_triton_client"]
 
+
+# tritonclient is imported by the functions that use it: the modules importing this one
+# skip their tritonclient tests, and only those, when it is not installed.
 def _error(call):
-    """(status, message) of the exception a call raises, or None if it returns."""
+    """[status, message] of the exception a call raises, or None if it returns."""
     from tritonclient.utils import InferenceServerException
 
     try:
@@ -41,13 +39,17 @@ def _as_dict(message):
     return MessageToDict(message, preserving_proto_field_name=True)
 
 
-def main(binding, target, model, inputs_path, outputs_path):
-    if binding == "grpc":
-        import tritonclient.grpc as client_module
-    else:
-        import tritonclient.http as client_module
-    data = np.load(inputs_path)
+def run_triton_client(binding, target, model, **data):
+    """(report, outputs) of tritonclient.`binding` (grpc or http) against `target`."""
+    client_module = importlib.import_module(f"tritonclient.{binding}")
     client = client_module.InferenceServerClient(target)
+    try:
+        return _exercise(client_module, client, binding, model, data)
+    finally:
+        client.close()
+
+
+def _exercise(client_module, client, binding, model, data):
     report = {"live": client.is_server_live(), "ready": client.is_server_ready(),
               "model_ready": client.is_model_ready(model),
               "metadata": _as_dict(client.get_server_metadata()),
@@ -135,10 +137,5 @@ def main(binding, target, model, inputs_path, outputs_path):
         report["errors"]["unknown model ready"] = _error(lambda: client.is_model_ready("no-such-model"))
     if "float32_model" in data:  # FP64 into a float32 model would round: refused
         report["errors"]["lossy datatype"] = _error(lambda: client.infer(
-            str(data["float32_model"]), **request(data["x64"], "FP64")))
-    np.savez(outputs_path, **outputs)
-    print(json.dumps(report))
-
-
-if __name__ == "__main__":
-    main(*sys.argv[1:])
+            data["float32_model"], **request(data["x64"], "FP64")))
+    return report, outputs
