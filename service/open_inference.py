@@ -142,6 +142,11 @@ class OpenInference:
                 raise InvalidArgument(f"outputs: got {name!r}, expected one of {', '.join(known)}")
         x = self._input_array(request, network.n_inputs)
         prediction = self._registry.predict(entry.id, x)
+        computed = str(prediction.outputs.version)
+        if request.version not in ("", computed):  # a step landed between the check and the predict
+            raise NotFound(f"model version: got {request.version!r} for model {request.model!r}, "
+                           f"expected {computed!r}, its current weights version (or '' for the "
+                           "current one)")
         outputs = np.asarray(prediction.outputs)
         rows = outputs.shape[0]
         results = []
@@ -150,7 +155,7 @@ class OpenInference:
                 results.append(Output(OUTPUT, DATATYPES[outputs.dtype.name], outputs.shape, outputs))
             else:
                 results.append(Output(CLASS, "INT64", (rows,), _classes(outputs, network.spec["loss"])))
-        return str(prediction.outputs.version), results
+        return computed, results
 
     def _input_array(self, request, n_inputs):
         if request.input_name != INPUT:

@@ -179,3 +179,41 @@ def test_server_ready_follows_start_up_and_shutdown():
         if not stopping.is_alive():
             server.stop(0).wait(10)
         stopping.join(30)
+
+
+def test_an_answer_for_a_pinned_version_is_computed_with_that_version():
+    """ModelInfer with model_version set, while another caller trains the model: every
+    answer carries the version asked for (a step landing between the version check and the
+    prediction makes it NOT_FOUND, naming the version that computed), never another."""
+    import threading
+
+    with running_server() as live:
+        trained_models(live)
+        stub = oip_grpc.GRPCInferenceServiceStub(live.channel)
+        x = np.random.default_rng(3).normal(size=(2, 4)).astype(np.float32)
+        stop = threading.Event()
+
+        def train():
+            y = pb.Tensor(dtype=pb.DATA_TYPE_INT64, shape=[2], content=np.array([0, 1], "<i8").tobytes())
+            request = pb.TrainStepRequest(model="m32", x=pb.Tensor(
+                dtype=pb.DATA_TYPE_FLOAT32, shape=[2, 4], content=x.astype("<f4").tobytes()), y=y)
+            while not stop.is_set():
+                live.stub.TrainStep(request, timeout=30)
+
+        trainer = threading.Thread(target=train)
+        trainer.start()
+        answered = refused = 0
+        try:
+            while answered < 20 or refused < 20:
+                version = live.stub.GetModel(pb.GetModelRequest(model="m32"), timeout=30).model.version
+                try:
+                    reply = stub.ModelInfer(_infer_request("m32", x, str(version)), timeout=30)
+                except grpc.RpcError as error:
+                    assert error.code() == grpc.StatusCode.NOT_FOUND, error
+                    refused += 1
+                    continue
+                assert reply.model_version == str(version)
+                answered += 1
+        finally:
+            stop.set()
+            trainer.join(timeout=30)
