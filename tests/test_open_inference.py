@@ -37,7 +37,10 @@ def test_tritonclient_grpc_predicts_like_nnserve():
         expected32, version = predict(live, "m64", x32)
         expected64, _ = predict(live, "m64", x32.astype(np.float64) * 1.5)
         assert report["live"] and report["ready"] and report["model_ready"]
-        assert report["metadata"]["name"] == "nnserve"
+        from importlib.metadata import version as installed
+
+        assert (report["metadata"]["name"], report["metadata"]["version"]) == ("nnserve", installed("nnserve"))
+        assert set(report["metadata"]["extensions"]) == {"model_configuration", "binary_tensor_data"}
         assert "model_configuration" in report["metadata"]["extensions"]
         metadata = report["model_metadata"]
         assert metadata["versions"] == [str(version)] and metadata["platform"] == "nnserve"

@@ -147,7 +147,10 @@ def test_json_rest_as_kserve_sends_it():
         assert call_json(port, "GET", "/v2/health/ready") == (200, {"ready": True})
         assert call_json(port, "GET", "/v2/models/m32/ready") == (200, {"name": "m32", "ready": True})
         status, metadata = call_json(port, "GET", "/v2")
-        assert status == 200 and metadata["name"] == "nnserve" and metadata["version"]
+        from importlib.metadata import version as installed
+
+        assert status == 200 and metadata == {"name": "nnserve", "version": installed("nnserve"),
+                                              "extensions": ["model_configuration", "binary_tensor_data"]}
         status, model = call_json(port, "GET", "/v2/models/m64/versions/3")
         assert status == 200 and model["versions"] == ["3"]
 
@@ -472,3 +475,31 @@ def test_serve_logs_the_http_port():
         port = process.events[-1]["http_port"]
         assert port > 0 and call_json(port, "GET", "/v2/health/ready") == (200, {"ready": True})
         assert process.terminate() == 0
+
+
+def test_a_bug_behind_the_rest_port_is_500_logged_and_the_port_stays_up(monkeypatch, caplog):
+    """A ValueError that is no refusal out of the model layer answers 500 with a JSON error
+    naming its type (the traceback goes to the log, not the client), counted as such; the
+    next request is answered."""
+    import logging
+
+    from nnserve.model.batches import BatchRule
+
+    with running_server() as live:
+        trained_models(live)
+        port = live.server.http_port
+        x = np.random.default_rng(5).normal(size=(2, 4)).astype(np.float32)
+
+        def buggy(self, x):
+            raise ValueError("operands could not be broadcast together")
+
+        monkeypatch.setattr(BatchRule, "inputs", buggy)
+        with caplog.at_level(logging.ERROR):
+            status, body = call_json(port, "POST", "/v2/models/m32/infer", infer_json(x))
+        assert status == 500 and "ValueError" in body["error"], body
+        assert "broadcast" not in body["error"]  # the detail stays in the server's log
+        assert any("ValueError" in (record.exc_text or record.getMessage()) for record in caplog.records)
+        monkeypatch.undo()
+        status, body = call_json(port, "POST", "/v2/models/m32/infer", infer_json(x))
+        assert status == 200 and body["outputs"][0]["shape"] == [2, 3]
+        assert http_requests(scrape(live.server.metrics_port), INFER, 500) == 1
