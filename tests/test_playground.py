@@ -497,6 +497,95 @@ def test_step_reset_and_layers_in_the_page(server, open_page, rest):
 
 
 @browser_test
+def test_the_pages_data_and_feature_controls_and_its_weight_hover(server, open_page, rest):
+    """A feature button changes the model's inputs (gRPC spec); regenerate shows the next
+    seed; the train-ratio and batch-size sliders reach the settings; "show test data" draws
+    more points; hovering a weight line shows its value; a stepped epoch draws the loss curve."""
+    page = open_page(server.server.http_port)
+    key = model_key(page)
+    width = grpc_layers(server, key)[0]
+    page.get_by_test_id("feature-x1_x2").click()
+    page.wait_for_function(f"document.querySelectorAll('line.weight').length > 0 && "
+                           f"JSON.parse(document.querySelector('[data-testid=network]').dataset.layers)[0] === {width + 1}")
+    assert grpc_layers(server, key)[0] == width + 1
+    assert "x1_x2" in rest.ok("GET", f"/playground/api/models/{key}")["settings"]["features"]
+
+    seed = int(page.get_by_test_id("seed").text_content())
+    page.get_by_test_id("regenerate").click()
+    page.wait_for_function(f"document.querySelector('[data-testid=seed]').textContent === '{seed + 1}'")
+    for testid, key_name, value in (("train-ratio", "train_ratio", "70"), ("batch-size", "batch_size", "25")):
+        page.get_by_test_id(testid).fill(value)  # a range input: fill sets it and fires change
+        page.wait_for_function(f"document.querySelector('[data-testid={testid}-value]').textContent === '{value}'")
+    settings = rest.ok("GET", f"/playground/api/models/{key}")["settings"]
+    assert (settings["train_ratio"], settings["batch_size"]) == (70, 25)
+
+    def painted(testid):
+        return page.get_by_test_id(testid).evaluate(
+            "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.filter((v, i) => i % 4 === 3 && v).length")
+
+    points = painted("output-points")
+    page.get_by_test_id("show-test").check()
+    page.wait_for_function(f"(c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data"
+                           f".filter((v, i) => i % 4 === 3 && v).length > {points})"
+                           f"(document.querySelector('[data-testid=output-points]'))")
+
+    page.wait_for_function("document.querySelector('line.weight').dataset.weight !== undefined")  # a frame's weights drawn
+    line = page.locator("line.weight").first
+    line.dispatch_event("mouseenter")  # what a pointer over the line fires
+    page.wait_for_function("document.querySelector('[data-testid=weight-hover]').textContent.startsWith('weight ')")
+    shown = page.get_by_test_id("weight-hover").text_content()
+    assert shown.split()[1] == f"{float(line.get_attribute('data-weight')):.4f}"
+
+    blank = painted("loss-chart")
+    page.get_by_test_id("step").click()
+    page.wait_for_function("document.querySelector('[data-testid=epoch]').textContent === '1'")
+    page.wait_for_function(f"(c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data"
+                           f".filter((v, i) => i % 4 === 3 && v).length > {blank})"
+                           f"(document.querySelector('[data-testid=loss-chart]'))")
+
+
+def test_the_events_draw_a_new_model_at_once_though_its_version_is_the_old_ones(rest):
+    """A layer added before any training: the stream sends the new state and then a frame of
+    the new network (both at weights version 0), not only the state."""
+    key = rest.create(hidden=[3])["key"]
+    request = urllib.request.Request(f"{rest.base}/playground/api/models/{key}/events")
+    events, kind = [], None
+    with urllib.request.urlopen(request, timeout=60) as response:
+        deadline = time.monotonic() + POLL_SECONDS
+        changed = False
+        while time.monotonic() < deadline:
+            line = response.readline().decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[len("data: "):])))
+                if not changed and kind == "frame":
+                    rest.ok("POST", f"/playground/api/models/{key}/settings", {"hidden": [3, 5]})
+                    changed = True
+                elif changed and kind == "frame":
+                    break
+    assert [k for k, _ in events][:2] == ["state", "frame"]
+    last_state = [payload for k, payload in events if k == "state"][-1]
+    assert last_state["model"]["spec"]["layers"] == [2, 3, 5, 1]
+    frame = events[-1][1]
+    assert events[-1][0] == "frame" and frame["version"] == 0
+    assert [len(layer["b"]) for layer in frame["weights"]] == [3, 5, 1]
+
+
+def test_a_regression_model_trains_on_the_plane(rest):
+    """Problem regression on the plane data: a linear output trained by mean squared error,
+    its train and test loss falling over a few epochs."""
+    state = rest.create(problem="regression", dataset="plane", hidden=[4], learning_rate=0.03)
+    key = state["key"]
+    assert state["model"]["spec"]["loss"] == "mse" and state["model"]["spec"]["activations"][-1] == "identity"
+    first = rest.act(key, "step")["history"]
+    for _ in range(9):
+        last = rest.act(key, "step")["history"]
+    assert len(last["loss"]) == 10
+    assert last["loss"][-1] < first["loss"][0] and last["val_loss"][-1] < first["val_loss"][0]
+
+
+@browser_test
 def test_a_second_viewer_sees_the_training_live(server, open_page, rest):
     """A second browser context on the same model sees its epoch advance without pressing anything, and a settings change by the first."""
     first = open_page(server.server.http_port)

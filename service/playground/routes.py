@@ -119,6 +119,7 @@ class _Playground:
                     current = await binding.call(self._state, session)
                     revision, epochs_sent = current["revision"], len(current["history"]["loss"])
                     await response.write(_event("state", current))
+                    version = None  # a new model or data starts at a version seen before: draw it
                 entry = session.entry  # None while a settings change replaces the model
                 if entry is not None and (entry.network.version, session.playing) != (version, playing):
                     frame = await binding.call(self._frames.frame, session, epochs_sent)
