@@ -10,6 +10,7 @@ stored. Whether the targets fit a model is checked when a job starts, by the bat
 import hashlib
 import itertools
 import logging
+import re
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ __all__ = ["DatasetStore", "StoredDataset"]
 
 logger = logging.getLogger(__name__)
 
+_DATASET_ID = re.compile("[0-9a-f]{32}")  # uuid4().hex, as StoredDataset makes them
 _X_DTYPES = (pb.DATA_TYPE_FLOAT32, pb.DATA_TYPE_FLOAT64)
 _Y_DTYPES = (pb.DATA_TYPE_FLOAT32, pb.DATA_TYPE_FLOAT64, pb.DATA_TYPE_INT32, pb.DATA_TYPE_INT64)
 
@@ -249,6 +251,8 @@ class DatasetStore:
             if self._files.exists(dataset.id):
                 return dataset
             self._forget(dataset)
+            return None
+        if not _DATASET_ID.fullmatch(ref):  # a name, or no id at all: nothing to look up
             return None
         try:
             record = self._files.read(ref)

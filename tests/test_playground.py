@@ -500,7 +500,8 @@ def test_step_reset_and_layers_in_the_page(server, open_page, rest):
 def test_the_pages_data_and_feature_controls_and_its_weight_hover(server, open_page, rest):
     """A feature button changes the model's inputs (gRPC spec); regenerate shows the next
     seed; the train-ratio and batch-size sliders reach the settings; "show test data" draws
-    more points; hovering a weight line shows its value; a stepped epoch draws the loss curve."""
+    more points; hovering a weight line shows its value; two stepped epochs draw the loss
+    curve, and the epoch shown is the server's after each step."""
     page = open_page(server.server.http_port)
     key = model_key(page)
     width = grpc_layers(server, key)[0]
@@ -537,8 +538,9 @@ def test_the_pages_data_and_feature_controls_and_its_weight_hover(server, open_p
     assert shown.split()[1] == f"{float(line.get_attribute('data-weight')):.4f}"
 
     blank = painted("loss-chart")
-    page.get_by_test_id("step").click()
-    page.wait_for_function("document.querySelector('[data-testid=epoch]').textContent === '1'")
+    for epoch in ("1", "2"):  # a curve needs two epochs: one is a point, which strokes nothing
+        page.get_by_test_id("step").click()
+        page.wait_for_function(f"document.querySelector('[data-testid=epoch]').textContent === '{epoch}'")
     page.wait_for_function(f"(c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data"
                            f".filter((v, i) => i % 4 === 3 && v).length > {blank})"
                            f"(document.querySelector('[data-testid=loss-chart]'))")

@@ -121,7 +121,9 @@ class _Playground:
                     await response.write(_event("state", current))
                     version = None  # a new model or data starts at a version seen before: draw it
                 entry = session.entry  # None while a settings change replaces the model
-                if entry is not None and (entry.network.version, session.playing) != (version, playing):
+                # The epoch too: a job's last epoch can end after the frame of its last step.
+                if entry is not None and (entry.network.version, session.epoch_now(),
+                                          session.playing) != (version, epoch, playing):
                     frame = await binding.call(self._frames.frame, session, epochs_sent)
                     if (frame["version"], frame["epoch"], frame["playing"]) != (version, epoch, playing):
                         version, epoch, playing = frame["version"], frame["epoch"], frame["playing"]

@@ -56,6 +56,12 @@ class Session:
     def playing(self):
         return self.job is not None and self.job.epochs == PLAY_EPOCHS
 
+    def epoch_now(self):
+        """The epoch as progress() would say, read without the lock (for a stream deciding
+        whether a frame is due; progress() gives the one to show)."""
+        job = self.job
+        return self.epoch if job is None else self.job_start_epoch + job.epoch
+
     def progress(self):
         """(epoch, per-epoch train and test loss) since the last reset, read together (called
         under the lock): a running job's epoch and history change together."""

@@ -145,9 +145,13 @@ function applyState(received) {
   drawing.build(layers, received.owned || layers[0] === 2 ? received.settings.features : null,
                 received.owned);
   renderPoints();
-  renderNumbers({epoch: received.epoch, playing: received.playing,
-                 train_loss: received.history.loss.at(-1), test_loss: received.history.val_loss.at(-1)});
   if (state.frame) renderFrame();
+  // The frame's numbers stand only if it is newer than this state (same model, later epoch).
+  const frame = state.frame;
+  if (!frame || frame.revision !== received.revision || frame.epoch < received.epoch) {
+    renderNumbers({epoch: received.epoch, playing: received.playing,
+                   train_loss: received.history.loss.at(-1), test_loss: received.history.val_loss.at(-1)});
+  }
 }
 
 function applyFrame(frame) {
