@@ -180,7 +180,8 @@ class Membership:
             try:
                 ttl = self._etcd(_refresh, self._lease.id)
             except Exception as error:  # etcd unreachable: keep trying, the margin protects us
-                logger.warning("cluster lease keepalive failed: %s", error,
+                # etcd3gw's connection errors carry no text: the type is the reason.
+                logger.warning("cluster lease keepalive failed: %s: %s", type(error).__name__, error,
                                extra={"event": "lease_keepalive_failed"})
                 continue
             if ttl > 0:
