@@ -148,11 +148,12 @@ def test_refusals_tell_retrying_clients_when_or_whether_to_retry():
 
         def occupy(seconds):
             """Two threads keep both admission slots busy with TrainSteps; return once a plain
-            Predict is refused."""
-            until = time.monotonic() + seconds
+            Predict is refused. The load passes `seconds` after that refusal (timed from the
+            refusal, not from the start: on a slow machine the slots fill late)."""
+            stop = threading.Event()
 
             def loop():
-                while time.monotonic() < until:
+                while not stop.is_set():
                     try:
                         stub.TrainStep(train, timeout=60)
                     except grpc.RpcError as error:  # a Predict had the slot this moment
@@ -161,18 +162,20 @@ def test_refusals_tell_retrying_clients_when_or_whether_to_retry():
             threads = [threading.Thread(target=loop) for _ in range(2)]
             for thread in threads:
                 thread.start()
-            while True:
+            for _ in range(10_000):
                 try:
                     stub.Predict(predict, timeout=10)
                 except grpc.RpcError as error:
                     assert error.code() == EXHAUSTED and "max_concurrent_rpcs" in error.details()
+                    threading.Timer(seconds, stop.set).start()
                     return threads
-                assert time.monotonic() < until, "no Predict was refused while the slots were busy"
                 time.sleep(0.002)
+            stop.set()
+            raise AssertionError("no Predict was refused while the slots were busy")
 
         with _retrying_channel(live.target, ["RESOURCE_EXHAUSTED"]) as channel:
             retrying = pb_grpc.ModelServiceStub(channel)
-            busy = occupy(0.3)  # shorter than 4 retry pauses
+            busy = occupy(0.1)  # with the step under way, within 4 retry pauses (>= 4 x 50 ms)
             refused_before = _refused_predicts(live)
             replies = [retrying.Predict.future(predict, timeout=10) for _ in range(4)]
             assert all(reply.result().outputs.shape == [2, 3] for reply in replies)
