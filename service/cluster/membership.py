@@ -114,9 +114,15 @@ class _Endpoints:
                     if self._current == index:
                         self._current = (index + 1) % len(self._clients)
                 logger.warning("etcd member %d of %d unreachable: %s", index + 1, len(self._clients),
-                               error, extra={"event": "etcd_member_unreachable", "member": index})
+                               _reason(error), extra={"event": "etcd_member_unreachable", "member": index})
                 if isinstance(error, ConnectionTimeoutError) or attempt == len(self._clients) - 1:
                     raise
+
+
+def _reason(error):
+    """An etcd error for a log line: etcd3gw's connection errors carry no text, their type
+    is the reason."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _transaction(client, request):
@@ -180,8 +186,7 @@ class Membership:
             try:
                 ttl = self._etcd(_refresh, self._lease.id)
             except Exception as error:  # etcd unreachable: keep trying, the margin protects us
-                # etcd3gw's connection errors carry no text: the type is the reason.
-                logger.warning("cluster lease keepalive failed: %s: %s", type(error).__name__, error,
+                logger.warning("cluster lease keepalive failed: %s", _reason(error),
                                extra={"event": "lease_keepalive_failed"})
                 continue
             if ttl > 0:
@@ -332,4 +337,4 @@ class Membership:
         try:
             self._etcd(_revoke, self._lease.id)
         except Exception as error:  # etcd gone: the lease expires by itself after the TTL
-            logger.warning("cluster lease not revoked: %s", error, extra={"event": "lease_revoke_failed"})
+            logger.warning("cluster lease not revoked: %s", _reason(error), extra={"event": "lease_revoke_failed"})
