@@ -45,7 +45,7 @@ from .reflection import enable_reflection
 from .registry import Registry
 from .settings import Settings
 from .tls import forward_credentials, server_credentials, server_ssl_context
-from .training_jobs import JobTable
+from .training_jobs import ADOPTED_FROM_LOST_SERVER, JobTable
 
 __all__ = ["Server", "create_server"]
 
@@ -245,7 +245,7 @@ def create_server(settings=None):
     if node:
         def restore_jobs(model_id):
             for record in job_files.records(model_id):
-                jobs.restore(record)
+                jobs.restore(record, ADOPTED_FROM_LOST_SERVER)
 
         node.on_adopted.append(restore_jobs)
     # The metrics interceptor comes first, so that it sees every status the others set.

@@ -30,7 +30,7 @@ from nnserve.v1 import nnserve_pb2 as pb
 from .errors import FailedPrecondition, InvalidArgument, LimitExceeded, NotFound, limit_message
 from .names import page_after, page_of
 
-__all__ = ["JobTable", "TrainingJob"]
+__all__ = ["ADOPTED_FROM_LOST_SERVER", "JobTable", "TrainingJob"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ _HISTORY = 4
 _STEPS_PER_FLUSH = 256
 # Finished jobs kept for Get/List after they end (the oldest go first).
 _FINISHED_KEPT = 1000
+# What interrupted a job found unfinished in its record (JobTable.restore).
+STOPPED_UNCLEANLY = "the server stopped without shutting down; the model is at its last checkpoint"
+ADOPTED_FROM_LOST_SERVER = ("the server training it left the cluster without handing its model "
+                            "over; this server adopted the model at its last committed checkpoint")
 
 
 def _merged(events):
@@ -527,10 +531,12 @@ class JobTable:
             logger.error("job record %s not written: %s", job.id, error,
                          extra={"event": "checkpoint_failed", "job_id": job.id})
 
-    def restore(self, record):
+    def restore(self, record, cause=STOPPED_UNCLEANLY):
         """Add a job read back from the state directory. One that had not ended was
-        interrupted by a crash: it ends FAILED, "interrupted at epoch E, step S" (its last
-        recorded progress; its model is at its last checkpoint)."""
+        interrupted: it ends FAILED, "interrupted at epoch E, step S: <cause>" (its last
+        recorded progress; its model is at its last checkpoint). The cause says what
+        interrupted it: this server stopping without shutting down (the default), or in a
+        cluster ADOPTED_FROM_LOST_SERVER."""
         with self._lock:
             if record["id"] in self._jobs:  # a cluster model adopted back: its jobs are here
                 return self._jobs[record["id"]]
@@ -538,7 +544,6 @@ class JobTable:
             self._jobs[job.id] = job
         if not job.ended:
             job.state, job.end_time_ns = FAILED, time.time_ns()
-            job.error = (f"interrupted at epoch {job.epoch}, step {job.step}: the server stopped "
-                         "without shutting down; the model is at its last checkpoint")
+            job.error = f"interrupted at epoch {job.epoch}, step {job.step}: {cause}"
             self._save(job)
         return job

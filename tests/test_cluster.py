@@ -63,9 +63,9 @@ def test_a_killed_servers_models_resume_elsewhere_at_their_last_checkpoint(tmp_p
 
 def test_a_killed_servers_jobs_read_failed_interrupted_where_their_model_is_adopted(tmp_path):
     """The job records are shared: after kill -9 of the server running a job, the server
-    that adopts the model reports that job FAILED, "interrupted at epoch E, step S" (its last
-    recorded progress), and the model's finished job as it ended; deleting the model
-    deletes the records."""
+    that adopts the model reports that job FAILED, "interrupted at epoch E, step S: the server
+    training it left the cluster ..." (its last recorded progress), and the model's finished
+    job as it ended; deleting the model deletes the records."""
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(etcd(tmp_path))
         process_a, target_a = cluster_server(stack, tmp_path, endpoint, "a")
@@ -89,6 +89,7 @@ def test_a_killed_servers_jobs_read_failed_interrupted_where_their_model_is_adop
         interrupted = client_b.get_training_job(running.id)
         assert interrupted.state == "failed"
         assert interrupted.error.startswith("interrupted at epoch ")
+        assert "left the cluster" in interrupted.error and "adopted the model" in interrupted.error
         assert 0 < interrupted.step
         ended = client_b.get_training_job(finished.id)
         assert (ended.state, ended.step) == ("succeeded", 16)
