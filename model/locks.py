@@ -15,40 +15,59 @@ from .thread_budget import BUDGET
 
 class ReadWriteLock:
     """Non-reentrant. A waiting writer holds back new readers, so training is never starved
-    by a stream of predictions."""
+    by a stream of predictions.
+
+    The state is guarded by a plain Lock taken with `with` (C code, no Python frames), and
+    the Condition over it is used only when a thread must wait: an uncontended acquire and
+    release cost two Lock operations, where going through the Condition's own `with` and
+    `notify_all` every time cost 4.4 us a write pair on a 2 GHz machine (a [2, 8, 8, 1]
+    train step's kernel is 9 us there).
+    """
 
     def __init__(self):
-        self._changed = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._changed = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
+        self._waiting = 0  # threads in _wait: a release notifies only when there are some
         self.read = _ReadSide(self)
         self.write = _WriteSide(self)
 
     def acquire_read(self):
-        with self._changed:
+        with self._mutex:
             while self._writing or self._writers_waiting:
-                self._changed.wait()
+                self._wait()
             self._readers += 1
 
     def release_read(self):
-        with self._changed:
+        with self._mutex:
             self._readers -= 1
             if not self._readers and self._writers_waiting:
                 self._changed.notify_all()
 
     def acquire_write(self):
-        with self._changed:
-            self._writers_waiting += 1
-            while self._writing or self._readers:
-                self._changed.wait()
-            self._writers_waiting -= 1
+        with self._mutex:
+            if self._writing or self._readers:
+                self._writers_waiting += 1
+                while self._writing or self._readers:
+                    self._wait()
+                self._writers_waiting -= 1
             self._writing = True
 
     def release_write(self):
-        with self._changed:
+        with self._mutex:
             self._writing = False
-            self._changed.notify_all()
+            if self._waiting:
+                self._changed.notify_all()
+
+    def _wait(self):
+        """Wait for a release (the mutex held, as Condition.wait requires)."""
+        self._waiting += 1
+        try:
+            self._changed.wait()
+        finally:
+            self._waiting -= 1
 
 
 class _ReadSide:
@@ -59,10 +78,12 @@ class _ReadSide:
 
     def __enter__(self):
         self._lock.acquire_read()
-        BUDGET.entered()
+        if BUDGET.enabled:
+            BUDGET.entered()
 
     def __exit__(self, *exc_info):
-        BUDGET.left()
+        if BUDGET.enabled:
+            BUDGET.left()
         self._lock.release_read()
 
 
@@ -74,8 +95,10 @@ class _WriteSide:
 
     def __enter__(self):
         self._lock.acquire_write()
-        BUDGET.entered()
+        if BUDGET.enabled:
+            BUDGET.entered()
 
     def __exit__(self, *exc_info):
-        BUDGET.left()
+        if BUDGET.enabled:
+            BUDGET.left()
         self._lock.release_write()

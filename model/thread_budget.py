@@ -33,15 +33,14 @@ class ThreadBudget:
     """Counts kernel calls in progress and sets the kernels' BLAS thread count."""
 
     def __init__(self):
+        # A plain attribute, not a property: the Network's lock reads it on every kernel
+        # call and calls entered/left only when it is set (in-process it never is).
+        self.enabled = False
         self._lock = threading.Lock()
         self._active = 0
         self._owner = None  # the thread the count is raised for, or None
         self._shared = self._alone = None
         self._set = self._get = None
-
-    @property
-    def enabled(self):
-        return self._set is not None
 
     def enable(self, shared, alone):
         """Follow the process: `shared` threads per product, `alone` for a job by itself.
@@ -55,6 +54,7 @@ class ThreadBudget:
         with self._lock:
             self._set, self._get = functions
             self._shared, self._alone = shared, alone
+            self.enabled = True
             self._owner = None
             self._set(shared)
         return True
@@ -65,6 +65,7 @@ class ThreadBudget:
                 self._set(self._shared)
             self._set = self._get = None
             self._owner = None
+            self.enabled = False
 
     def threads(self):
         """The kernels' BLAS thread count now (None when disabled)."""

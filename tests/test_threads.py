@@ -172,3 +172,53 @@ def test_predict_during_training_always_sees_one_published_version():
     distinct = set().union(*map(set, results[1:]))
     assert len(distinct) >= 2, f"readers saw only versions {distinct}: no overlap with training happened"
     assert np.array_equal(network.predict(probe), expected_predictions[-1])
+
+
+def test_read_write_lock_excludes_writers_prefers_them_and_loses_no_wakeup():
+    """The Network's lock by itself: readers share it, a writer holds it alone, a waiting
+    writer holds back new readers, and under 8 threads of mixed use every thread gets
+    through (a release that skipped a needed notify would leave one waiting forever)."""
+    from nnserve.model.locks import ReadWriteLock
+
+    lock = ReadWriteLock()
+    inside = {"readers": 0, "writers": 0}
+    counts = threading.Lock()
+    overlaps = []
+
+    def use(side, kind, times):
+        for _ in range(times):
+            with side:
+                with counts:
+                    inside[kind] += 1
+                    if inside["writers"] > 1 or (inside["writers"] and inside["readers"]):
+                        overlaps.append(dict(inside))
+                with counts:
+                    inside[kind] -= 1
+
+    threads = [threading.Thread(target=use, args=(lock.write if i % 2 else lock.read,
+                                                  "writers" if i % 2 else "readers", 2000))
+               for i in range(N_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a thread never got the lock"
+    assert overlaps == []
+
+    # A reader holds the lock; a writer queues behind it; a new reader queues behind the writer.
+    order = []
+    lock.read.__enter__()
+    writer = threading.Thread(target=lambda: (lock.write.__enter__(), order.append("writer"),
+                                              lock.write.__exit__(None, None, None)))
+    writer.start()
+    while not lock._writers_waiting:
+        threading.Event().wait(0.001)
+    reader = threading.Thread(target=lambda: (lock.read.__enter__(), order.append("reader"),
+                                              lock.read.__exit__(None, None, None)))
+    reader.start()
+    reader.join(timeout=0.2)
+    assert reader.is_alive() and order == []  # held back while the writer waits
+    lock.read.__exit__(None, None, None)
+    writer.join(timeout=10)
+    reader.join(timeout=10)
+    assert order == ["writer", "reader"]
