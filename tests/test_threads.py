@@ -6,6 +6,7 @@ compiled code, so any difference is a race, not rounding.
 """
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -212,7 +213,7 @@ def test_read_write_lock_excludes_writers_prefers_them_and_loses_no_wakeup():
                                               lock.write.__exit__(None, None, None)))
     writer.start()
     while not lock._writers_waiting:
-        threading.Event().wait(0.001)
+        time.sleep(0.001)
     reader = threading.Thread(target=lambda: (lock.read.__enter__(), order.append("reader"),
                                               lock.read.__exit__(None, None, None)))
     reader.start()
