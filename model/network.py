@@ -26,6 +26,7 @@ from .guard import DivergenceGuard
 from .init import initial_parameters
 from .locks import ReadWriteLock
 from .results import Change, Evaluation, Outputs, StepLoss
+from .runtime import prime_blas
 from .spec import check_spec
 from .state import Layout, check_structure
 
@@ -70,6 +71,7 @@ class Network:
         hyper[optimizers.EPS] = spec["eps"]
 
         self._params = initial_parameters(spec["layers"], spec["init"], spec["seed"], self._dtype)
+        prime_blas()
         self._lock = ReadWriteLock()
         self._slot_names = self._active_slots(spec)
         self._slots = {name: np.zeros_like(self._params) for name in self._slot_names}

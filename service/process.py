@@ -69,7 +69,7 @@ def run(settings):
     try:
         server.start(serving=False)
         try:
-            seconds = warmup()
+            seconds = warmup(callers=settings.workers)
         except Exception:
             logger.exception("kernel warm-up failed", extra={"event": "start_failed"})
             server.stop(0).wait()
@@ -79,6 +79,7 @@ def run(settings):
         logger.info("kernels ready", extra={
             "event": "warmed_up", "seconds": round(seconds, 3),
             "threading_layer": runtime["threading_layer"], "blas_threads": runtime["blas_threads"],
+            "blas_buffers_primed": settings.workers,
             "blas": ", ".join(f"{pool['internal_api']} {pool['version']} {pool['architecture']}"
                               for pool in kernel_blas) or "unknown"})
         server.set_serving()
