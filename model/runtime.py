@@ -1,5 +1,7 @@
 """Compile-ahead and facts about the numeric runtime (which BLAS, how many threads)."""
 
+import ctypes
+import mmap
 import os
 import threading
 import time
@@ -8,15 +10,25 @@ import numba
 import numpy as np
 
 
-# Each dtype's priming product, c (m, n) = a.T @ b with a (k, m), b (k, n): BLAS packs an
-# n x k block of it, past the largest block OpenBLAS packs (twice its P x Q blocking).
-_PRIMING_SHAPES = {"float64": (1024, 64, 1024), "float32": (1024, 64, 2048)}  # k, m, n
+# The priming product, C (m x n) = A (m x k) B (k x n) in BLAS's column-major terms: A is
+# packed in blocks of up to P x Q, and m >= 2P, k >= 2Q pack a whole one (param.h: P <= 640
+# and Q <= 448 in float32 for OpenBLAS's Haswell, Zen, SkylakeX, Cooperlake and Sapphire
+# Rapids kernels).
+_PRIMING_SHAPE = (2048, 1024, 64)  # m, k, n
 _primed_callers = 0
 _priming = threading.Lock()
 
 
+def _zeros(count):
+    """float32 zeros in an anonymous mapping of their own. From malloc, freeing them would
+    raise glibc's mmap threshold to their size, and later request buffers up to that size
+    would stay in its heaps (+15 MiB after a batch-256 load, measured); and untouched pages
+    read as the shared zero page."""
+    return np.frombuffer(mmap.mmap(-1, count * 4), np.float32)
+
+
 def prime_blas(callers=1):
-    """Run one large product of each dtype in `callers` of BLAS's buffers, once per process.
+    """Run one large float32 product in each of `callers` BLAS buffers, once per process.
 
     Measured with scipy's OpenBLAS 0.3.30 (Haswell kernels, a 2-core AMD EPYC VM): each
     call computes in one of OpenBLAS's packing buffers (the first free one: concurrent
@@ -25,26 +37,36 @@ def prime_blas(callers=1):
     one-thread sgemm in that buffer runs at a third of its speed: 256 x 784 x 256 at 11.6
     GFLOP/s against 36 once the pages are present (madvise(MADV_POPULATE_WRITE) on the
     buffer does the same); the [784, 256, 256, 10] batch-256 predict 12.1 ms of CPU, 4.1
-    after. So the server primes as many buffers as it has threads computing at once (its
-    calls are one-thread, `--threads 1`): the callers run the products at once, each
-    inside BLAS (the kernels release the GIL) while the others take their buffers.
-    Results are the same bits before and after (checked).
+    after. dgemm ran at the same speed either way. So the server primes as many buffers
+    as it has threads computing at once (its calls are one-thread, `--threads 1`).
+
+    The callers run the product at once, each inside BLAS while the others take their
+    buffers: through ctypes, which releases the GIL (scipy's Python `sgemm` holds it, so
+    its callers would share one buffer), calling the sgemm kernels/blas.py registers.
+    A primed buffer holds ~480 KiB more; no product's bits change.
     """
     global _primed_callers
     with _priming:
         if callers <= _primed_callers:
             return
-        from nnserve.kernels.blas import gemm_transposed_a
+        from numba.extending import get_cython_function_address
 
-        operands = []
-        for dtype, (k, m, n) in _PRIMING_SHAPES.items():
-            operands.append((np.ones((k, m), dtype), np.ones((k, n), dtype)))
+        sgemm = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))(
+            get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
+        m, k, n = _PRIMING_SHAPE
+        a, b = _zeros(m * k), _zeros(k * n)
+        # Fortran arguments, all by pointer: transa, transb, m, n, k, alpha, A, lda, B, ldb,
+        # beta, C, ldc.
+        values = [ctypes.c_char(b"N"), ctypes.c_int(m), ctypes.c_int(n), ctypes.c_int(k),
+                  ctypes.c_float(1), ctypes.c_float(0)]
+        no_transpose, rows, columns, inner, one, zero = map(ctypes.addressof, values)
         together = threading.Barrier(callers)
 
         def prime():
+            out = _zeros(m * n)
             together.wait()
-            for a, b in operands:
-                gemm_transposed_a(a, b, np.empty((a.shape[1], b.shape[1]), a.dtype), 1.0, 0.0)
+            sgemm(no_transpose, no_transpose, rows, columns, inner, one, a.ctypes.data, rows,
+                  b.ctypes.data, inner, zero, out.ctypes.data, rows)
 
         threads = [threading.Thread(target=prime, name="nnserve-prime-blas") for _ in range(callers)]
         for thread in threads:
