@@ -64,15 +64,25 @@ def prime_blas(callers=1):
 
         def prime():
             out = _zeros(m * n)
-            together.wait()
+            try:
+                together.wait()
+            except threading.BrokenBarrierError:
+                return  # a thread could not be started: prime_blas raises that
             sgemm(no_transpose, no_transpose, rows, columns, inner, one, a.ctypes.data, rows,
                   b.ctypes.data, inner, zero, out.ctypes.data, rows)
 
-        threads = [threading.Thread(target=prime, name="nnserve-prime-blas") for _ in range(callers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        started = []
+        try:
+            for _ in range(callers):
+                thread = threading.Thread(target=prime, name="nnserve-prime-blas")
+                thread.start()
+                started.append(thread)
+        except BaseException:
+            together.abort()
+            raise
+        finally:
+            for thread in started:
+                thread.join()
         _primed_callers = callers
 
 
