@@ -233,9 +233,11 @@ def _start_serve(*flags):
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_nnserve_serve_process_answers_and_exits_0_on_signal(signal_number):
     """`nnserve serve --port 0` logs JSON lines, says where it listens, serves, and exits 0 on a signal."""
-    process, port, reader, lines, seen = _start_serve("--threads", "1", "--grace-period", "5")
+    process, port, reader, lines, seen = _start_serve("--threads", "1", "--grace-period", "5",
+                                                      "--workers", "3")
     try:
         assert port > 0 and [e["event"] for e in seen][-2:] == ["warmed_up", "serving"]
+        assert seen[-2]["blas_buffers_primed"] == 3  # one per RPC worker
         assert seen[-1]["message"] == f"serving on 127.0.0.1:{port}"
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             assert _health(channel) == SERVING
