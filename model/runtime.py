@@ -43,7 +43,7 @@ def prime_blas(callers=1):
     The callers run the product at once, each inside BLAS while the others take their
     buffers: through ctypes, which releases the GIL (scipy's Python `sgemm` holds it, so
     its callers would share one buffer), calling the sgemm kernels/blas.py registers.
-    A primed buffer holds ~480 KiB more; no product's bits change.
+    A primed buffer holds ~480 KiB resident; no product's bits change.
     """
     global _primed_callers
     with _priming:
