@@ -19,8 +19,14 @@ from .jit import kernel
 
 _FORTRAN_GEMM = types.void(*([types.voidptr] * 13))
 
+
+def gemm_address(name):
+    """The address of the BLAS routine `name` ("sgemm", "dgemm") that the kernels call."""
+    return get_cython_function_address("scipy.linalg.cython_blas", name)
+
+
 for _name in ("sgemm", "dgemm"):
-    llvm.add_symbol(f"nnserve_{_name}", get_cython_function_address("scipy.linalg.cython_blas", _name))
+    llvm.add_symbol(f"nnserve_{_name}", gemm_address(_name))
 _sgemm = types.ExternalFunction("nnserve_sgemm", _FORTRAN_GEMM)
 _dgemm = types.ExternalFunction("nnserve_dgemm", _FORTRAN_GEMM)
 

@@ -42,17 +42,16 @@ def prime_blas(callers=1):
 
     The callers run the product at once, each inside BLAS while the others take their
     buffers: through ctypes, which releases the GIL (scipy's Python `sgemm` holds it, so
-    its callers would share one buffer), calling the sgemm kernels/blas.py registers.
+    its callers would share one buffer), calling the kernels' own sgemm (gemm_address).
     A primed buffer holds ~480 KiB resident; no product's bits change.
     """
     global _primed_callers
     with _priming:
         if callers <= _primed_callers:
             return
-        from numba.extending import get_cython_function_address
+        from nnserve.kernels.blas import gemm_address
 
-        sgemm = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))(
-            get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
+        sgemm = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))(gemm_address("sgemm"))
         m, k, n = _PRIMING_SHAPE
         a, b = _zeros(m * k), _zeros(k * n)
         # Fortran arguments, all by pointer: transa, transb, m, n, k, alpha, A, lda, B, ldb,
