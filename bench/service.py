@@ -390,7 +390,8 @@ def format_report(report):
         lines.append(format_open_inference(report["open_inference"]))
     lines.append("targets:")
     for target in report["targets"]:
-        lines.append(f"  {target['target']}: {target['value']:.2f} ({target['bound']}) "
+        # Three decimals: at two, a value just under its bound printed as the bound itself.
+        lines.append(f"  {target['target']}: {target['value']:.3f} ({target['bound']}) "
                      f"{'met' if target['met'] else 'MISSED'}")
     return "\n".join(lines)
 

@@ -120,6 +120,7 @@ def test_report_ratios_and_targets_follow_the_figures():
                                   "servers": results, "ratios": ratios, "training_jobs": jobs,
                                   "targets": service._targets(results, ratios, jobs)})
     assert "MISSED" in text and "predict b256 x4" in text and "nnserve 200 / 210 / 220" in text
+    assert "nnserve predict b1 x1: req/s vs floor: 0.900 (>= 0.85) met" in text
     assert f"{tiny}" in text and "while a job trains it 900 us" in text
     weights_rows = [line for line in text.splitlines() if line.split()[3:4] == ["weights"]]
     assert len(weights_rows) == len(service.BATCH_1_CASES)
