@@ -223,3 +223,71 @@ def test_read_write_lock_excludes_writers_prefers_them_and_loses_no_wakeup():
     writer.join(timeout=10)
     reader.join(timeout=10)
     assert order == ["writer", "reader"]
+
+
+def _queue_writer(lock, name, entered, failures):
+    """Start a thread that waits for the write lock, records `name` once inside, and returns
+    only when it is queued (so threads queue in the order this is called)."""
+    def write():
+        try:
+            with lock.write:
+                entered.append(name)
+        except KeyboardInterrupt:
+            failures.append(name)
+
+    queued = lock._writers_waiting
+    thread = threading.Thread(target=write, name=name)
+    thread.start()
+    while lock._writers_waiting == queued:
+        time.sleep(0.001)
+    return thread
+
+
+def test_waiting_writers_enter_in_arrival_order_and_one_that_gives_up_is_skipped():
+    """Writers queued behind a writer enter first come, first served (a release wakes them
+    all: without the order, the first to take the mutex went in, often a newcomer), and a
+    writer whose wait
+    ends in an exception (Ctrl-C) leaves the queue moving, whether it was next or further
+    back."""
+    from nnserve.model.locks import ReadWriteLock
+
+    lock = ReadWriteLock()
+    entered, failures = [], []
+    lock.write.__enter__()
+    threads = [_queue_writer(lock, f"writer {i}", entered, failures) for i in range(6)]
+    lock.write.__exit__(None, None, None)
+    with lock.write:  # asks after them (the releasing thread, running on): goes in last
+        entered.append("late writer")
+    for thread in threads:
+        thread.join(timeout=10)
+    assert entered == [f"writer {i}" for i in range(6)] + ["late writer"]
+
+    # Interrupt the next writer in line and one further back, as Ctrl-C in their waits would.
+    interrupted = {"writer 0", "writer 2"}
+    wait = lock._wait
+
+    def interruptible_wait():
+        if threading.current_thread().name in interrupted and stop.is_set():
+            raise KeyboardInterrupt
+        wait()
+
+    stop = threading.Event()
+    lock._wait = interruptible_wait
+    entered.clear()
+    lock.write.__enter__()
+    threads = [_queue_writer(lock, f"writer {i}", entered, failures) for i in range(4)]
+    stop.set()
+    with lock._mutex:
+        lock._changed.notify_all()  # the interrupted waits return and raise
+    for name in interrupted:
+        next(t for t in threads if t.name == name).join(timeout=10)
+    assert sorted(failures) == sorted(interrupted)
+    lock.write.__exit__(None, None, None)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert entered == ["writer 1", "writer 3"]
+    assert lock._writers_waiting == 0
+    with lock.read:  # nothing left queued: both sides are free at once
+        pass
+    with lock.write:
+        pass
