@@ -1,5 +1,5 @@
-"""A reader-writer lock for Network: many readers or one writer, writers not starved and
-served in the order they came.
+"""A reader-writer lock for Network: many readers or one writer, the two sides taking turns,
+writers in the order they came.
 
 fasteners.ReaderWriterLock does this with per-thread bookkeeping (reentrancy, upgrade
 checks) that costs ~2 us per acquire/release pair here, against ~4 us for a whole train
@@ -15,11 +15,23 @@ from .thread_budget import BUDGET
 
 
 class ReadWriteLock:
-    """Non-reentrant. A waiting writer holds back new readers, so training is never starved
-    by a stream of predictions, and waiting writers enter first come, first served: woken
-    all at once, whichever took the mutex first used to enter, and four concurrent
-    batch-256 TrainSteps on one model waited up to ~10 steps at their 99th percentile
-    (110 ms against 51 in arrival order, the same calls/s; docs/benchmarks.md).
+    """Non-reentrant, phase-fair: the two sides take turns. A reader waits for at most one
+    writer; a writer waits for the writers that asked before it, each followed by one turn
+    of readers.
+
+    - A reader enters at once unless a writer holds the lock or waits for it; then it waits
+      for that writer's turn to end and enters with every reader waiting then, before the
+      next writer. Training is never starved by a stream of predictions, and a predict
+      waits for one train step, not for every one queued.
+    - Writers enter one at a time, first come, first served (a ticket each), each once the
+      readers let in before it are done.
+
+    Measured on the server (docs/benchmarks.md, "Ninth session"): when a release woke all
+    waiting writers and the first to take the mutex went in, four concurrent batch-256
+    TrainSteps on one model had a p99 of 110 ms (51 in arrival order, same calls/s); when
+    readers waited while any writer did, batch-256 Predicts among such TrainSteps had a
+    p50 of 68 ms and a p99 of 192 (20 and 39 taking turns, the TrainSteps' p50 41 -> 101
+    ms, both sides' calls/s ~6% lower).
 
     The state is guarded by a plain Lock taken with `with` (C code, no Python frames), and
     the Condition over it is used only when a thread must wait: an uncontended acquire and
@@ -31,11 +43,13 @@ class ReadWriteLock:
     def __init__(self):
         self._mutex = threading.Lock()
         self._changed = threading.Condition(self._mutex)
-        self._readers = 0
+        self._readers = 0  # inside, or let in by a writer's release and about to return
+        self._readers_waiting = 0
+        self._read_turns = 0  # how many times waiting readers were let in together
         self._writing = False
         self._writers_waiting = 0
-        # Waiting writers go in arrival order: each takes a ticket and enters when it is the
-        # next one served (tickets of writers that gave up waiting are skipped).
+        # Writers go in arrival order: each takes a ticket and enters when it is the next one
+        # served (tickets of writers that gave up waiting are skipped).
         self._tickets_issued = 0
         self._tickets_served = 0
         self._abandoned = set()
@@ -45,15 +59,29 @@ class ReadWriteLock:
 
     def acquire_read(self):
         with self._mutex:
-            while self._writing or self._writers_waiting:
-                self._wait()
-            self._readers += 1
+            if not (self._writing or self._writers_waiting):
+                self._readers += 1
+                return
+            turn = self._read_turns
+            self._readers_waiting += 1
+            try:
+                while self._read_turns == turn:
+                    self._wait()
+            except BaseException:  # e.g. KeyboardInterrupt in the wait
+                if self._read_turns == turn:
+                    self._readers_waiting -= 1
+                else:  # let in meanwhile: leave again
+                    self._release_read()
+                raise
 
     def release_read(self):
         with self._mutex:
-            self._readers -= 1
-            if not self._readers and self._writers_waiting:
-                self._changed.notify_all()
+            self._release_read()
+
+    def _release_read(self):
+        self._readers -= 1
+        if not self._readers and self._writers_waiting:
+            self._changed.notify_all()
 
     def acquire_write(self):
         with self._mutex:
@@ -73,12 +101,13 @@ class ReadWriteLock:
                 self._serve_next()
             else:
                 self._abandoned.add(ticket)
+            self._writers_waiting -= 1
+            if not (self._writing or self._writers_waiting):
+                self._let_readers_in()  # they waited for this writer's turn
             self._changed.notify_all()
             raise
-        else:
-            self._serve_next()
-        finally:
-            self._writers_waiting -= 1
+        self._serve_next()
+        self._writers_waiting -= 1
 
     def _serve_next(self):
         self._tickets_served += 1
@@ -89,8 +118,16 @@ class ReadWriteLock:
     def release_write(self):
         with self._mutex:
             self._writing = False
+            self._let_readers_in()
             if self._waiting:
                 self._changed.notify_all()
+
+    def _let_readers_in(self):
+        """Count every waiting reader in; they return from acquire_read when they wake."""
+        if self._readers_waiting:
+            self._readers += self._readers_waiting
+            self._readers_waiting = 0
+            self._read_turns += 1
 
     def _wait(self):
         """Wait for a release (the mutex held, as Condition.wait requires)."""

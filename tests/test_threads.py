@@ -291,3 +291,66 @@ def test_waiting_writers_enter_in_arrival_order_and_one_that_gives_up_is_skipped
         pass
     with lock.write:
         pass
+
+
+def _start_reader(lock, name, entered, failures):
+    """Start a thread that takes the read side and records `name` once inside; returns only
+    when it waits (so callers know it found the lock taken)."""
+    def read():
+        try:
+            with lock.read:
+                entered.append(name)
+        except KeyboardInterrupt:
+            failures.append(name)
+
+    waiting = lock._readers_waiting
+    thread = threading.Thread(target=read, name=name)
+    thread.start()
+    while lock._readers_waiting == waiting:
+        time.sleep(0.001)
+    return thread
+
+
+def test_readers_and_writers_take_turns():
+    """A reader that finds a writer inside (or waiting) goes in when that writer's turn ends,
+    before writers that queued earlier but have not had their turn: a predict waits for one
+    train step, not for every queued one. A writer that gives up its wait lets the readers
+    waiting for it in."""
+    from nnserve.model.locks import ReadWriteLock
+
+    lock = ReadWriteLock()
+    entered, failures = [], []
+    lock.write.__enter__()
+    threads = [_queue_writer(lock, f"writer {i}", entered, failures) for i in range(2)]
+    threads.append(_start_reader(lock, "reader", entered, failures))
+    threads.append(_queue_writer(lock, "writer 2", entered, failures))
+    lock.write.__exit__(None, None, None)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert entered == ["reader", "writer 0", "writer 1", "writer 2"]
+
+    # A reader inside; a writer waits for it; a second reader waits for that writer, which
+    # gives up (Ctrl-C): the second reader goes in beside the first.
+    wait = lock._wait
+    stop = threading.Event()
+
+    def interruptible_wait():
+        if threading.current_thread().name == "quitter" and stop.is_set():
+            raise KeyboardInterrupt
+        wait()
+
+    lock._wait = interruptible_wait
+    entered.clear()
+    lock.read.__enter__()
+    quitter = _queue_writer(lock, "quitter", entered, failures)
+    reader = _start_reader(lock, "second reader", entered, failures)
+    stop.set()
+    with lock._mutex:
+        lock._changed.notify_all()
+    quitter.join(timeout=10)
+    reader.join(timeout=10)
+    assert failures == ["quitter"] and entered == ["second reader"]
+    lock.read.__exit__(None, None, None)
+    assert (lock._readers, lock._readers_waiting, lock._writers_waiting) == (0, 0, 0)
+    with lock.write:
+        pass
