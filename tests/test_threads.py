@@ -225,36 +225,57 @@ def test_read_write_lock_excludes_writers_prefers_them_and_loses_no_wakeup():
     assert order == ["writer", "reader"]
 
 
-def _queue_writer(lock, name, entered, failures):
-    """Start a thread that waits for the write lock, records `name` once inside, and returns
-    only when it is queued (so threads queue in the order this is called)."""
-    def write():
+def _start_waiting(lock, side, name, entered, failures):
+    """Start a thread that takes `side` ("read" or "write") of the lock, records `name` once
+    inside (or in `failures` if its wait is interrupted) and leaves; returns only when the
+    thread waits, so threads queue in the order this is called."""
+    def take():
         try:
-            with lock.write:
+            with getattr(lock, side):
                 entered.append(name)
         except KeyboardInterrupt:
             failures.append(name)
 
-    queued = lock._writers_waiting
-    thread = threading.Thread(target=write, name=name)
+    counter = "_writers_waiting" if side == "write" else "_readers_waiting"
+    waiting = getattr(lock, counter)
+    thread = threading.Thread(target=take, name=name)
     thread.start()
-    while lock._writers_waiting == queued:
+    while getattr(lock, counter) == waiting:
         time.sleep(0.001)
     return thread
+
+
+def _interruptible(lock, names):
+    """Return interrupt(): the waits of the threads called `names` then raise
+    KeyboardInterrupt, as Ctrl-C in a wait would (Condition.wait re-takes the mutex first)."""
+    wait = lock._wait
+    stop = threading.Event()
+
+    def interruptible_wait():
+        if threading.current_thread().name in names and stop.is_set():
+            raise KeyboardInterrupt
+        wait()
+
+    def interrupt():
+        stop.set()
+        with lock._mutex:
+            lock._changed.notify_all()  # the waits return, and those raise
+
+    lock._wait = interruptible_wait
+    return interrupt
 
 
 def test_waiting_writers_enter_in_arrival_order_and_one_that_gives_up_is_skipped():
     """Writers queued behind a writer enter first come, first served (a release wakes them
     all: without the order, the first to take the mutex went in, often a newcomer), and a
-    writer whose wait
-    ends in an exception (Ctrl-C) leaves the queue moving, whether it was next or further
-    back."""
+    writer whose wait ends in an exception (Ctrl-C) leaves the queue moving, whether it was
+    next in line or further back."""
     from nnserve.model.locks import ReadWriteLock
 
     lock = ReadWriteLock()
     entered, failures = [], []
     lock.write.__enter__()
-    threads = [_queue_writer(lock, f"writer {i}", entered, failures) for i in range(6)]
+    threads = [_start_waiting(lock, "write", f"writer {i}", entered, failures) for i in range(6)]
     lock.write.__exit__(None, None, None)
     with lock.write:  # asks after them (the releasing thread, running on): goes in last
         entered.append("late writer")
@@ -262,25 +283,15 @@ def test_waiting_writers_enter_in_arrival_order_and_one_that_gives_up_is_skipped
         thread.join(timeout=10)
     assert entered == [f"writer {i}" for i in range(6)] + ["late writer"]
 
-    # Interrupt the next writer in line and one further back, as Ctrl-C in their waits would.
     interrupted = {"writer 0", "writer 2"}
-    wait = lock._wait
-
-    def interruptible_wait():
-        if threading.current_thread().name in interrupted and stop.is_set():
-            raise KeyboardInterrupt
-        wait()
-
-    stop = threading.Event()
-    lock._wait = interruptible_wait
+    interrupt = _interruptible(lock, interrupted)
     entered.clear()
     lock.write.__enter__()
-    threads = [_queue_writer(lock, f"writer {i}", entered, failures) for i in range(4)]
-    stop.set()
-    with lock._mutex:
-        lock._changed.notify_all()  # the interrupted waits return and raise
-    for name in interrupted:
-        next(t for t in threads if t.name == name).join(timeout=10)
+    threads = [_start_waiting(lock, "write", f"writer {i}", entered, failures) for i in range(4)]
+    interrupt()
+    for thread in threads:
+        if thread.name in interrupted:
+            thread.join(timeout=10)
     assert sorted(failures) == sorted(interrupted)
     lock.write.__exit__(None, None, None)
     for thread in threads:
@@ -293,24 +304,6 @@ def test_waiting_writers_enter_in_arrival_order_and_one_that_gives_up_is_skipped
         pass
 
 
-def _start_reader(lock, name, entered, failures):
-    """Start a thread that takes the read side and records `name` once inside; returns only
-    when it waits (so callers know it found the lock taken)."""
-    def read():
-        try:
-            with lock.read:
-                entered.append(name)
-        except KeyboardInterrupt:
-            failures.append(name)
-
-    waiting = lock._readers_waiting
-    thread = threading.Thread(target=read, name=name)
-    thread.start()
-    while lock._readers_waiting == waiting:
-        time.sleep(0.001)
-    return thread
-
-
 def test_readers_and_writers_take_turns():
     """A reader that finds a writer inside (or waiting) goes in when that writer's turn ends,
     before writers that queued earlier but have not had their turn: a predict waits for one
@@ -321,32 +314,22 @@ def test_readers_and_writers_take_turns():
     lock = ReadWriteLock()
     entered, failures = [], []
     lock.write.__enter__()
-    threads = [_queue_writer(lock, f"writer {i}", entered, failures) for i in range(2)]
-    threads.append(_start_reader(lock, "reader", entered, failures))
-    threads.append(_queue_writer(lock, "writer 2", entered, failures))
+    threads = [_start_waiting(lock, "write", f"writer {i}", entered, failures) for i in range(2)]
+    threads.append(_start_waiting(lock, "read", "reader", entered, failures))
+    threads.append(_start_waiting(lock, "write", "writer 2", entered, failures))
     lock.write.__exit__(None, None, None)
     for thread in threads:
         thread.join(timeout=10)
     assert entered == ["reader", "writer 0", "writer 1", "writer 2"]
 
     # A reader inside; a writer waits for it; a second reader waits for that writer, which
-    # gives up (Ctrl-C): the second reader goes in beside the first.
-    wait = lock._wait
-    stop = threading.Event()
-
-    def interruptible_wait():
-        if threading.current_thread().name == "quitter" and stop.is_set():
-            raise KeyboardInterrupt
-        wait()
-
-    lock._wait = interruptible_wait
+    # gives up: the second reader goes in beside the first.
+    interrupt = _interruptible(lock, {"quitter"})
     entered.clear()
     lock.read.__enter__()
-    quitter = _queue_writer(lock, "quitter", entered, failures)
-    reader = _start_reader(lock, "second reader", entered, failures)
-    stop.set()
-    with lock._mutex:
-        lock._changed.notify_all()
+    quitter = _start_waiting(lock, "write", "quitter", entered, failures)
+    reader = _start_waiting(lock, "read", "second reader", entered, failures)
+    interrupt()
     quitter.join(timeout=10)
     reader.join(timeout=10)
     assert failures == ["quitter"] and entered == ["second reader"]
