@@ -16,7 +16,10 @@ Cases on [784, 256, 256, 10] (relu, relu, softmax; float32): batch-1 Predict wit
 calls in flight, batch-256 Predict and batch-256 TrainStep with 4 in flight, on every
 server. On nnserve only, the streams (`nnserve loadtest --stream`: the same messages over
 1 or 8 PredictStreams, a batch-256 TrainStream) and batch-4 TrainSteps of a [2, 8, 8, 1]
-network, unary and over one TrainStream. And a second nnserve, "batched", with dynamic
+network, unary and over one TrainStream. On nnserve and torch, "mixed b256 x8": 8 callers
+each sending batch-256 Predicts and TrainSteps to one model, half and half at random
+(what each side waits for at the model's lock; the TrainSteps' figures on a line of
+their own). And a second nnserve, "batched", with dynamic
 batching on (BATCHED_FLAGS), on the batch-1 Predict cases. Then the training-job cases
 (bench/training_jobs.py) on an nnserve server of their own.
 
@@ -64,6 +67,7 @@ class Case(NamedTuple):
     in_flight: int  # unary calls in flight, or streams open
     stream: bool = False
     layers: tuple = LAYERS
+    mixed: bool = False  # Predicts and, half of the calls, TrainSteps of the same rows, one model
 
 
 # Every server runs these.
@@ -82,7 +86,9 @@ STREAM_CASES = (
     Case("tiny train b4 x1", "train", 4, 1, layers=TINY_LAYERS),
     Case("tiny stream train b4 x1", "train", 4, 1, stream=True, layers=TINY_LAYERS),
 )
-ALL_CASES = CASES + STREAM_CASES
+# Predicts while the same model trains: what each side waits for at the model's lock.
+MIXED_CASES = (Case("mixed b256 x8", "predict", 256, 8, mixed=True),)
+ALL_CASES = CASES + STREAM_CASES + MIXED_CASES
 BATCHED_FLAGS = ("--batch-max-rows", "64", "--batch-max-delay-us", "0")
 RPC = {("predict", False): "Predict", ("train", False): "TrainStep",
        ("predict", True): "PredictStream", ("train", True): "TrainStream"}
@@ -168,7 +174,7 @@ def _servers():
         ("floor", bare + ["floor"], _bare_ready, CASES),
         ("weights", bare + ["weights"], _bare_ready, BATCH_1_CASES),
         ("torch", bare + ["torch"] if importlib.util.find_spec("torch") else None, _bare_ready,
-         CASES),
+         CASES + MIXED_CASES),
         ("nnserve", nnserve, _nnserve_ready, ALL_CASES),
         ("batched", nnserve + list(BATCHED_FLAGS), _nnserve_ready, BATCH_1_CASES),
     ]
@@ -197,8 +203,11 @@ def in_process_train(seconds, batch=256):
 
 
 def _load(port, case, seconds, warmup):
+    """The case's row of figures; a mixed case's are its Predicts', with its TrainSteps'
+    rate and latency quantiles under train_*."""
+    mix = {"predict": 1, "train": 1} if case.mixed else {case.operation: 1}
     report = run_load(LoadSpec(target=f"127.0.0.1:{port}", duration=seconds,
-                               concurrency=case.in_flight, mix={case.operation: 1},
+                               concurrency=case.in_flight, mix=mix,
                                batch=case.batch, layers=case.layers, models=1, warmup=warmup,
                                stream=case.stream))
     if not report["ok"]:
@@ -206,6 +215,10 @@ def _load(port, case, seconds, warmup):
     row = report["rpcs"][RPC[case.operation, case.stream]]
     if case.stream:  # a stream's messages count as its requests here
         row = dict(row, requests_per_second=row["messages_per_second"])
+    if case.mixed:
+        train = report["rpcs"]["TrainStep"]
+        row = dict(row, **{f"train_{key}": train[key]
+                           for key in ("requests_per_second", "p50_ms", "p99_ms")})
     return row
 
 
@@ -380,6 +393,11 @@ def format_report(report):
                          f"{column('p99_vs_floor', 11)} "
                          f"{column('requests_per_second_vs_weights_floor', 9)} "
                          f"{column('messages_per_second_vs_unary', 8)}")
+            if case.mixed:
+                rate = row["train_requests_per_second"]
+                lines.append(f"{'  its TrainSteps':<24} {name:<8} {rate:>9.1f} "
+                             f"{rate * case.batch:>10.0f} {row['train_p50_ms'] * 1e3:>8.0f} "
+                             f"{row['train_p99_ms'] * 1e3:>8.0f}")
     lines.append(f"in-process Network.train_step b256: {report['in_process_examples_per_second']:.0f} "
                  "examples/s")
     lines.append("resident memory MiB (idle after warm-up / end of load / peak): " + ", ".join(

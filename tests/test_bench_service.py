@@ -13,7 +13,7 @@ from nnserve.v1 import nnserve_pb2 as pb
 from nnserve.v1 import nnserve_pb2_grpc as pb_grpc
 from nnserve.v1.tensors import to_array, to_tensor
 
-from service_support import classifier_spec
+from service_support import classifier_spec, running_server
 
 
 def _reference_server(kind):
@@ -190,3 +190,25 @@ def test_streams_compare_with_nnserve_unary_calls_and_in_process():
     assert not targets["stream train b256 x1: examples/s vs in-process"]
     assert targets["batched predict b1 x8: req/s vs floor"]
     assert not targets["nnserve predict b1 x8: req/s vs floor"]
+
+
+def test_mixed_case_reports_both_sides_of_one_model():
+    """The mixed case loads one model with Predicts and TrainSteps at once: its row is the
+    Predicts', with the TrainSteps' rate and latencies beside them, and the report prints
+    the TrainSteps on a line of their own."""
+    case, = service.MIXED_CASES
+    with running_server() as running:
+        row = service._load(running.port, case._replace(batch=8, layers=(4, 8, 3), in_flight=4),
+                            0.5, warmup=0)
+    assert row["requests_per_second"] > 0 and row["train_requests_per_second"] > 0
+    assert 0 < row["p50_ms"] <= row["p99_ms"] and 0 < row["train_p50_ms"] <= row["train_p99_ms"]
+    results = {"nnserve": {"rss_idle_mib": 1, "rss_end_mib": 1, "rss_peak_mib": 1,
+                           "cases": {case.name: dict(row, rows_per_second=1.0)}}}
+    text = service.format_report({"duration_seconds": 1.0, "machine": {"cpus": 2}, "torch": "x",
+                                  "in_process_examples_per_second": 1.0, "servers": results,
+                                  "ratios": {case.name: {"nnserve": {}}},
+                                  "training_jobs": _job_figures([1, 1, 1]), "targets": []})
+    predict_line, train_line = [line for line in text.splitlines()
+                                if line.startswith((case.name, "  its TrainSteps"))]
+    assert predict_line.split()[3:5] == ["nnserve", f"{row['requests_per_second']:.1f}"]
+    assert train_line.split()[2:4] == ["nnserve", f"{row['train_requests_per_second']:.1f}"]
